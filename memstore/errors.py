@@ -1,0 +1,10 @@
+"""Errors that memloss reports to users as one line (the CLI prints them and exits with code 2)."""
+
+
+class MemlossError(Exception):
+    """Base of every error caused by bad input, a bad file or a bad store; the message is one line that names the
+    problem and the fix. Anything else escaping to the CLI is a bug and keeps its traceback."""
+
+
+class StoreError(MemlossError):
+    """A memory store is missing, foreign, corrupt or does not match the run."""
