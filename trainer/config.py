@@ -19,6 +19,7 @@ VARIANT_NAMES = ("v1", "v2", "v3")
 REG_NAMES = ("none", "te", "meow")
 NORM_NAMES = ("Linf", "L2")
 MEMORY_VIEWS = ("recorded", "aligned")
+ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn")
 
 
 class ConfigError(MemlossError):
@@ -154,6 +155,8 @@ class RunConfig:
     track_forgetting: bool = False
 
     def __post_init__(self) -> None:
+        if self.model is not None:
+            _choice(self.model, ARCH_NAMES, "architecture")
         if self.memory_budget < 1024**2:
             raise ConfigError(f"memory_budget must be ≥ 1 MiB, got {self.memory_budget} bytes")
         if self.eval_n is not None and self.eval_n < 1:

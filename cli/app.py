@@ -1,0 +1,50 @@
+"""The `memloss` console script: a thin typed layer; each command calls one library function."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import typer
+
+from cli.errors import one_line_errors
+
+app = typer.Typer(
+    name="memloss",
+    help="Adversarial training with memory adversarial examples (MemLoss), a Zarr memory of the last K epochs, "
+    "and AutoAttack evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register(name: str, command: Callable[..., None]) -> None:
+    app.command(name)(one_line_errors(command))
+
+
+def _register_all() -> None:
+    from cli.demo import demo
+    from cli.evaluate import evaluate, export
+    from cli.inspect_store import inspect_store
+    from cli.toy import toy
+    from cli.train import train
+
+    _register("train", train)
+    _register("inspect-store", inspect_store)
+    _register("evaluate", evaluate)
+    _register("export", export)
+    _register("toy", toy)
+    _register("demo", demo)
+
+
+_register_all()
+
+
+@app.callback()
+def _root() -> None:
+    """memloss: train (TRADES/MART/HAT/AT + MemLoss), inspect the memory store, evaluate with AutoAttack."""
+
+
+def main() -> None:
+    """Entry point of the `memloss` console script."""
+    app()

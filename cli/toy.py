@@ -1,0 +1,55 @@
+"""`memloss toy`: the paper's 2-D toy problem (§3.3, figures 2-3) → trainer.toy.run_toy, plots and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from trainer.toy import ToyResult
+
+
+def toy(
+    out: Annotated[Path, typer.Option(help="Folder for toy_result.json and the PNGs (created if missing)")] = Path(
+        "runs/toy"
+    ),
+    epochs: Annotated[int, typer.Option(help="Training epochs of each run (the paper: 120)")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the data, the initial weights, the batch order and PGD")] = 0,
+    quick: Annotated[bool, typer.Option(help="CI preset: 12 epochs on 128 points (overrides --epochs)")] = False,
+) -> None:
+    """Run the paper's 2-D toy problem: PGD-AT with and without the MemLoss term on two moons in [0,1]².
+
+    Prints, for both runs, how often the adversarial examples of epoch n−1 are misclassified by the model of
+    epoch n (forgetting), the test accuracies and the time; writes toy_result.json and three PNGs into --out.
+    Takes seconds on a CPU.
+    """
+    from trainer.toy import ToyConfig, run_toy, save_toy_result
+    from trainer.toy_plot import plot_toy
+
+    cfg = ToyConfig.quick(seed=seed) if quick else ToyConfig(epochs=epochs, seed=seed)
+    result = run_toy(cfg)
+    paths = [save_toy_result(result, out), *plot_toy(result, out)]
+    _print_summary(result, paths)
+
+
+def _print_summary(result: ToyResult, paths: list[Path]) -> None:
+    """A rich table with one row per run, then the written files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"2-D toy, {result.config.epochs} epochs, {result.wall_time_s:.1f} s (both runs)")
+    columns = ("run", "final forgetting", "mean forgetting", "mean forgotten", "clean acc", "robust acc")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, run in result.runs.items():
+        s = run.summary()
+        table.add_row(name, *(f"{s[key]:.3f}" for key in
+                              ("final_forgetting", "mean_forgetting", "mean_forgotten", "final_clean_acc",
+                               "final_robust_acc")))
+    console = Console()
+    console.print(table)
+    console.print(f"panels drawn for epoch {result.panels.epoch} of the AT run")
+    for path in paths:
+        console.print(str(path))

@@ -1,0 +1,61 @@
+"""`memloss train`: options → TrainConfig → trainer.fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+
+def train(
+    dataset: Annotated[Optional[str], Opt(help="cifar10 | cifar100 | svhn | digits | synthetic [default: digits]")] = None,
+    k: Annotated[Optional[int], Opt("--k", help="Memory depth K: epochs of adversarial examples kept (0 = no MemLoss term) [default: 1]")] = None,
+    store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL [default: RUN_DIR/memory.zarr]")] = None,
+    method: Annotated[Optional[str], Opt(help="Base method: standard | at | trades | mart | hat [default: trades]")] = None,
+    beta: Annotated[Optional[float], Opt(help="Robust-term weight β [default: the paper's for dataset and method]")] = None,
+    beta_prime: Annotated[Optional[str], Opt(help="MemLoss weight β′: one value for all slots, or one per slot like 2,1,0.5 [default: 2; HAT: 1]")] = None,
+    gamma: Annotated[Optional[float], Opt(help="HAT helper-term weight γ [default: 0.5]")] = None,
+    memloss_variant: Annotated[Optional[str], Opt(help="MemLoss term: v1 (weighted, paper eq. 5) | v2 | v3 [default: v1]")] = None,
+    reg: Annotated[Optional[str], Opt(help="Extra regularizer: none | te | meow [default: none]")] = None,
+    helper: Annotated[Optional[str], Opt(help="HAT helper: a checkpoint of a model trained with --method standard")] = None,
+    memory_view: Annotated[Optional[str], Opt(help="recorded: memory example = its own epoch's view + δ (as the official code) | aligned: δ moved into the current view [default: recorded]")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Training epochs [default: 70 CIFAR, 22 SVHN, 10 digits]")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Batch size [default: 128; digits 64]")] = None,
+    lr: Annotated[Optional[float], Opt(help="Peak learning rate of the OneCycle schedule [default: 0.21 CIFAR, 0.05 SVHN/digits]")] = None,
+    weight_decay: Annotated[Optional[float], Opt(help="SGD weight decay [default: 5e-4]")] = None,
+    seed: Annotated[Optional[int], Opt(help="Random seed [default: 0]")] = None,
+    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda | cuda:N [default: auto]")] = None,
+    out: Annotated[Optional[str], Opt(help="Run directory [default: runs/<dataset>-<method>-k<K>-s<seed>]")] = None,
+    eval_n: Annotated[Optional[int], Opt(help="Test points for the per-epoch PGD-20 model selection [default: whole test set]")] = None,
+    model: Annotated[Optional[str], Opt(help="resnet18 | preact_resnet18 | small_cnn [default: per dataset]")] = None,
+    norm: Annotated[Optional[str], Opt(help="Threat model norm: Linf | L2 [default: Linf]")] = None,
+    eps: Annotated[Optional[str], Opt(help="Radius ε as a fraction or float, e.g. 8/255 [default: 8/255; digits 32/255]")] = None,
+    step_size: Annotated[Optional[str], Opt(help="PGD step α [default: 2/255; SVHN 1/255; digits 8/255]")] = None,
+    attack_steps: Annotated[Optional[int], Opt(help="PGD steps during training [default: 10]")] = None,
+    memory_budget: Annotated[Optional[str], Opt(help="RAM for the store's window of memory, e.g. 2GB or 512MB [default: 2GB]")] = None,
+    track_forgetting: Annotated[Optional[bool], Opt("--track-forgetting/--no-track-forgetting", help="Log accuracy on the previous epoch's adversarial examples; for K=0 keeps a store just for this")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Dataset directory [default: $MEMLOSS_DATA or ~/.cache/memloss/data]")] = None,
+    n: Annotated[Optional[int], Opt(help="synthetic only: number of training samples")] = None,
+    resolution: Annotated[Optional[int], Opt(help="synthetic only: image side in pixels")] = None,
+    config: Annotated[Optional[Path], Opt(help="TOML file with any of these options; command-line values win")] = None,
+    resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped")] = None,
+) -> None:
+    """Train a model adversarially, with the MemLoss term when --k > 0.
+
+    `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
+    """
+    overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    from trainer.defaults import resolve_config
+    from trainer.fit import fit, resume_config
+    from trainer.units import parse_bytes
+
+    if overrides["memory_budget"] is not None:
+        overrides["memory_budget"] = parse_bytes(overrides["memory_budget"])
+    if resume is not None:
+        cfg = resume_config(resume, overrides, config)
+    else:
+        cfg = resolve_config(overrides, config)
+    fit(cfg, resume=resume)

@@ -1,0 +1,51 @@
+"""In-RAM backend: the same interface and semantics as the Zarr store, with S numpy arrays of N rows.
+
+Used in tests and as the "memory in RAM" baseline of the benchmarks. It holds (K+1)·N rows regardless of the
+memory budget, so its order covers the whole dataset in one window (a uniform random permutation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memstore.base import ENTRY_FIELDS, Entries, MemStore, RingState
+from memstore.order import BlockLayout, EpochPlan, default_block_size, random_members
+from memstore.spec import StoreSpec
+
+
+class InMemoryStore(MemStore):
+    """A MemStore whose slots are numpy arrays; nothing persists after close()."""
+
+    def __init__(self, spec: StoreSpec, *, seed: int = 0, block_size: int | None = None) -> None:
+        n, shape = spec.fingerprint.n, spec.fingerprint.shape
+        b = block_size or default_block_size(n, spec.sample_bytes)
+        layout = BlockLayout.from_members(random_members(n, seed), b)
+        state = RingState([None] * (spec.k + 1), [])
+        super().__init__(spec, layout, seed, state, window_blocks=layout.num_blocks, read_only=False)
+        self._rows = Entries.empty(n, shape, lead=(spec.k + 1,))
+
+    def _save_state(self, state: RingState) -> None:
+        self._state = state
+
+    def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
+        slot = plan.epoch % self.num_slots
+        self._rows.epoch[slot] = -1  # the slot's previous epoch is gone even for rows this epoch never writes
+
+    def _abandon_epoch(self) -> None:
+        """Nothing is buffered: rows are written in place."""
+
+    def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
+        sl = np.asarray(slots, dtype=np.int64)[:, None]
+        r = self._rows
+        return Entries(r.codes[sl, idx], r.scale[sl, idx], r.offset[sl, idx], r.flip[sl, idx], r.epoch[sl, idx])
+
+    def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
+        slot = self._write_slot()
+        for name in ENTRY_FIELDS:
+            getattr(self._rows, name)[slot, idx] = getattr(entries, name)
+
+    def _finish_epoch(self, epoch: int) -> None:
+        """Rows are already in place."""
+
+    def _close_backend(self) -> None:
+        self._rows = Entries.empty(0, self._spec.fingerprint.shape, lead=(self.num_slots,))

@@ -1,0 +1,71 @@
+"""Background threads of the Zarr store: one reader (prefetches whole windows) and one writer (write-behind of
+whole blocks). Their errors are kept and re-raised in the caller's thread at its next store call."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class BackgroundWriter(Generic[T]):
+    """Runs `write(job)` for each submitted job, in submission order, on one thread.
+
+    The queue holds at most `maxsize` jobs (submit blocks when full, which bounds memory). After the first failure
+    the remaining jobs are discarded and `error` holds the exception until `raise_error` reports it.
+    """
+
+    def __init__(self, write: Callable[[T], None], maxsize: int, name: str) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(maxsize)))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def submit(self, job: T) -> None:
+        self._queue.put(job)
+
+    def drain(self) -> None:
+        """Blocks until every submitted job has been written (or discarded after a failure)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Drains the queue and stops the thread; idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is _STOP:
+                    return
+                if self._error is None:
+                    self._write(job)
+            except BaseException as exc:  # reported to the caller's thread by the store
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+
+class BackgroundReader:
+    """One reader thread; `submit(fn)` returns a Future whose exception is re-raised by `result()`."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,269 @@
+"""Zarr backend: the memory lives in a Zarr v3 group (local path or any fsspec URL zarr accepts).
+
+Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
+The store never read-modify-writes a chunk: rows of a block are buffered until every sample of the block has
+been written this epoch, then the whole chunk is written by a background thread (write-behind). Reads load whole
+windows of blocks for the K read slots, one window ahead (prefetch). Format details: docs/store-format.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from memstore._prefetch import BackgroundReader, BackgroundWriter
+from memstore._zarr_meta import ZarrHandle, save_ring_state
+from memstore.base import ENTRY_FIELDS, NO_EPOCH, Entries, MemStore, RingState
+from memstore.errors import StoreError
+from memstore.order import DECODE_GROUP_BLOCKS, EpochPlan
+
+
+
+def pack_info(entries: Entries) -> np.ndarray:
+    """int32 [R, 4] columns (epoch, dy, dx, flip) of the on-disk "info" array."""
+    return np.column_stack([entries.epoch, entries.offset[:, 0], entries.offset[:, 1], entries.flip]).astype(np.int32)
+
+
+def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
+    """Writes info int32 [..., 4] into out.epoch/offset/flip at index `where`."""
+    out.epoch[where] = info[..., 0]
+    out.offset[where] = info[..., 1:3]
+    out.flip[where] = info[..., 3] > 0
+
+
+def _run_all(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Runs zarr coroutines concurrently on zarr's event loop (one round trip instead of one per chunk)."""
+
+    async def gather() -> list[Any]:
+        return list(await asyncio.gather(*coros))
+
+    return sync(gather())
+
+
+@dataclass
+class _Window:
+    """Rows (sorted storage rows [R]) of one window for the read slots, with their entries [S', R, ...]."""
+
+    rows: np.ndarray
+    entries: Entries
+
+
+@dataclass
+class _BlockBuffer:
+    """Rows of one block being filled during the epoch; `written` marks rows already set."""
+
+    entries: Entries
+    written: np.ndarray
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.written.all())
+
+
+@dataclass
+class _WriteJob:
+    """A whole block of one slot to write; entries None writes only NO_EPOCH stamps (a block nobody wrote)."""
+
+    slot: int
+    start: int
+    stop: int
+    entries: Entries | None
+
+
+class ZarrMemStore(MemStore):
+    """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`."""
+
+    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool) -> None:
+        super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
+        self._handle = handle
+        self._arrays: dict[str, zarr.Array] = handle.arrays
+        self._reader = BackgroundReader(name="memstore-read")
+        self._writer: BackgroundWriter[_WriteJob] | None = None
+        if not read_only:
+            self._writer = BackgroundWriter(self._write_job, maxsize=window_blocks, name="memstore-write")
+        self._windows: dict[int, Future[_Window]] = {}
+        self._read_slot_ids: list[int] = []
+        self._buffers: dict[int, _BlockBuffer] = {}
+        self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
+
+    @property
+    def url(self) -> str:
+        return self._handle.url
+
+    @property
+    def group(self) -> zarr.Group:
+        return self._handle.group
+
+    # ---- state ------------------------------------------------------------------------------------------------
+    def _save_state(self, state: RingState) -> None:
+        if self._writer is not None:
+            self._writer.drain()  # data first, then the attributes that point at it
+        self._raise_background_error()
+        save_ring_state(self._handle, state)
+
+    # ---- epochs -----------------------------------------------------------------------------------------------
+    def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
+        self._read_slot_ids = [slot for _, slot in read_slots]
+        self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
+        self._buffers = {}
+        if self._read_slot_ids:
+            for w in range(min(2, len(plan.windows))):
+                self._schedule(w)
+
+    def _abandon_epoch(self) -> None:
+        self._buffers = {}
+        self._drop_windows(keep_from=None)
+        if self._writer is not None:
+            self._writer.drain()
+
+    def _finish_epoch(self, epoch: int) -> None:
+        assert self._writer is not None
+        slot = epoch % self.num_slots
+        for block in np.flatnonzero(~self._flushed):
+            start, stop = self._layout.block_rows(int(block))
+            buf = self._buffers.pop(int(block), None)
+            self._writer.submit(_WriteJob(slot, start, stop, buf.entries if buf is not None else None))
+            self._flushed[block] = True
+        self._writer.drain()
+        self._raise_background_error()
+        self._drop_windows(keep_from=None)
+
+    # ---- reads ------------------------------------------------------------------------------------------------
+    def _schedule(self, w: int) -> None:
+        plan = self._plan
+        if plan is None or w in self._windows or not 0 <= w < len(plan.windows):
+            return
+        blocks, slots = np.sort(plan.windows[w]), list(self._read_slot_ids)
+        self._windows[w] = self._reader.submit(lambda: self._load_window(blocks, slots))
+
+    def _load_window(self, blocks: np.ndarray, slots: list[int]) -> _Window:
+        """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots`."""
+        spans = [self._layout.block_rows(int(b)) for b in blocks]
+        rows = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in spans])
+        out = Entries.uninitialized(rows.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
+        local = np.cumsum([0] + [stop - start for start, stop in spans])
+        a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
+        for g in range(0, len(spans), DECODE_GROUP_BLOCKS):
+            jobs = [(si, j) for j in range(g, min(g + DECODE_GROUP_BLOCKS, len(spans))) for si in range(len(slots))]
+            names = ("codes", "scale", "info")
+            coros = [a[name].getitem((slots[si], slice(*spans[j]))) for si, j in jobs for name in names]
+            got = _run_all(coros)
+            for n, (si, j) in enumerate(jobs):
+                where = (si, slice(int(local[j]), int(local[j + 1])))
+                out.codes[where], out.scale[where] = got[3 * n], got[3 * n + 1]
+                unpack_info(got[3 * n + 2], out, where)
+        return _Window(rows=rows, entries=out)
+
+    def _window(self, w: int) -> _Window:
+        self._schedule(w)
+        try:
+            return self._windows[w].result()
+        except Exception as exc:
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: BaseException) -> StoreError:
+        text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        return StoreError(f"cannot read memory from {self.url} ({text}); the store is corrupt: delete or restore it")
+
+    def _drop_windows(self, keep_from: int | None) -> None:
+        """Forgets windows below `keep_from` (all when None), waiting for a running load to finish."""
+        for w in [w for w in self._windows if keep_from is None or w < keep_from]:
+            fut = self._windows.pop(w)
+            if not fut.cancel():
+                fut.exception()  # wait; its error belongs to a window nobody will read
+
+    def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
+        if slots != self._read_slot_ids:
+            raise StoreError("internal error: read slots changed during the epoch")
+        plan = self._plan
+        assert plan is not None
+        pos = self._layout.position[idx]
+        wins = plan.window_of_block[pos // self._layout.block_size]
+        touched = np.unique(wins)
+        out = Entries.empty(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
+        if touched.size == 0:
+            return out
+        self._drop_windows(keep_from=int(touched[0]))
+        for w in touched:
+            self._gather(self._window(int(w)), wins == w, pos, out)
+        if touched.size == 1:
+            self._schedule(int(touched[0]) + 1)
+        return out
+
+    @staticmethod
+    def _gather(window: _Window, sel: np.ndarray, pos: np.ndarray, out: Entries) -> None:
+        local = np.searchsorted(window.rows, pos[sel])
+        for name in ENTRY_FIELDS:
+            getattr(out, name)[:, sel] = getattr(window.entries, name)[:, local]
+
+    # ---- writes -----------------------------------------------------------------------------------------------
+    def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
+        assert self._writer is not None
+        pos = self._layout.position[idx]
+        blocks = pos // self._layout.block_size
+        if self._flushed[blocks].any():
+            sample = int(idx[np.flatnonzero(self._flushed[blocks])[0]])
+            raise StoreError(
+                f"sample {sample} was written again in epoch {self._epoch} after its block was stored; "
+                "write each sample once per epoch"
+            )
+        order = np.argsort(blocks, kind="stable")
+        uniq, first = np.unique(blocks[order], return_index=True)
+        for block, rows in zip(uniq, np.split(order, first[1:])):
+            self._fill_block(int(block), pos[rows], entries, rows)
+
+    def _fill_block(self, block: int, pos: np.ndarray, entries: Entries, rows: np.ndarray) -> None:
+        start, stop = self._layout.block_rows(block)
+        buf = self._buffers.get(block)
+        if buf is None:
+            buf = _BlockBuffer(Entries.empty(stop - start, self._spec.fingerprint.shape), np.zeros(stop - start, bool))
+            self._buffers[block] = buf
+        local = pos - start
+        for name in ENTRY_FIELDS:
+            getattr(buf.entries, name)[local] = getattr(entries, name)[rows]
+        buf.written[local] = True
+        if buf.complete:
+            del self._buffers[block]
+            self._flushed[block] = True
+            assert self._writer is not None
+            self._writer.submit(_WriteJob(self._write_slot(), start, stop, buf.entries))
+
+    def _write_job(self, job: _WriteJob) -> None:
+        """Runs on the writer thread: whole-chunk writes only (slot, rows [start, stop) = exactly one chunk)."""
+        where = (job.slot, slice(job.start, job.stop))
+        a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
+        if job.entries is None:  # all -1 equals the fill value, so zarr just deletes the chunk
+            _run_all([a["info"].setitem(where, np.full((job.stop - job.start, 4), NO_EPOCH, dtype=np.int32))])
+            return
+        e = job.entries
+        _run_all([a["codes"].setitem(where, e.codes), a["scale"].setitem(where, e.scale),
+                  a["info"].setitem(where, pack_info(e))])
+
+    # ---- errors and closing -----------------------------------------------------------------------------------
+    def _raise_background_error(self) -> None:
+        if self._writer is not None and self._writer.error is not None:
+            exc = self._writer.error
+            text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+            raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
+        for fut in self._windows.values():
+            if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                raise self._read_error(fut.exception()) from fut.exception()  # type: ignore[arg-type]
+
+    def _close_backend(self) -> None:
+        self._buffers = {}
+        try:
+            self._drop_windows(keep_from=None)
+        finally:
+            self._reader.close()
+            if self._writer is not None:
+                self._writer.close()
+        if self._writer is not None and self._writer.error is not None:
+            exc = self._writer.error
+            raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc

@@ -1,0 +1,260 @@
+"""Inspection of a store: a JSON-able summary, a rich rendering of it, and a PNG of code and scale distributions.
+
+Works read-only, also on a store that a running training is writing: it reports the last committed state and
+counts only rows whose epoch stamp equals their slot's committed epoch. Rows are read block by block, so RAM stays
+bounded; above `sample_coords` coordinates per slot the statistics use a random sample of blocks (the summary
+says so in "sampled_blocks").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from zarr.core.sync import sync
+
+from memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle
+from memstore.errors import MemlossError
+
+DEFAULT_SAMPLE_COORDS = 50_000_000  # per slot; about 50 MB of codes read
+SCALE_SAMPLE = 100_000
+EPOCH_READ_ROWS = 1 << 18
+
+
+@dataclass
+class _SlotStats:
+    """Accumulated over the read blocks of one slot (valid rows only)."""
+
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    coords: int = 0
+    abs_sum: float = 0.0  # Σ |δ| / ε
+    at_eps: int = 0
+    at_scale: int = 0
+    scales: list[np.ndarray] = field(default_factory=list)
+    blocks_read: int = 0
+
+
+def summarize(url: UrlLike, *, sample_coords: int = DEFAULT_SAMPLE_COORDS, seed: int = 0) -> dict[str, Any]:
+    """Summary of the store at `url` as a JSON-able dict (see the module docstring and docs/store-format.md)."""
+    handle = open_handle(url, expect=None, read_only=True)
+    return _summary(handle, _all_slot_stats(handle, sample_coords, seed))
+
+
+def _summary(handle: ZarrHandle, stats: dict[int, _SlotStats]) -> dict[str, Any]:
+    spec, meta, layout = handle.spec, handle.meta, handle.layout
+    coords_per_row = spec.sample_bytes
+    by_array, by_slot = _bytes_on_disk(handle)
+    valid = {slot: _valid_entries(handle, slot) for slot in range(spec.k + 1)}
+    per_slot = [_slot_summary(handle, slot, valid[slot], by_slot.get(slot, 0), stats.get(slot)) for slot in
+                range(spec.k + 1)]
+    total_valid = sum(valid.values())
+    f32 = total_valid * coords_per_row * 4
+    total = sum(by_array.values())
+    return {
+        "url": handle.url,
+        "format": meta["format"],
+        "format_version": meta["format_version"],
+        "memloss_version": meta.get("memloss_version"),
+        "dataset": spec.fingerprint.to_dict(),
+        "threat": spec.threat.to_dict(),
+        "n": spec.fingerprint.n,
+        "sample_shape": list(spec.fingerprint.shape),
+        "k": spec.k,
+        "slots": spec.k + 1,
+        "slot_epochs": {str(i): e for i, e in enumerate(handle.state.slot_epochs)},
+        "committed_epochs": list(handle.state.committed),
+        "last_committed_epoch": handle.state.committed[-1] if handle.state.committed else None,
+        "valid_entries": total_valid,
+        "bytes_on_disk": total,
+        "bytes_by_array": by_array,
+        "float32_equivalent_bytes": f32,
+        "ratio_vs_float32": round(f32 / total, 3) if total and f32 else None,
+        "layout": {
+            "block_size": layout.block_size,
+            "num_blocks": layout.num_blocks,
+            "codes_chunk_shape": list(handle.arrays["codes"].chunks),
+            "codecs": meta.get("codecs"),
+            "seed": handle.seed,
+            "memory_budget": meta.get("memory_budget"),
+        },
+        "per_slot": per_slot,
+        "stats_note": _stats_note(handle, stats),
+    }
+
+
+def _stats_note(handle: ZarrHandle, stats: dict[int, _SlotStats]) -> str:
+    total = handle.layout.num_blocks
+    if any(st.blocks_read < total for st in stats.values()):
+        return f"per-slot statistics use a random sample of blocks (see sampled_blocks, of {total})"
+    return "per-slot statistics use every block"
+
+
+def _slot_summary(handle: ZarrHandle, slot: int, valid: int, nbytes: int, st: _SlotStats | None) -> dict[str, Any]:
+    coords = valid * handle.spec.sample_bytes
+    out: dict[str, Any] = {
+        "slot": slot,
+        "epoch": handle.state.slot_epochs[slot],
+        "valid_entries": valid,
+        "bytes_on_disk": nbytes,
+        "bytes_per_coord": round(nbytes / coords, 4) if coords else None,
+        "ratio_vs_float32": round(4 * coords / nbytes, 3) if coords and nbytes else None,
+    }
+    if st is None or st.coords == 0:
+        return {**out, "mean_abs_delta_over_eps": None, "at_eps_fraction": None, "at_scale_fraction": None,
+                "code_entropy_bits": None, "sampled_blocks": None}
+    return {
+        **out,
+        "mean_abs_delta_over_eps": round(st.abs_sum / st.coords, 5),
+        "at_eps_fraction": round(st.at_eps / st.coords, 5),
+        "at_scale_fraction": round(st.at_scale / st.coords, 5),
+        "code_entropy_bits": round(entropy_bits(st.hist), 4),
+        "sampled_blocks": f"{st.blocks_read} of {handle.layout.num_blocks}",
+    }
+
+
+def _valid_entries(handle: ZarrHandle, slot: int) -> int:
+    epoch = handle.state.slot_epochs[slot]
+    if epoch is None:
+        return 0
+    arr, n, total = handle.arrays["info"], handle.layout.n, 0
+    step = max(handle.layout.block_size, EPOCH_READ_ROWS // handle.layout.block_size * handle.layout.block_size)
+    for start in range(0, n, step):
+        total += int((arr[slot, start : min(n, start + step), 0] == epoch).sum())
+    return total
+
+
+def _all_slot_stats(handle: ZarrHandle, sample_coords: int, seed: int) -> dict[int, _SlotStats]:
+    out = {}
+    for slot, epoch in enumerate(handle.state.slot_epochs):
+        if epoch is not None:
+            out[slot] = _slot_stats(handle, slot, epoch, sample_coords, np.random.default_rng(seed))
+    return out
+
+
+def _slot_stats(handle: ZarrHandle, slot: int, epoch: int, sample_coords: int, rng: np.random.Generator) -> _SlotStats:
+    layout, eps = handle.layout, handle.spec.threat.eps_float
+    per_block = layout.block_size * handle.spec.sample_bytes
+    budget_blocks = max(1, sample_coords // per_block)
+    blocks = np.arange(layout.num_blocks)
+    if layout.num_blocks > budget_blocks:
+        blocks = np.sort(rng.choice(layout.num_blocks, size=budget_blocks, replace=False))
+    st = _SlotStats()
+    for block in blocks:
+        start, stop = layout.block_rows(int(block))
+        ok = handle.arrays["info"][slot, start:stop, 0] == epoch
+        st.blocks_read += 1
+        if ok.any():
+            _accumulate(st, handle.arrays["codes"][slot, start:stop][ok],
+                        handle.arrays["scale"][slot, start:stop][ok], eps)
+    return st
+
+
+def _accumulate(st: _SlotStats, codes: np.ndarray, scale: np.ndarray, eps: float) -> None:
+    """codes uint8 [R,C,H,W], scale float32 [R] of valid rows."""
+    flat = codes.reshape(codes.shape[0], -1)
+    st.hist += np.bincount(flat.ravel(), minlength=256)
+    dev = np.abs(flat.astype(np.int16) - 128)
+    st.coords += flat.size
+    st.abs_sum += float((dev.sum(axis=1) * (scale.astype(np.float64) / 127)).sum() / eps)
+    at_max = (dev == 127).sum(axis=1)
+    st.at_scale += int(at_max.sum())
+    st.at_eps += int(at_max[scale >= eps * (1 - 1e-5)].sum())
+    if sum(s.size for s in st.scales) < SCALE_SAMPLE:
+        st.scales.append(scale.copy())
+
+
+def _bytes_on_disk(handle: ZarrHandle) -> tuple[dict[str, int], dict[int, int]]:
+    """Bytes of every key per array (metadata included), and chunk bytes per ring slot."""
+    store = handle.group.store
+
+    async def collect() -> list[tuple[str, int]]:
+        keys = [key async for key in store.list()]
+        sizes = [await store.getsize(key) for key in keys]
+        return list(zip(keys, sizes))
+
+    by_array: dict[str, int] = {}
+    by_slot: dict[int, int] = {}
+    prefix = handle.group.path.strip("/")
+    for key, size in sync(collect()):
+        rel = key[len(prefix) + 1 :] if prefix and key.startswith(prefix + "/") else key
+        parts = rel.split("/")
+        name = parts[0] if len(parts) > 1 else "group"
+        by_array[name] = by_array.get(name, 0) + int(size)
+        if name in ARRAYS and len(parts) > 2 and parts[1] == "c":
+            by_slot[int(parts[2])] = by_slot.get(int(parts[2]), 0) + int(size)
+    return by_array, by_slot
+
+
+def render_summary(summary: dict[str, Any]) -> Any:
+    """A rich renderable (tables) of a `summarize` result."""
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table(title=f"memory store {summary['url']}", show_header=False)
+    d, t = summary["dataset"], summary["threat"]
+    rows = [
+        ("format", f"{summary['format']} v{summary['format_version']} (memloss {summary['memloss_version']})"),
+        ("dataset", f"{d['name']}  N={d['n']}  shape={tuple(d['shape'])}  labels sha256 {d['labels_sha256'][:12]}"),
+        ("threat model", f"{t['norm']} eps={t['eps']} ({t['eps_float']:.6g})"),
+        ("K / slots", f"{summary['k']} / {summary['slots']}"),
+        ("committed epochs", ", ".join(map(str, summary["committed_epochs"])) or "none"),
+        ("bytes on disk", f"{summary['bytes_on_disk']:,} (float32 equivalent {summary['float32_equivalent_bytes']:,},"
+                          f" ratio {summary['ratio_vs_float32']})"),
+        ("layout", f"block {summary['layout']['block_size']} samples x {summary['layout']['num_blocks']} blocks,"
+                   f" codecs {summary['layout']['codecs']}"),
+    ]
+    for key, value in rows:
+        head.add_row(key, str(value))
+    slots = Table(title="slots")
+    cols = {"slot": "slot", "epoch": "epoch", "valid_entries": "valid", "bytes_per_coord": "B/coord",
+            "ratio_vs_float32": "x f32", "mean_abs_delta_over_eps": "mean |d|/eps", "at_eps_fraction": "at +-eps",
+            "code_entropy_bits": "H(code) bits", "sampled_blocks": "blocks read"}
+    for label in cols.values():
+        slots.add_column(label)
+    for s in summary["per_slot"]:
+        slots.add_row(*("-" if s[c] is None else str(s[c]) for c in cols))
+    return Group(head, slots)
+
+
+def plot_store(url: UrlLike, png_path: str | Path, *, sample_coords: int = DEFAULT_SAMPLE_COORDS) -> Path:
+    """Writes a PNG with the histogram of δ codes per committed slot and the distribution of scales s/ε."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    handle = open_handle(url, expect=None, read_only=True)
+    stats = _all_slot_stats(handle, sample_coords, seed=0)
+    png = Path(png_path)
+    if not png.parent.exists():
+        raise MemlossError(f"directory {png.parent} does not exist; create it or choose another --plot path")
+    fig, (ax_codes, ax_scale) = plt.subplots(1, 2, figsize=(11, 4))
+    eps = handle.spec.threat.eps_float
+    for slot, st in sorted(stats.items()):
+        label = f"slot {slot} (epoch {handle.state.slot_epochs[slot]})"
+        ax_codes.step(np.arange(256), np.maximum(st.hist, 0.5), where="mid", label=label)
+        if st.scales:
+            ax_scale.hist(np.concatenate(st.scales) / eps, bins=50, histtype="step", label=label)
+    ax_codes.set(yscale="log", xlabel="code (128 = 0, 1/255 = -s/+s)", ylabel="count", title="delta codes")
+    ax_scale.set(xlabel="scale s / eps", ylabel="samples", title="per-sample scale")
+    if stats:
+        ax_codes.legend(fontsize=7)
+        ax_scale.legend(fontsize=7)
+    else:
+        ax_codes.text(0.5, 0.5, "no committed epoch yet", ha="center", transform=ax_codes.transAxes)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def entropy_bits(hist: np.ndarray) -> float:
+    """Order-0 entropy in bits of a histogram of counts."""
+    total = hist.sum()
+    if total == 0:
+        return math.nan
+    p = hist[hist > 0] / total
+    return float(-(p * np.log2(p)).sum())

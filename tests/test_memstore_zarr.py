@@ -1,0 +1,335 @@
+"""Zarr-specific guarantees: whole-chunk writes, crash safety, validation of bad stores, background errors,
+bounded memory, and the plain-zarr reading recipe of docs/store-format.md."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.storage import LocalStore
+
+from memstore.base import row_bytes
+
+from memstore import (
+    DatasetFingerprint,
+    StoreError,
+    StoreSpec,
+    ThreatModel,
+    create_store,
+    open_or_create,
+    open_store,
+)
+
+SHAPE = (3, 4, 4)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_spec(n: int = 40, k: int = 2, shape: tuple[int, int, int] = SHAPE, eps: str = "8/255",
+              name: str = "toy") -> StoreSpec:
+    return StoreSpec(DatasetFingerprint(name, n, shape, "0" * 64), ThreatModel("Linf", eps), k)
+
+
+def write_epoch(store, epoch: int, batch: int = 6, commit: bool = True) -> np.ndarray:  # noqa: ANN001
+    order = store.begin_epoch(epoch)
+    for start in range(0, order.shape[0], batch):
+        idx = order[start : start + batch]
+        b = idx.shape[0]
+        codes = np.full((b, *store.spec.fingerprint.shape), epoch % 200 + 1, np.uint8)
+        store.write(idx, codes, np.full(b, 0.01, np.float32), np.stack([np.full(b, epoch), idx], 1), np.zeros(b, bool))
+    if commit:
+        store.commit_epoch()
+    return order
+
+
+class CountingStore(LocalStore):
+    """LocalStore that counts every set/delete/get per key."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.sets: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()
+
+    async def set(self, key, value) -> None:  # noqa: ANN001
+        self.sets[key] += 1
+        await super().set(key, value)
+
+    async def delete(self, key) -> None:  # noqa: ANN001
+        self.sets[key] += 1
+        await super().delete(key)
+
+    async def get(self, key, prototype, byte_range=None):  # noqa: ANN001, ANN201
+        self.gets[key] += 1
+        return await super().get(key, prototype, byte_range)
+
+
+def test_each_chunk_is_written_once_per_epoch_and_never_read_back(tmp_path: Path) -> None:
+    store_obj = CountingStore(tmp_path / "s.zarr")
+    spec = make_spec(n=50, k=2)
+    with create_store(store_obj, spec, block_size=8) as store:
+        for epoch in range(4):
+            store_obj.sets.clear()
+            store_obj.gets.clear()
+            write_epoch(store, epoch, batch=7)
+            slot = epoch % 3
+            chunk_sets = {k: v for k, v in store_obj.sets.items() if "/c/" in k}
+            assert max(chunk_sets.values()) == 1
+            written = {k for k in chunk_sets if k.split("/")[2] == str(slot)}
+            assert written == set(chunk_sets)  # only the write slot is touched
+            assert len({k for k in written if k.startswith("codes/")}) == 7  # ceil(50/8) blocks, each once
+            assert not any(k.split("/")[2] == str(slot) for k in store_obj.gets if "/c/" in k)
+
+
+def test_reopen_validates_every_field(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec()) as store:
+        write_epoch(store, 0)
+    cases = [(make_spec(name="other"), "dataset"), (make_spec(n=41), "n"), (make_spec(k=3), "k"),
+             (make_spec(eps="4/255"), "eps"), (make_spec(shape=(3, 4, 5)), "shape")]
+    for spec, field in cases:
+        with pytest.raises(StoreError) as info:
+            open_store(url, expect=spec)
+        msg = str(info.value)
+        assert "\n" not in msg and f"{field} expected" in msg
+    with open_store(url, expect=make_spec()) as store:
+        assert store.committed_epochs == [0]
+
+
+def test_foreign_and_missing_locations(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a memloss store"):
+        create_store(foreign, make_spec())
+    assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(StoreError, match="not a memloss"):
+        open_store(foreign)
+    with pytest.raises(StoreError, match="no memory store"):
+        open_store(tmp_path / "missing", read_only=True)
+    with pytest.raises(StoreError, match="no memory store"):
+        open_store(tmp_path / "missing2")
+    url = tmp_path / "s.zarr"
+    create_store(url, make_spec()).close()
+    with pytest.raises(StoreError, match="already holds a memloss store"):
+        create_store(url, make_spec())
+
+
+def test_truncated_chunk_is_a_clear_error(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(n=16), block_size=8) as store:
+        write_epoch(store, 0)
+    chunk = url / "codes" / "c" / "0" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with open_store(url) as store:
+        store.begin_epoch(1)
+        with pytest.raises(StoreError, match="corrupt") as info:
+            for block in range(2):
+                store.read(store.layout.members[block * 8 : block * 8 + 1])
+        assert "\n" not in str(info.value)
+
+
+def test_unknown_codec_in_metadata_is_refused(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    create_store(url, make_spec()).close()
+    meta_path = url / "codes" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["codecs"].append({"name": "numcodecs.pickle", "configuration": {}})
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="numcodecs.pickle"):
+        open_store(url)
+
+
+def test_corrupt_ring_state_is_refused(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    create_store(url, make_spec()).close()
+    meta_path = url / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["memloss"]["slot_epochs"] = [5, None, None]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="inconsistent"):
+        open_store(url)
+
+
+def test_simulated_crash_before_commit(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    store = create_store(url, make_spec(n=30, k=2), block_size=4)
+    write_epoch(store, 0)
+    write_epoch(store, 1)
+    write_epoch(store, 2, commit=False)  # every block of epoch 2 is on disk, the commit never happens
+    store._writer.drain()  # noqa: SLF001 (the data really reached the disk before the "crash")
+    del store  # no close, no commit
+    with open_store(url, expect=make_spec(n=30, k=2)) as again:
+        assert again.committed_epochs == [0, 1]
+        again.begin_epoch(3)  # epoch 2 is not memory: its slot must read as invalid
+        mb = again.read(np.arange(30))
+        assert not mb.valid[0].any() and mb.valid[1].all()
+        assert mb.offset[1, :, 0].tolist() == [1] * 30
+
+
+KILL_SCRIPT = """
+import sys, numpy as np
+from memstore import *
+spec = StoreSpec(DatasetFingerprint("toy", 64, (3, 4, 4), "0" * 64), ThreatModel("Linf", "8/255"), 2)
+store = create_store(sys.argv[1], spec, block_size=4)
+epoch = 0
+while True:
+    order = store.begin_epoch(epoch)
+    for start in range(0, 64, 5):
+        idx = order[start:start + 5]
+        b = len(idx)
+        store.write(idx, np.full((b, 3, 4, 4), epoch % 200 + 1, np.uint8), np.full(b, 0.01, np.float32),
+                    np.stack([np.full(b, epoch), idx], 1), np.zeros(b, bool))
+    store.commit_epoch()
+    if epoch == 2:
+        open(sys.argv[2], "w").close()
+    epoch += 1
+"""
+
+
+def test_kill_9_while_writing_leaves_committed_epochs_intact(tmp_path: Path) -> None:
+    url, ready = tmp_path / "s.zarr", tmp_path / "ready"
+    script = tmp_path / "writer.py"
+    script.write_text(KILL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script), str(url), str(ready)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.time() < deadline, "writer died or never committed epoch 2"
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it run into later epochs, somewhere mid-write
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with open_store(url, expect=make_spec(n=64, k=2)) as store:
+        last = store.last_committed_epoch
+        assert last is not None and last >= 2 and store.committed_epochs == [last - 1, last]
+        store.begin_epoch(last + 1)
+        mb = store.read(np.arange(64))
+        assert mb.valid.all()
+        assert mb.offset[0, :, 0].tolist() == [last] * 64 and mb.offset[1, :, 0].tolist() == [last - 1] * 64
+        assert mb.offset[0, :, 1].tolist() == list(range(64))
+        assert int(mb.codes[0].min()) == int(mb.codes[0].max()) == last % 200 + 1
+        write_epoch(store, last + 1)  # the interrupted slot is rewritten and the run continues
+        assert store.committed_epochs == [last - 1, last, last + 1]
+
+
+class FailingArray:
+    """Stands in for a zarr array whose writes fail (e.g. a full disk)."""
+
+    @property
+    def async_array(self) -> "FailingArray":
+        return self
+
+    async def setitem(self, key, value) -> None:  # noqa: ANN001
+        raise OSError("No space left on device")
+
+
+def test_background_write_error_reaches_the_caller(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr", make_spec(n=16), block_size=4)
+    store._arrays["codes"] = FailingArray()  # noqa: SLF001
+    with pytest.raises(StoreError, match="No space left on device"):
+        write_epoch(store, 0)
+    with pytest.raises(StoreError, match="No space left"):
+        store.close()
+
+
+def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec()) as store:
+        write_epoch(store, 0)
+    with open_store(url, read_only=True) as store:
+        store.begin_epoch(1)
+        assert store.read(np.arange(4)).valid[0].all()
+        with pytest.raises(StoreError, match="read-only"):
+            store.write(np.arange(1), np.zeros((1, *SHAPE), np.uint8), np.zeros(1, np.float32),
+                        np.zeros((1, 2), np.int64), np.zeros(1, bool))
+        assert store.committed_epochs == [0]
+
+
+def test_second_write_of_a_stored_block_is_refused(tmp_path: Path) -> None:
+    with create_store(tmp_path / "s.zarr", make_spec(n=8), block_size=8) as store:
+        order = store.begin_epoch(0)
+        def args(b: int) -> tuple:
+            return (np.zeros((b, *SHAPE), np.uint8), np.zeros(b, np.float32), np.zeros((b, 2), np.int64),
+                    np.zeros(b, bool))
+
+        store.write(order, *args(8))
+        with pytest.raises(StoreError, match="written again"):
+            store.write(order[:1], *args(1))
+
+
+def test_open_or_create_reuses_matching_store(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with open_or_create(url, make_spec(), seed=3) as store:
+        write_epoch(store, 0)
+    with open_or_create(url, make_spec(), seed=99) as store:
+        assert store.committed_epochs == [0] and store.seed == 3
+    with pytest.raises(StoreError, match="k expected 4"):
+        open_or_create(url, make_spec(k=4))
+
+
+def test_budget_too_small_is_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="memory budget"):
+        create_store(tmp_path / "s.zarr", make_spec(n=100), block_size=50, memory_budget=1000)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_memory_stays_within_budget(tmp_path: Path) -> None:
+    spec = make_spec(n=2500, k=2, shape=(3, 32, 32))
+    budget = 6_000_000  # the 3 slots hold 3 * 2500 * 3092 B = 23 MB
+    with create_store(tmp_path / "s.zarr", spec, block_size=32, memory_budget=budget) as store:
+        block = store.block_size * row_bytes(spec)
+        assert store.window_blocks * block * (2 * spec.k + 2) + 8 * spec.k * block <= budget
+        for epoch in range(2):
+            write_epoch(store, epoch, batch=128)
+        tracemalloc.start()
+        try:
+            order = store.begin_epoch(2)
+            for start in range(0, 2500, 128):  # batches smaller than a window: at most 2 windows resident
+                idx = order[start : start + 128]
+                store.read(idx)
+                b = idx.shape[0]
+                store.write(idx, np.ones((b, 3, 32, 32), np.uint8), np.zeros(b, np.float32),
+                            np.zeros((b, 2), np.int64), np.zeros(b, bool))
+                assert len(store._windows) <= 2  # noqa: SLF001
+            store.commit_epoch()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < budget + 3_000_000, f"peak {peak} B over budget {budget} B (+3 MB of zarr/asyncio overhead)"
+
+
+def test_memory_url_store_persists_across_opens() -> None:
+    url = "memory://memstore-test-persist"
+    with create_store(url, make_spec(n=12)) as store:
+        write_epoch(store, 0)
+    with open_store(url, expect=make_spec(n=12)) as store:
+        store.begin_epoch(1)
+        assert store.read(np.arange(12)).valid[0].all()
+
+
+def test_plain_zarr_snippet_from_docs(tmp_path: Path) -> None:
+    url = str(tmp_path / "s.zarr")
+    with create_store(url, make_spec(n=20, k=2), block_size=8) as store:
+        for epoch in range(3):
+            write_epoch(store, epoch)
+        store.begin_epoch(3)
+        expected = store.read(np.array([13]))
+    doc = (ROOT / "docs" / "store-format.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    for k in range(2):
+        scope = {"path": url, "i": 13, "k": k, "zarr": zarr}
+        exec(snippet, scope)  # noqa: S102
+        assert scope["valid"] == bool(expected.valid[k, 0])
+        assert np.array_equal(scope["codes"], expected.codes[k, 0].numpy())
+        assert np.allclose(scope["delta"], (expected.codes[k, 0].numpy().astype(np.float32) - 128) / 127
+                           * float(expected.scale[k, 0]))

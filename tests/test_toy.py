@@ -1,0 +1,135 @@
+"""The 2-D toy problem: data in the unit square, the two-logit wrapper, the forgetting metric on a hand-made
+case, config validation, and the quick run end to end (library and CLI)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memstore.errors import MemlossError
+from trainer.toy import (
+    RUN_NAMES, ToyConfig, ToyConfigError, ToyResult, TwoLogitMLP, error_rate, pick_panel_epoch, run_toy,
+    save_toy_result,
+)
+from trainer.toy_data import make_toy_data
+
+
+class _LinearToy(nn.Module):
+    """z = x1 − 0.5: class 1 right of the vertical line x1 = 0.5 (a boundary whose answers we know)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x[:, :1] - 0.5
+        return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+@pytest.fixture(scope="module")
+def quick_result() -> ToyResult:
+    return run_toy(ToyConfig.quick(seed=0))
+
+
+def test_data_in_unit_square_balanced_and_seeded() -> None:
+    data = make_toy_data(200, 0.1, seed=3)
+    assert data.x.shape == (200, 2) and data.x.dtype == torch.float32
+    assert data.x.min() >= 0 and data.x.max() <= 1
+    assert int(data.y.sum()) == 100
+    assert torch.equal(data.x, make_toy_data(200, 0.1, seed=3).x)
+    assert not torch.equal(data.x, make_toy_data(200, 0.1, seed=4).x)
+
+
+def test_two_logit_cross_entropy_is_the_papers_bce() -> None:
+    model = TwoLogitMLP(8)
+    x = torch.rand(16, 2)
+    y = torch.randint(0, 2, (16,))
+    z = model.body(x).squeeze(1)
+    bce = F.binary_cross_entropy_with_logits(z, y.float())
+    assert torch.allclose(F.cross_entropy(model(x), y), bce, atol=1e-6)
+
+
+def test_forgetting_metric_on_a_hand_made_case() -> None:
+    # Previous-epoch adversarial examples; the boundary x1 = 0.5 misclassifies exactly points 1 and 2 of 4.
+    adv_prev = torch.tensor([[0.2, 0.5], [0.6, 0.1], [0.4, 0.9], [0.9, 0.3]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert error_rate(_LinearToy(), adv_prev, y).item() == pytest.approx(0.5)
+    assert error_rate(_LinearToy(), adv_prev[[0, 3]], y[[0, 3]]).item() == 0.0
+
+
+def test_pick_panel_epoch_searches_the_second_half() -> None:
+    # forgetting[i] belongs to epoch i + 2; the early peak (epoch 2) is outside the searched half.
+    assert pick_panel_epoch([0.9, 0.1, 0.2, 0.4, 0.5, 0.4], panel_from=0.5) == 6
+    assert pick_panel_epoch([0.9, 0.1, 0.2, 0.4, 0.3, 0.4], panel_from=0.5) == 5  # earliest on a tie
+    assert pick_panel_epoch([0.9, 0.1, 0.2, 0.4], panel_from=0.0) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"epochs": 0}, {"epochs": 1}, {"eps": 0.0}, {"eps": 0.6}, {"lr": -1.0}, {"batch_size": 0},
+               {"momentum": 1.0}, {"beta_prime": -1.0}, {"panel_from": 1.0}, {"grid": 1}],
+)
+def test_config_rejects_impossible_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ToyConfigError) as err:
+        ToyConfig(**kwargs)
+    assert isinstance(err.value, MemlossError) and "\n" not in str(err.value)
+
+
+def test_quick_run_values_and_panels(quick_result: ToyResult) -> None:
+    cfg = quick_result.config
+    assert set(quick_result.runs) == set(RUN_NAMES)
+    for run in quick_result.runs.values():
+        assert len(run.forgetting) == len(run.forgotten) == cfg.epochs - 1
+        assert len(run.clean_acc) == len(run.robust_acc) == len(run.own_error) == cfg.epochs
+        for values in (run.forgetting, run.forgotten, run.own_error, run.clean_acc, run.robust_acc):
+            assert all(0.0 <= v <= 1.0 for v in values)
+        assert all(f <= g for f, g in zip(run.forgotten, run.forgetting))
+    at = quick_result.runs["AT"]
+    panels = quick_result.panels
+    assert panels.wrong.shape == (3, cfg.n_train)
+    # Panel (c) is exactly the forgetting of the plotted epoch, panel (b) the own error.
+    assert panels.wrong[2].mean() == pytest.approx(at.forgetting[panels.epoch - 2])
+    assert panels.wrong[1].mean() == pytest.approx(at.own_error[panels.epoch - 1])
+    assert (abs(panels.adv_prev - panels.x) <= cfg.eps + 1e-6).all()
+
+
+def test_quick_run_is_deterministic(quick_result: ToyResult) -> None:
+    again = run_toy(ToyConfig.quick(seed=0))
+    for name in RUN_NAMES:
+        assert again.runs[name] == quick_result.runs[name]
+
+
+def test_plots_and_json_are_written(quick_result: ToyResult, tmp_path: Path) -> None:
+    from trainer.toy_plot import plot_toy
+
+    paths = plot_toy(quick_result, tmp_path / "figs")
+    assert [p.name for p in paths] == ["toy_panels.png", "toy_clean_boundary.png", "toy_forgetting.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(save_toy_result(quick_result, tmp_path / "figs").read_text())
+    assert saved["summary"]["AT"]["final_forgetting"] == quick_result.runs["AT"].forgetting[-1]
+    assert saved["config"]["epochs"] == quick_result.config.epochs
+
+
+def test_output_path_that_is_a_file_is_refused(quick_result: ToyResult, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    with pytest.raises(ToyConfigError):
+        save_toy_result(quick_result, blocker)
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_cli_quick_writes_json_and_pngs(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from cli.toy import toy
+
+    app = typer.Typer()
+    app.command("toy")(toy)
+    app.callback()(lambda: None)
+    result = CliRunner().invoke(app, ["toy", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "AT+MemLoss" in result.output
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "toy_result.json", "toy_panels.png", "toy_clean_boundary.png", "toy_forgetting.png"
+    }

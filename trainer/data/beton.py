@@ -1,0 +1,182 @@
+"""Conversion of a dataset split into an FFCV `.beton` file, done once and then reused after verification.
+
+Fields: `image` uint8 [C, H, W] raw, `label` int, `index` int (the sample's position in the split: FFCV does not
+report which samples a batch holds in random order).
+
+Why `NDArrayField` and not `RGBImageField(write_mode='raw')`: both are lossless, but the NDArray field stores CHW
+bytes as they are, so it takes 1-channel images (digits) and any resolution, decodes with a plain memcpy and yields
+contiguous [B, C, H, W] tensors; the RGB field only takes 3-channel HWC images and yields a non-contiguous tensor
+that needs `ToTorchImage`. JPEG would be lossy, which breaks the exact pixel round trip the memory relies on.
+
+Cache layout: `<data_dir>/ffcv/<name>-<split>-n<n|all>-r<H>.beton` and a JSON sidecar (`.json`) recording the
+sample count, shape, classes, the sha256 of the labels and the file size. The `.beton` is written under a temporary
+name and renamed into place, then the sidecar is written the same way, so a half-written file is never taken for
+a cache. A cache whose sidecar is missing or disagrees with the file (size, count, shape, fields, labels, index
+column) is rebuilt from the raw data.
+"""
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainer.checkpoint import atomic_write_bytes
+from trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
+from trainer.data.sources import Source, default_data_dir, load_source
+
+CACHE_FORMAT = 1
+FIELDS = ("image", "label", "index")
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A verified `.beton` of one split: `n` samples of `shape` (C, H, W) uint8, labels in [0, num_classes);
+    `labels_sha256` is `labels_digest` of the int64 labels in index order."""
+
+    beton: Path
+    n: int
+    shape: tuple[int, int, int]
+    num_classes: int
+    labels_sha256: str
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 hex of the labels as little-endian int64 bytes (the dataset fingerprint used by the memory store)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
+
+
+def cache_paths(name: str, split: str, data_dir: Path, n: int | None, resolution: int | None) -> tuple[Path, Path]:
+    """(beton, sidecar) paths of a split's cache; `n` None = the whole split."""
+    info = dataset_info(name, resolution)
+    if name == "synthetic" and n is None:
+        n = SYNTHETIC_DEFAULT_N
+    stem = f"{name}-{check_split(split)}-n{'all' if n is None else n}-r{info.shape[1]}"
+    folder = Path(data_dir) / "ffcv"
+    return folder / f"{stem}.beton", folder / f"{stem}.json"
+
+
+def prepare(name: str, split: str, data_dir: Path | str | None = None, *, n: int | None = None,
+            resolution: int | None = None, download: bool = True, num_workers: int | None = None) -> PreparedSplit:
+    """The verified `.beton` of `split` of dataset `name` (first `n` samples; None = all, synthetic: 1024), built
+    from the raw data on first use or when the cache fails verification. `num_workers`: writer processes."""
+    data_dir = default_data_dir() if data_dir is None else Path(data_dir)
+    info = dataset_info(name, resolution)
+    beton, sidecar = cache_paths(name, split, data_dir, n, resolution)
+    request = {"format": CACHE_FORMAT, "name": name, "split": split, "shape": list(info.shape),
+               "num_classes": info.num_classes}
+    cached = _read_sidecar(sidecar)
+    if cached is not None and _matches(request, cached) and verify_beton(beton, cached) is None:
+        return _prepared(beton, cached)
+    source = load_source(name, split, data_dir, n=n, resolution=resolution, download=download)
+    record = {**request, "n": len(source), "labels_sha256": labels_digest(source.labels)}
+    record["beton_bytes"] = _build(source, beton, record, num_workers)
+    atomic_write_bytes(sidecar, json.dumps(record, indent=1).encode())
+    return _prepared(beton, record)
+
+
+def _prepared(beton: Path, record: dict) -> PreparedSplit:
+    return PreparedSplit(beton, int(record["n"]), tuple(record["shape"]), int(record["num_classes"]),
+                         record["labels_sha256"])
+
+
+def _matches(request: dict, cached: dict) -> bool:
+    return all(cached.get(key) == value for key, value in request.items())
+
+
+def _read_sidecar(sidecar: Path) -> dict | None:
+    """The sidecar's record, or None if it is missing or unreadable."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _build(source: Source, beton: Path, record: dict, num_workers: int | None) -> int:
+    """Writes `source` to a temporary file, verifies it, renames it to `beton`; returns its size in bytes."""
+    beton.parent.mkdir(parents=True, exist_ok=True)
+    tmp = beton.with_name(f".{beton.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write_beton(source, tmp, num_workers)
+        checked = {**record, "beton_bytes": tmp.stat().st_size}
+        problem = verify_beton(tmp, checked)
+        if problem is not None:
+            raise RuntimeError(f"freshly written {tmp} failed verification: {problem}")
+        os.replace(tmp, beton)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return checked["beton_bytes"]
+
+
+class _Samples:
+    """Indexable view of a Source for ffcv's DatasetWriter: item i = (image uint8 [C,H,W], label, i). Each writer
+    process keeps the last generated chunk, since the writer hands out consecutive indices."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.labels = source.labels
+        self._chunk_start = -1
+        self._chunk: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
+        start = (i // self.source.chunk) * self.source.chunk
+        if start != self._chunk_start:
+            self._chunk = self.source.images(start, min(start + self.source.chunk, len(self)))
+            self._chunk_start = start
+        return self._chunk[i - start], int(self.labels[i]), int(i)
+
+
+def write_beton(source: Source, path: Path, num_workers: int | None = None) -> None:
+    """Writes every sample of `source` to `path` with ffcv's DatasetWriter (fields image/label/index)."""
+    from ffcv.fields import IntField, NDArrayField
+    from ffcv.writer import DatasetWriter
+
+    chunks = -(-len(source) // source.chunk)
+    workers = max(1, min(num_workers or os.cpu_count() or 1, 8, chunks))
+    fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=source.shape), "label": IntField(),
+              "index": IntField()}
+    writer = DatasetWriter(str(path), fields, num_workers=workers)
+    writer.from_indexed_dataset(_Samples(source), chunksize=source.chunk)
+
+
+def verify_beton(beton: Path, record: dict) -> str | None:
+    """None if `beton` holds what `record` (a sidecar) describes, else the reason it does not."""
+    try:
+        size = beton.stat().st_size
+    except OSError:
+        return "missing"
+    if size != record.get("beton_bytes"):
+        return f"size {size} B, expected {record.get('beton_bytes')} B"
+    try:
+        return _check_contents(beton, record)
+    except Exception as err:  # a corrupt header makes ffcv's Reader fail in many ways (assert, numpy, KeyError)
+        return f"unreadable ({type(err).__name__})"
+
+
+def _check_contents(beton: Path, record: dict) -> str | None:
+    """Compares the header, field types and the label/index columns (kept in the metadata table) with `record`."""
+    from ffcv.fields import IntField, NDArrayField
+    from ffcv.reader import Reader
+
+    reader = Reader(str(beton))
+    handlers = reader.handlers
+    if tuple(handlers) != FIELDS or not isinstance(handlers["label"], IntField):
+        return f"fields {tuple(handlers)}, expected {FIELDS}"
+    image = handlers["image"]
+    if not isinstance(image, NDArrayField) or image.dtype != np.uint8 or list(image.shape) != record["shape"]:
+        return "image field is not uint8 of the expected shape"
+    if int(reader.num_samples) != record["n"]:
+        return f"{reader.num_samples} samples, expected {record['n']}"
+    # The metadata table's columns are named f0, f1, ... in field order (image, label, index).
+    if not np.array_equal(reader.metadata["f2"], np.arange(record["n"])):
+        return "index column is not 0..n-1"
+    if labels_digest(reader.metadata["f1"]) != record["labels_sha256"]:
+        return "labels differ"
+    return None

@@ -1,0 +1,183 @@
+"""Batches of a prepared split through ffcv's Loader, in an order the caller chooses per epoch.
+
+Pipelines: image [NDArrayDecoder, ToTensor] and label/index [IntDecoder, ToTensor, Squeeze(1)], each followed by
+ToDevice(non_blocking) on CUDA. `Squeeze(1)` rather than `Squeeze()`: with no dims, a last batch of one sample would
+be squeezed to a 0-d tensor (and ToDevice would then fail on it).
+
+How the order gets in: ffcv 1.0.2's `Loader.__init__` accepts, besides an `OrderOption`, an *instance* of a
+`TraversalOrder` subclass, which it calls with the loader (`elif isinstance(order, TraversalOrder):
+self.traversal_order = order(self)`). `CallbackOrder` is such an instance: `__call__` binds it to the loader and
+`sample_order(epoch)` asks the caller's `order(epoch)`. The Loader also asks for epoch 0 once in its constructor,
+only to know the length; that call is answered with the identity order, so `order` runs exactly once per epoch,
+when iteration starts (it may start a prefetch in the memory store).
+
+ffcv yields views into a ring of reused buffers and drops the last partial batch by default; we pass
+`drop_last=False` and clone every yielded tensor. An epoch iterator abandoned mid-epoch can abort the interpreter at
+exit (a worker thread still running); `close()`, the context manager, a new iteration and an atexit hook all stop it
+(terminate event, join, then ffcv's close).
+"""
+
+import atexit
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.data.beton import PreparedSplit
+
+OrderFn = Callable[[int], np.ndarray]
+
+_OPEN_LOADERS: "weakref.WeakSet[BatchLoader]" = weakref.WeakSet()
+
+
+def _traversal_order_base() -> type:
+    from ffcv.traversal_order.base import TraversalOrder
+
+    return TraversalOrder
+
+
+def random_order(n: int, seed: int) -> OrderFn:
+    """The default order: a uniform permutation of range(n), deterministic in (seed, epoch)."""
+    return lambda epoch: np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def check_order(order: Any, n: int, epoch: int) -> np.ndarray:
+    """`order` as int64 [n] if it is a permutation of range(n), else ValueError."""
+    arr = np.asarray(order)
+    if arr.ndim != 1 or len(arr) != n or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"order({epoch}) must be an integer array of length {n}, got {arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.min() < 0 or arr.max() >= n:
+        raise ValueError(f"order({epoch}) has values outside range({n})")
+    seen = np.zeros(n, dtype=bool)
+    seen[arr] = True
+    if not seen.all():
+        raise ValueError(f"order({epoch}) repeats some indices: not a permutation of range({n})")
+    return arr
+
+
+def make_callback_order(order: OrderFn, n: int) -> Any:
+    """An ffcv TraversalOrder instance whose sample_order(epoch) is `order(epoch)` (checked), see the module doc."""
+    base = _traversal_order_base()
+
+    class CallbackOrder(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:  # TraversalOrder.__init__ needs the loader; ffcv passes it to __call__
+            self.armed = False
+
+        def __call__(self, loader: Any) -> "CallbackOrder":
+            base.__init__(self, loader)
+            return self
+
+        def sample_order(self, epoch: int) -> np.ndarray:
+            if not self.armed:  # the Loader constructor's length probe
+                return self.indices
+            return self.indices[check_order(order(epoch), n, epoch)]
+
+    return CallbackOrder()
+
+
+class BatchLoader:
+    """Iterates a PreparedSplit as (x uint8 [B,C,H,W], y int64 [B], idx int64 [B]) on `device`, owned tensors;
+    the last partial batch is kept. Iteration k (counting from `set_epoch`) uses `order(epoch)`."""
+
+    def __init__(self, split: PreparedSplit, batch_size: int, device: torch.device, order: OrderFn,
+                 num_workers: int) -> None:
+        from ffcv.loader import Loader
+
+        self.split, self.batch_size, self.device = split, batch_size, device
+        self._order = make_callback_order(order, split.n)
+        self._loader = Loader(str(split.beton), batch_size=batch_size, num_workers=num_workers, order=self._order,
+                              seed=0, drop_last=False, pipelines=_pipelines(device))
+        self._order.armed = True
+        self._active: Any = None
+        _OPEN_LOADERS.add(self)
+
+    def __len__(self) -> int:
+        return -(-self.split.n // self.batch_size)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return int(self._loader.next_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next iteration use `order(epoch)` (then epoch+1, ...); used on resume."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be ≥ 0, got {epoch}")
+        self._loader.next_epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        self.close()
+        it = iter(self._loader)
+        self._active = it
+        return self._batches(it)
+
+    def _batches(self, it: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        try:
+            for x, y, idx in it:
+                yield x.clone(memory_format=torch.contiguous_format), y.clone(), idx.clone()
+        finally:
+            if self._active is it:
+                self.close()
+
+    def close(self) -> None:
+        """Stops and joins the epoch iterator in progress, if any (safe to call twice)."""
+        it, self._active = self._active, None
+        if it is not None:
+            _stop_iterator(it)
+
+    def __enter__(self) -> "BatchLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stop_iterator(it: Any) -> None:
+    """Stops ffcv's EpochIterator thread, waits for it, then closes it. The thread checks the terminate event only
+    while a batch waits for room in its queue; at the end of the epoch it blocks on `put(None)` without checking,
+    so the queue is drained until the thread is gone."""
+    import queue
+
+    it.terminate_event.set()
+    while it.is_alive():
+        try:
+            while True:
+                it.output_queue.get_nowait()
+        except queue.Empty:
+            pass
+        it.join(timeout=0.05)
+    it.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for loader in list(_OPEN_LOADERS):
+        loader.close()
+
+
+def _pipelines(device: torch.device) -> dict[str, list]:
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.ndarray import NDArrayDecoder
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+    def to_device() -> list:
+        return [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
+
+    return {"image": [NDArrayDecoder(), ToTensor(), *to_device()],
+            "label": [IntDecoder(), ToTensor(), Squeeze(1), *to_device()],
+            "index": [IntDecoder(), ToTensor(), Squeeze(1), *to_device()]}
+
+
+def make_loader(split: PreparedSplit, *, batch_size: int, device: torch.device | str = "cpu",
+                order: OrderFn | None = None, seed: int = 0, num_workers: int | None = None) -> BatchLoader:
+    """A BatchLoader over `split`; `order(epoch)` gives each epoch's permutation of range(n) (None: uniform random,
+    `np.random.default_rng((seed, epoch))`); `num_workers` = decoding threads (None: CPU count, at most 8)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, 8)
+    chosen = order if order is not None else random_order(split.n, seed)
+    return BatchLoader(split, batch_size, torch.device(device), chosen, max(1, workers))

@@ -1,0 +1,230 @@
+"""The training loop: `fit(cfg)` trains one run into its run directory; `fit(cfg, resume=RUN_DIR)` continues it.
+
+Per epoch: the store decides the order → FFCV loader → augmentation on the device (parameters recorded) → memory
+examples rebuilt from the store → attack → losses → optimizer → δ written back to the store; then PGD-20 on the test
+points picks the best checkpoint, the store commits the epoch, and checkpoints, metrics and the state are saved.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from memstore.errors import MemlossError
+from trainer.attacks import PGDConfig, pgd_robust
+from trainer.augment import apply_view, sample_views
+from trainer.checkpoint import save_model
+from trainer.config import ConfigError, TrainConfig
+from trainer.defaults import config_from_dict, read_toml
+from trainer.memory import MemoryExamples, build_memory_examples
+from trainer.metrics import MetricSums
+from trainer.progress import Reporter
+from trainer.runs import (BEST_WEIGHTS, LAST_WEIGHTS, create_run_dir, default_run_dir, load_state,
+                          read_config_record, read_metrics, save_state, write_metrics)
+from trainer.session import Session, open_session, restore, training_state
+from trainer.step import maybe_autocast, train_step
+
+EVAL_BATCH = 256
+NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
+
+
+class TrainingDiverged(MemlossError):
+    """The loss became NaN or Inf."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Where the run lives and its per-epoch records (as in metrics.jsonl)."""
+
+    run_dir: Path
+    records: list[dict[str, Any]]
+    best_epoch: int
+    best_robust: float
+
+
+def resume_config(run_dir: Path, overrides: Mapping[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """The stored config of a run; any given option that differs from it is refused (except --device)."""
+    stored = config_from_dict(read_config_record(run_dir)["config"])
+    given = {**(read_toml(config_file) if config_file else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    flat = {k: v for section in stored.to_dict().values() for k, v in section.items()}
+    changed = [k for k, v in given.items() if k != "device" and _normalized(k, v) != _normalized(k, flat.get(k))]
+    if changed:
+        shown = ", ".join(f"{k} (run: {flat.get(k)!r}, given: {given[k]!r})" for k in sorted(changed))
+        raise ConfigError(f"--resume refuses a changed config: {shown}; start a new run with --out instead")
+    if "device" in given:
+        stored = config_from_dict({**stored.to_dict(), "run": {**stored.to_dict()["run"], "device": given["device"]}})
+    return stored
+
+
+def _normalized(key: str, value: Any) -> Any:
+    if key == "beta_prime" and value is not None:
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(float(v) for v in (items if isinstance(items, (list, tuple)) else [items]))
+    return str(value) if key in ("eps", "step_size", "out", "store", "data_dir", "helper") and value is not None else value
+
+
+def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: list[float]) -> MemoryExamples | None:
+    t0 = time.perf_counter()
+    batch = s.store.read(idx)  # type: ignore[union-attr]
+    wait[0] += time.perf_counter() - t0
+    slots = max(s.cfg.method.k, 1)
+    return build_memory_examples(x, batch, views, s.info.crop_padding, s.cfg.method.memory_view, slots)
+
+
+def _forgetting(s: Session, memory: MemoryExamples | None, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Error of the current model (eval mode) on the memory examples of epoch n−1: the paper's forgetting."""
+    if memory is None or memory.slots[0] != 0:
+        return {}
+    s.model.eval()
+    with torch.no_grad(), maybe_autocast(s.step.autocast, y.device):
+        wrong = (s.model(memory.x[0]).argmax(1) != y) & memory.valid[0]
+    s.model.train()
+    return {"forget_wrong": wrong.sum().float(), "forget_count": torch.tensor(float(memory.valid_counts[0]))}
+
+
+def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
+                 sums: MetricSums, wait: list[float]) -> torch.Tensor:
+    """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host."""
+    x = x_u8.float().div_(255.0)
+    if s.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    views = sample_views(len(y), s.info.crop_padding, s.info.flip, s.generator, s.device)
+    x_view = apply_view(x, views, s.info.crop_padding)
+    memory = _memory_for_step(s, x, idx, views, wait) if s.store is not None else None
+    s.model.train()
+    result = train_step(s.step, x_view, y, idx_dev, memory if s.cfg.method.k > 0 else None, s.generator)
+    s.optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    s.optimizer.step()
+    s.scheduler.step()
+    if s.writer is not None and result.x_adv is not None:
+        t0 = time.perf_counter()
+        s.writer.push(idx, result.x_adv.float() - x_view, views)
+        wait[0] += time.perf_counter() - t0
+    metrics = {**result.metrics, **_forgetting(s, memory, y)}
+    sums.add(metrics, len(y))
+    return result.loss.detach()
+
+
+def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
+    """One pass over the training set in the store's order; returns the epoch's mean metrics."""
+    if s.store is not None:
+        s.orders = {epoch: s.store.begin_epoch(epoch)}
+    s.loader.set_epoch(epoch)
+    if s.step.te is not None:
+        s.step.te.begin_epoch(epoch)
+    sums, wait, nonfinite = MetricSums(), [0.0], torch.zeros((), dtype=torch.bool, device=s.device)
+    reporter.start_epoch(epoch)
+    t0, position = time.perf_counter(), 0
+    for step, (x_u8, y, idx) in enumerate(s.loader):
+        host_idx = s.orders[epoch][position:position + len(y)] if s.store is not None else None
+        position += len(y)
+        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait)
+        nonfinite |= ~torch.isfinite(loss)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
+            _diverged(s, epoch, step)
+        reporter.step(position)
+    if bool(nonfinite):
+        _diverged(s, epoch, step)
+    if s.writer is not None:
+        t1 = time.perf_counter()
+        s.writer.flush()
+        wait[0] += time.perf_counter() - t1
+    seconds = time.perf_counter() - t0
+    return {**sums.read(), "epoch_seconds": seconds, "samples_per_s": position / seconds,
+            "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
+
+
+def _diverged(s: Session, epoch: int, step: int) -> None:
+    path = s.run_dir / "diverged.safetensors"
+    save_model(path, s.model, _meta(s, epoch))
+    raise TrainingDiverged(f"the loss became NaN/Inf in epoch {epoch} (by step {step + 1}); weights saved to {path}, "
+                           f"the last good state is {s.run_dir / 'last.state.pt'}; lower --lr or check the data")
+
+
+def evaluate_epoch(s: Session, epoch: int) -> dict[str, float]:
+    """Clean and PGD-20 (α = ε/4, uniform start; the paper's early-stopping attack) accuracy on the test points."""
+    t = s.cfg.threat
+    cfg = PGDConfig(t.norm, t.eps_float, t.eps_float / 4, 20, 1, "uniform")
+    gen = torch.Generator(device=s.device).manual_seed(s.cfg.run.seed + 7919 * epoch)
+    s.model.eval()
+    clean = robust = torch.zeros((), device=s.device)
+    for start in range(0, len(s.eval_y), EVAL_BATCH):
+        x = s.eval_x[start:start + EVAL_BATCH].to(s.device).float().div_(255.0)
+        y = s.eval_y[start:start + EVAL_BATCH].to(s.device)
+        with maybe_autocast(s.step.autocast, s.device):
+            with torch.no_grad():
+                clean = clean + (s.model(x).argmax(1) == y).sum()
+            _, ok = pgd_robust(s.model, x, y, cfg, "ce", generator=gen)
+        robust = robust + ok.sum()
+    n = len(s.eval_y)
+    clean_acc, robust_acc = (torch.stack([clean, robust]).float() / n).tolist()
+    return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
+
+
+def _meta(s: Session, epoch: int) -> dict[str, str]:
+    c = s.cfg
+    return {"arch": c.run.model or s.info.default_arch, "dataset": c.data.dataset,
+            "resolution": str(c.data.resolution or ""), "num_classes": str(s.info.num_classes),
+            "norm": c.threat.norm, "eps": c.threat.eps, "method": c.method.method, "k": str(c.method.k),
+            "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed)}
+
+
+def finish_epoch(s: Session, epoch: int, record: dict[str, Any]) -> None:
+    """Commit the store's epoch, then metrics, weights and (last) the training state: the resume point."""
+    if s.store is not None:
+        s.store.commit_epoch()
+    s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
+    write_metrics(s.run_dir, s.records)
+    save_model(s.run_dir / LAST_WEIGHTS, s.model, _meta(s, epoch))
+    if record["test_pgd20_acc"] >= s.best_robust:
+        s.best_robust, s.best_epoch = record["test_pgd20_acc"], epoch
+        save_model(s.run_dir / BEST_WEIGHTS, s.model, _meta(s, epoch))
+    save_state(s.run_dir, training_state(s, epoch))
+
+
+def _check_store_caught_up(s: Session, needed: int) -> None:
+    """A resumed run needs every epoch its state has seen committed in the store (else memory would be lost)."""
+    have = s.store.last_committed_epoch if s.store is not None else None
+    if needed > 0 and (have is None or have < needed):
+        raise ConfigError(f"the memory store has committed epoch {have} but the run's state is at epoch {needed}: "
+                          f"the store was replaced or truncated; restore it or start a new run")
+
+
+def _run_dir(cfg: TrainConfig, resume: Path | None) -> Path:
+    if resume is not None:
+        return resume
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    create_run_dir(run_dir, cfg)
+    return run_dir
+
+
+def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> FitResult:
+    """Trains `cfg` (or continues the run in `resume`) and returns the run's records."""
+    run_dir = _run_dir(cfg, resume)
+    s = open_session(cfg, run_dir)
+    try:
+        state = load_state(run_dir) if resume is not None else None
+        if state is not None:
+            restore(s, state)
+            _check_store_caught_up(s, int(state["store_epoch"]))
+        s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
+        reporter = Reporter(cfg.optim.epochs, len(s.loader), quiet)
+        reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
+        for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
+            record = {"epoch": epoch, **train_epoch(s, epoch, reporter), **evaluate_epoch(s, epoch),
+                      "lr": s.scheduler.get_last_lr()[0]}
+            finish_epoch(s, epoch, record)
+            reporter.end_epoch(record)
+    finally:
+        if s.store is not None:
+            s.store.close()
+        s.loader.close()
+    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust)
+
+
+__all__ = ["fit", "resume_config", "FitResult", "TrainingDiverged"]
