@@ -129,8 +129,9 @@ class PeakRss:
 
 def worker(args: argparse.Namespace) -> None:
     """One configuration in a fresh process (so peak RSS is its own); prints one JSON line."""
-    src = np.load(args.deltas)
-    m = src["codes"].shape[0]
+    with np.load(args.deltas) as src:  # into RAM once: an NpzFile reads (and unzips) on every key access
+        src_codes, src_scale = src["codes"], src["scale"]
+    m = src_codes.shape[0]
     spec = StoreSpec(DatasetFingerprint("bench", args.n, (3, 32, 32), "0" * 64), ThreatModel("Linf", "8/255"), args.k)
     rss = PeakRss()
     if args.backend == "ram":
@@ -141,7 +142,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def batch_args(idx: np.ndarray) -> tuple:
         j = idx % m
-        return (src["codes"][j], src["scale"][j], np.zeros((idx.shape[0], 2), np.int64), np.zeros(idx.shape[0], bool))
+        return (src_codes[j], src_scale[j], np.zeros((idx.shape[0], 2), np.int64), np.zeros(idx.shape[0], bool))
 
     out: dict[str, float] = {"backend": args.backend, "k": args.k, "n": args.n}
     t_fill = time.perf_counter()

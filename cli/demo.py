@@ -9,12 +9,12 @@ import typer
 
 
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Directory of the demo [default: runs/demo-<time>]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Directory of the demo (default: runs/demo-<time>)")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs of each run")] = 8,
     k: Annotated[int, typer.Option("--k", help="Memory depth K of the MemLoss run")] = 3,
-    eval_n: Annotated[Optional[int], typer.Option(help="Test points to evaluate [default: all 360]")] = None,
+    eval_n: Annotated[Optional[int], typer.Option(help="Test points to evaluate (default: all 360)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed shared by both runs")] = 0,
-    data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache directory [default: $MEMLOSS_DATA or ~/.cache/memloss/data]")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache directory (default: $MEMLOSS_DATA or ~/.cache/memloss/data)")] = None,
     quick: Annotated[bool, typer.Option(help="A shortened version (2 epochs, 48 test points) for smoke tests")] = False,
 ) -> None:
     """Train TRADES and MemLoss+TRADES (K=3) on digits with the same seed and budget, evaluate both with

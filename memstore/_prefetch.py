@@ -14,15 +14,17 @@ _STOP = object()
 
 
 class BackgroundWriter(Generic[T]):
-    """Runs `write(job)` for each submitted job, in submission order, on one thread.
+    """Runs `write(jobs)` on one thread for the submitted jobs, in submission order, up to `batch` queued jobs at a
+    time (the callee may write them concurrently: the commit's drain then uses every core for compression).
 
-    The queue holds at most `maxsize` jobs (submit blocks when full, which bounds memory). After the first failure
-    the remaining jobs are discarded and `error` holds the exception until `raise_error` reports it.
+    At most `maxsize` jobs are held, queued or being written (submit blocks when full, which bounds memory). After
+    the first failure the remaining jobs are discarded and `error` holds the exception until the store reports it.
     """
 
-    def __init__(self, write: Callable[[T], None], maxsize: int, name: str) -> None:
+    def __init__(self, write: Callable[[list[T]], None], maxsize: int, name: str, batch: int = 1) -> None:
         self._write = write
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(maxsize)))
+        self._batch = max(1, min(int(batch), int(maxsize)))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(maxsize) - self._batch + 1))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -44,18 +46,30 @@ class BackgroundWriter(Generic[T]):
             self._queue.put(_STOP)
             self._thread.join()
 
+    def _take(self) -> list[Any]:
+        """The next job (blocking) plus whatever else is queued, up to `batch` items."""
+        items = [self._queue.get()]
+        while len(items) < self._batch and items[-1] is not _STOP:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            items = self._take()
+            jobs = [item for item in items if item is not _STOP]
             try:
-                if job is _STOP:
-                    return
-                if self._error is None:
-                    self._write(job)
+                if jobs and self._error is None:
+                    self._write(jobs)
             except BaseException as exc:  # reported to the caller's thread by the store
                 self._error = exc
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if len(jobs) < len(items):
+                return
 
 
 class BackgroundReader:

@@ -3,13 +3,15 @@
 Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
 The store never read-modify-writes a chunk: rows of a block are buffered until every sample of the block has
 been written this epoch, then the whole chunk is written by a background thread (write-behind). Reads load whole
-windows of blocks for the K read slots, one window ahead (prefetch). Format details: docs/store-format.md.
+windows of blocks for the K read slots, one window ahead (prefetch). When the memory budget holds every slot of the
+dataset, the slots stay in RAM across epochs instead (memstore/_resident.py) and only the first epoch after opening
+reads from disk. Format details: docs/store-format.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +21,11 @@ import zarr
 from zarr.core.sync import sync
 
 from memstore._prefetch import BackgroundReader, BackgroundWriter
+from memstore._resident import ResidentSlots
 from memstore._zarr_meta import ZarrHandle, save_ring_state
 from memstore.base import ENTRY_FIELDS, NO_EPOCH, Entries, MemStore, RingState
 from memstore.errors import StoreError
-from memstore.order import DECODE_GROUP_BLOCKS, EpochPlan
+from memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, EpochPlan
 
 
 
@@ -80,18 +83,29 @@ class _WriteJob:
 class ZarrMemStore(MemStore):
     """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`."""
 
-    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool) -> None:
+    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident: bool = False) -> None:
         super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
         self._writer: BackgroundWriter[_WriteJob] | None = None
         if not read_only:
-            self._writer = BackgroundWriter(self._write_job, maxsize=window_blocks, name="memstore-write")
+            # Resident jobs are views of the resident rows (no memory of their own): never block on the queue.
+            queued = handle.layout.num_blocks if resident else window_blocks
+            self._writer = BackgroundWriter(self._write_jobs, maxsize=queued, name="memstore-write",
+                                            batch=WRITE_BATCH_BLOCKS)
         self._windows: dict[int, Future[_Window]] = {}
         self._read_slot_ids: list[int] = []
         self._buffers: dict[int, _BlockBuffer] = {}
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
+        self._use_resident = resident
+        self._resident: ResidentSlots | None = None  # allocated at the first epoch (an inspector never pays for it)
+        self._load: tuple[Future[None], dict[int, int]] | None = None  # resident load running: (future, slot->epoch)
+
+    @property
+    def resident(self) -> bool:
+        """True when the slots stay in RAM across epochs (the budget holds every slot of the dataset)."""
+        return self._use_resident
 
     @property
     def url(self) -> str:
@@ -113,6 +127,9 @@ class ZarrMemStore(MemStore):
         self._read_slot_ids = [slot for _, slot in read_slots]
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
         self._buffers = {}
+        if self._use_resident:
+            self._start_resident(plan.epoch)
+            return
         if self._read_slot_ids:
             for w in range(min(2, len(plan.windows))):
                 self._schedule(w)
@@ -120,6 +137,7 @@ class ZarrMemStore(MemStore):
     def _abandon_epoch(self) -> None:
         self._buffers = {}
         self._drop_windows(keep_from=None)
+        self._settle_load(raise_error=False)  # the new epoch may write into a slot the load is filling
         if self._writer is not None:
             self._writer.drain()
 
@@ -128,12 +146,68 @@ class ZarrMemStore(MemStore):
         slot = epoch % self.num_slots
         for block in np.flatnonzero(~self._flushed):
             start, stop = self._layout.block_rows(int(block))
-            buf = self._buffers.pop(int(block), None)
-            self._writer.submit(_WriteJob(slot, start, stop, buf.entries if buf is not None else None))
+            if self._resident is not None:
+                entries = self._resident.block(slot, int(block))
+            else:
+                buf = self._buffers.pop(int(block), None)
+                entries = buf.entries if buf is not None else None
+            self._writer.submit(_WriteJob(slot, start, stop, entries))
             self._flushed[block] = True
         self._writer.drain()
         self._raise_background_error()
         self._drop_windows(keep_from=None)
+        if self._resident is not None:
+            self._resident.held[slot] = epoch  # every row is on storage now: RAM and disk agree
+
+    # ---- resident fast path -------------------------------------------------------------------------------------
+    def _start_resident(self, epoch: int) -> None:
+        """Rotates the resident slots: the epoch's write slot starts empty, and read slots not in RAM (the first
+        epoch after opening) are loaded from disk in the background."""
+        if self._resident is None:
+            self._resident = ResidentSlots(self._layout, self._spec.fingerprint.shape, self.num_slots)
+        if self._read_only:
+            self._resident.forget()
+        else:
+            self._resident.start_writing(epoch % self.num_slots)
+        missing = self._resident.missing(self._state, self._read_slot_ids)
+        if missing:
+            epochs = {slot: int(self._state.slot_epochs[slot]) for slot in missing}  # type: ignore[arg-type]
+            self._load = (self._reader.submit(lambda: self._load_resident(missing)), epochs)
+
+    def _load_resident(self, slots: list[int]) -> None:
+        """Runs on the reader thread: every chunk of ring `slots`, decoded straight into the resident rows."""
+        assert self._resident is not None
+        rows = self._resident.rows
+        spans = [self._layout.block_rows(b) for b in range(self._layout.num_blocks)]
+        self._load_chunks(spans, slots, rows, lambda si, j: (slots[si], slice(*spans[j])))
+
+    def _settle_load(self, raise_error: bool) -> None:
+        """Waits for a running resident load; on success its slots count as held (RAM equals disk)."""
+        if self._load is None:
+            return
+        fut, epochs = self._load
+        exc = fut.exception()
+        if exc is not None and raise_error:
+            raise self._read_error(exc) from exc  # `_load` stays set: every later read of this epoch fails too
+        self._load = None
+        if exc is None:
+            assert self._resident is not None
+            for slot, epoch in epochs.items():
+                self._resident.held[slot] = epoch
+
+    def _read_resident(self, idx: np.ndarray, slots: list[int]) -> Entries:
+        self._settle_load(raise_error=True)
+        assert self._resident is not None
+        return self._resident.gather(slots, self._layout.position[idx])
+
+    def _write_resident(self, pos: np.ndarray, entries: Entries) -> None:
+        """Rows go into the write slot in RAM; each block completed by this write is flushed whole (views)."""
+        assert self._resident is not None and self._writer is not None
+        slot = self._write_slot()
+        for block in self._resident.put(slot, pos, entries):
+            start, stop = self._layout.block_rows(int(block))
+            self._flushed[block] = True
+            self._writer.submit(_WriteJob(slot, start, stop, self._resident.block(slot, int(block))))
 
     # ---- reads ------------------------------------------------------------------------------------------------
     def _schedule(self, w: int) -> None:
@@ -149,17 +223,23 @@ class ZarrMemStore(MemStore):
         rows = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in spans])
         out = Entries.uninitialized(rows.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
         local = np.cumsum([0] + [stop - start for start, stop in spans])
+        self._load_chunks(spans, slots, out, lambda si, j: (si, slice(int(local[j]), int(local[j + 1]))))
+        return _Window(rows=rows, entries=out)
+
+    def _load_chunks(self, spans: list[tuple[int, int]], slots: list[int], out: Entries,
+                     where: Callable[[int, int], tuple[int, slice]]) -> None:
+        """Reads the chunks of row spans × ring `slots` (DECODE_GROUP_BLOCKS blocks per slot at a time, which
+        bounds the decode temporaries) into `out` at where(slot index, span index)."""
         a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
+        names = ("codes", "scale", "info")
         for g in range(0, len(spans), DECODE_GROUP_BLOCKS):
             jobs = [(si, j) for j in range(g, min(g + DECODE_GROUP_BLOCKS, len(spans))) for si in range(len(slots))]
-            names = ("codes", "scale", "info")
             coros = [a[name].getitem((slots[si], slice(*spans[j]))) for si, j in jobs for name in names]
             got = _run_all(coros)
             for n, (si, j) in enumerate(jobs):
-                where = (si, slice(int(local[j]), int(local[j + 1])))
-                out.codes[where], out.scale[where] = got[3 * n], got[3 * n + 1]
-                unpack_info(got[3 * n + 2], out, where)
-        return _Window(rows=rows, entries=out)
+                dest = where(si, j)
+                out.codes[dest], out.scale[dest] = got[3 * n], got[3 * n + 1]
+                unpack_info(got[3 * n + 2], out, dest)
 
     def _window(self, w: int) -> _Window:
         self._schedule(w)
@@ -182,6 +262,8 @@ class ZarrMemStore(MemStore):
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
         if slots != self._read_slot_ids:
             raise StoreError("internal error: read slots changed during the epoch")
+        if self._use_resident:
+            return self._read_resident(idx, slots)
         plan = self._plan
         assert plan is not None
         pos = self._layout.position[idx]
@@ -214,6 +296,9 @@ class ZarrMemStore(MemStore):
                 f"sample {sample} was written again in epoch {self._epoch} after its block was stored; "
                 "write each sample once per epoch"
             )
+        if self._resident is not None:
+            self._write_resident(pos, entries)
+            return
         order = np.argsort(blocks, kind="stable")
         uniq, first = np.unique(blocks[order], return_index=True)
         for block, rows in zip(uniq, np.split(order, first[1:])):
@@ -235,16 +320,20 @@ class ZarrMemStore(MemStore):
             assert self._writer is not None
             self._writer.submit(_WriteJob(self._write_slot(), start, stop, buf.entries))
 
-    def _write_job(self, job: _WriteJob) -> None:
-        """Runs on the writer thread: whole-chunk writes only (slot, rows [start, stop) = exactly one chunk)."""
-        where = (job.slot, slice(job.start, job.stop))
+    def _write_jobs(self, jobs: list[_WriteJob]) -> None:
+        """Runs on the writer thread: whole-chunk writes only (slot, rows [start, stop) = exactly one chunk), all
+        jobs at once so that zarr encodes their chunks concurrently."""
         a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
-        if job.entries is None:  # all -1 equals the fill value, so zarr just deletes the chunk
-            _run_all([a["info"].setitem(where, np.full((job.stop - job.start, 4), NO_EPOCH, dtype=np.int32))])
-            return
-        e = job.entries
-        _run_all([a["codes"].setitem(where, e.codes), a["scale"].setitem(where, e.scale),
-                  a["info"].setitem(where, pack_info(e))])
+        coros = []
+        for job in jobs:
+            where = (job.slot, slice(job.start, job.stop))
+            if job.entries is None:  # all -1 equals the fill value, so zarr just deletes the chunk
+                coros.append(a["info"].setitem(where, np.full((job.stop - job.start, 4), NO_EPOCH, dtype=np.int32)))
+                continue
+            e = job.entries
+            coros += [a["codes"].setitem(where, e.codes), a["scale"].setitem(where, e.scale),
+                      a["info"].setitem(where, pack_info(e))]
+        _run_all(coros)
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_background_error(self) -> None:
@@ -252,7 +341,8 @@ class ZarrMemStore(MemStore):
             exc = self._writer.error
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
-        for fut in self._windows.values():
+        futures = [*self._windows.values(), *([self._load[0]] if self._load is not None else [])]
+        for fut in futures:
             if fut.done() and not fut.cancelled() and fut.exception() is not None:
                 raise self._read_error(fut.exception()) from fut.exception()  # type: ignore[arg-type]
 
@@ -260,6 +350,8 @@ class ZarrMemStore(MemStore):
         self._buffers = {}
         try:
             self._drop_windows(keep_from=None)
+            self._settle_load(raise_error=False)
+            self._resident = None
         finally:
             self._reader.close()
             if self._writer is not None:

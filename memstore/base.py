@@ -235,16 +235,21 @@ class MemStore(ABC):
         self._check_usable()
         epoch = self._require_epoch()
         idx_np = as_index(idx, self.n)
-        out = Entries.empty(idx_np.shape[0], self._spec.fingerprint.shape, lead=(self.k,))
         wanted = self._read_slots(epoch)
-        if wanted:
-            got = self._read_entries(idx_np, [slot for _, slot in wanted])
-            ks = [k for k, _ in wanted]
-            for name in ENTRY_FIELDS:
-                getattr(out, name)[ks] = getattr(got, name)
+        if len(wanted) == self.k:  # every memory slot committed: the backend's fresh arrays are the batch
+            out = self._read_entries(idx_np, [slot for _, slot in wanted])
+        else:
+            out = Entries.empty(idx_np.shape[0], self._spec.fingerprint.shape, lead=(self.k,))
+            if wanted:
+                got = self._read_entries(idx_np, [slot for _, slot in wanted])
+                ks = [k for k, _ in wanted]
+                for name in ENTRY_FIELDS:
+                    getattr(out, name)[ks] = getattr(got, name)
         target = np.array([epoch - 1 - k for k in range(self.k)], dtype=np.int32)[:, None]
         valid = (out.epoch == target) & (target >= 0)
-        out.codes[~valid], out.scale[~valid], out.offset[~valid], out.flip[~valid] = 128, 0, 0, False
+        invalid = ~valid
+        if invalid.any():
+            out.codes[invalid], out.scale[invalid], out.offset[invalid], out.flip[invalid] = 128, 0, 0, False
         return MemoryBatch(
             codes=torch.from_numpy(out.codes),
             scale=torch.from_numpy(out.scale),
@@ -334,7 +339,8 @@ class MemStore(ABC):
 
     @abstractmethod
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
-        """Rows of samples idx in ring `slots`: Entries with a leading [len(slots)] dim."""
+        """Rows of samples idx in ring `slots`: Entries with a leading [len(slots)] dim, in fresh arrays the
+        caller owns (they become the returned batch)."""
 
     @abstractmethod
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:

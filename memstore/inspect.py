@@ -237,7 +237,10 @@ def plot_store(url: UrlLike, png_path: str | Path, *, sample_coords: int = DEFAU
         label = f"slot {slot} (epoch {handle.state.slot_epochs[slot]})"
         ax_codes.step(np.arange(256), np.maximum(st.hist, 0.5), where="mid", label=label)
         if st.scales:
-            ax_scale.hist(np.concatenate(st.scales) / eps, bins=50, histtype="step", label=label)
+            ratios = np.concatenate(st.scales) / eps
+            # Fixed edges: every scale may equal ε exactly (saturated PGD), which leaves no data range for bins=50.
+            edges = np.linspace(0.0, max(1.0, float(ratios.max())), 51)
+            ax_scale.hist(ratios, bins=edges, histtype="step", label=label)
     ax_codes.set(yscale="log", xlabel="code (128 = 0, 1/255 = -s/+s)", ylabel="count", title="delta codes")
     ax_scale.set(xlabel="scale s / eps", ylabel="samples", title="per-sample scale")
     if stats:

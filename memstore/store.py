@@ -8,14 +8,19 @@ from memstore._zarr_meta import UrlLike, create_handle, open_handle, resolve_sto
 from memstore.base import DEFAULT_MEMORY_BUDGET, row_bytes
 from memstore.codecs import DEFAULT_CODES_CODEC
 from memstore.errors import StoreError
-from memstore.order import window_blocks_for_budget
+from memstore.order import fits_resident, resident_window_blocks, window_blocks_for_budget
 from memstore.spec import StoreSpec
 
 
-def _window_blocks(handle_spec: StoreSpec, block_size: int, num_blocks: int, memory_budget: int) -> int:
+def _window_blocks(handle_spec: StoreSpec, block_size: int, num_blocks: int, memory_budget: int) -> tuple[int, bool]:
+    """(blocks per window, resident): a budget that holds every slot of the whole dataset keeps it in RAM across
+    epochs and orders it as one window (uniform permutation); otherwise windows fit the budget."""
     if memory_budget < 1:
         raise StoreError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
-    return window_blocks_for_budget(memory_budget, handle_spec.k, block_size, row_bytes(handle_spec), num_blocks)
+    rb, k = row_bytes(handle_spec), handle_spec.k
+    if fits_resident(memory_budget, k, handle_spec.fingerprint.n, block_size, rb):
+        return resident_window_blocks(num_blocks), True
+    return window_blocks_for_budget(memory_budget, k, block_size, rb, num_blocks), False
 
 
 def create_store(
@@ -30,17 +35,18 @@ def create_store(
     """Creates an empty store at `url` (local path or fsspec URL) and opens it for writing.
 
     memory_budget: bytes of RAM the store may hold (read windows, prefetch and write buffers); it sets the window
-    size and is recorded as the default for later opens. seed: fixes block membership and every epoch's order.
+    size and is recorded as the default for later opens. A budget that holds all K+1 slots of the dataset keeps
+    them in RAM across epochs (only the first epoch after opening reads from disk; writes still go to disk). seed: fixes block membership and every epoch's order.
     block_size: samples per chunk (default: about 512 KB of codes). codec: see memstore.codecs (default
-    blosc-zstd-1-noshuffle). Refuses a location that is not empty.
+    zstd-1). Refuses a location that is not empty.
     """
     n = spec.fingerprint.n
     if block_size is not None and 1 <= block_size <= n:  # fail on a too-small budget before anything is written
         _window_blocks(spec, block_size, -(-n // block_size), memory_budget)
     handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
                            memory_budget=memory_budget)
-    windows = _window_blocks(spec, handle.layout.block_size, handle.layout.num_blocks, memory_budget)
-    return ZarrMemStore(handle, windows, read_only=False)
+    windows, resident = _window_blocks(spec, handle.layout.block_size, handle.layout.num_blocks, memory_budget)
+    return ZarrMemStore(handle, windows, read_only=False, resident=resident)
 
 
 def open_store(
@@ -52,8 +58,8 @@ def open_store(
     """
     handle = open_handle(url, expect, read_only)
     budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
-    windows = _window_blocks(handle.spec, handle.layout.block_size, handle.layout.num_blocks, budget)
-    return ZarrMemStore(handle, windows, read_only=read_only)
+    windows, resident = _window_blocks(handle.spec, handle.layout.block_size, handle.layout.num_blocks, budget)
+    return ZarrMemStore(handle, windows, read_only=read_only, resident=resident)
 
 
 def open_or_create(

@@ -14,7 +14,8 @@ from cli.app import app
 @pytest.mark.slow
 def test_quick_demo_writes_table_json_and_plots(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--data-dir", str(data_dir)])
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--data-dir", str(data_dir)],
+                                env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "MemLoss+TRADES" in result.output and "worst case" in result.output
     rows = json.loads((out / "demo.json").read_text())["rows"]

@@ -21,7 +21,7 @@ from memstore import (
     quantize,
 )
 from memstore.base import row_bytes
-from memstore.order import plan_epoch
+from memstore.order import DECODE_GROUP_BLOCKS, plan_epoch
 
 SHAPE = (3, 4, 4)
 EPS = 8 / 255
@@ -32,12 +32,22 @@ def make_spec(n: int = 40, k: int = 2, shape: tuple[int, int, int] = SHAPE) -> S
     return StoreSpec(DatasetFingerprint("toy", n, shape, "0" * 64), ThreatModel("Linf", "8/255"), k)
 
 
-@pytest.fixture(params=["zarr-local", "zarr-memory-url", "ram"])
+def one_block_window_budget(spec: StoreSpec, block_size: int) -> int:
+    """A budget whose windows hold one block: the windowed path (not resident) unless N <= 2 blocks."""
+    block = block_size * row_bytes(spec)
+    return 2 * DECODE_GROUP_BLOCKS * spec.k * block + (2 * spec.k + 2) * block
+
+
+@pytest.fixture(params=["zarr-local", "zarr-memory-url", "zarr-windowed", "ram"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """Zarr with a large budget (resident: every slot stays in RAM), Zarr with one-block windows, and in-RAM."""
+
     def make(spec: StoreSpec, block_size: int = 8, memory_budget: int = 1 << 30, seed: int = 0) -> MemStore:
         if request.param == "ram":
             return create_memory_store(spec, seed=seed, block_size=block_size)
-        url = str(tmp_path / "mem.zarr") if request.param == "zarr-local" else f"memory://{uuid.uuid4().hex}"
+        if request.param == "zarr-windowed":
+            memory_budget = min(memory_budget, one_block_window_budget(spec, block_size))
+        url = f"memory://{uuid.uuid4().hex}" if request.param == "zarr-memory-url" else str(tmp_path / "mem.zarr")
         return create_store(url, spec, memory_budget=memory_budget, seed=seed, block_size=block_size)
 
     return make
@@ -159,10 +169,13 @@ def test_restarting_an_epoch_drops_later_epochs(factory: Factory) -> None:
 def test_straddling_batch_is_served(factory: Factory) -> None:
     spec = make_spec(n=64, k=1)
     row = row_bytes(spec)
-    with factory(spec, block_size=4, memory_budget=4 * 4 * row * (2 + 8)) as store:  # two blocks per window (zarr)
+    # zarr: transient 2·4·K blocks + 4 blocks per window block = 6 blocks per window (24 rows), below the 2 · 64 rows
+    # + transient that would keep every slot resident
+    with factory(spec, block_size=4, memory_budget=4 * 4 * row * (2 + 6)) as store:
+        assert not getattr(store, "resident", False)
         run_epoch(store, 0)
         order = store.begin_epoch(1)
-        for start in range(3, 64, 5):  # batches cross window borders at 8, 16, ...
+        for start in range(3, 64, 5):  # batches cross window borders at 24, 48
             idx = order[start : start + 5]
             mb = store.read(idx)
             assert mb.valid[0].all() and mb.offset[0, :, 1].tolist() == idx.tolist()

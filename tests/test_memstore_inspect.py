@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cli.inspect_store import inspect_store
-from memstore import DatasetFingerprint, MemlossError, StoreSpec, ThreatModel, create_store, quantize
+from memstore import DEFAULT_CODES_CODEC, DatasetFingerprint, MemlossError, StoreSpec, ThreatModel, create_store, quantize
 from memstore.inspect import plot_store, render_summary, summarize
 
 EPS = 8 / 255
@@ -47,7 +47,7 @@ def test_summary_numbers(tmp_path: Path) -> None:
     h = -(0.25 * np.log2(0.25) + 0.75 * np.log2(0.375))  # 1/4 at 128, 3/8 at 1, 3/8 at 255 (random signs)
     assert slot0["code_entropy_bits"] == pytest.approx(h, abs=0.02)
     assert s["per_slot"][2]["valid_entries"] == 0 and s["per_slot"][2]["code_entropy_bits"] is None
-    assert s["layout"]["block_size"] == 8 and s["layout"]["codecs"]["codes"].startswith("blosc")
+    assert s["layout"]["block_size"] == 8 and s["layout"]["codecs"]["codes"] == DEFAULT_CODES_CODEC
     text = Console(record=True, width=140)
     text.print(render_summary(s))
     assert "8/255" in text.export_text()

@@ -18,6 +18,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from memstore.base import row_bytes
+from memstore.order import resident_window_blocks
 
 from memstore import (
     DatasetFingerprint,
@@ -194,6 +195,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_leaves_committed_epochs_intact(tmp_path: Path) -> None:
     url, ready = tmp_path / "s.zarr", tmp_path / "ready"
     script = tmp_path / "writer.py"
@@ -333,3 +335,133 @@ def test_plain_zarr_snippet_from_docs(tmp_path: Path) -> None:
         assert np.array_equal(scope["codes"], expected.codes[k, 0].numpy())
         assert np.allclose(scope["delta"], (expected.codes[k, 0].numpy().astype(np.float32) - 128) / 127
                            * float(expected.scale[k, 0]))
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd-9", "blosc-zstd-1-noshuffle", "blosc-lz4-5-bitshuffle"])
+def test_allowed_codecs_round_trip(tmp_path: Path, codec: str) -> None:
+    with create_store(tmp_path / "s.zarr", make_spec(n=12), codec=codec) as store:
+        write_epoch(store, 0)
+    with open_store(tmp_path / "s.zarr") as store:
+        store.begin_epoch(1)
+        mb = store.read(np.arange(12))
+        assert mb.valid[0].all() and mb.offset[0, :, 1].tolist() == list(range(12))
+
+
+def test_unknown_codec_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unknown codec 'pickle'"):
+        create_store(tmp_path / "s.zarr", make_spec(), codec="pickle")
+
+
+# ---- resident fast path -------------------------------------------------------------------------------------------
+def random_epoch_rows(n: int, epoch: int) -> dict[str, np.ndarray]:
+    """Seeded rows of every sample for one epoch; samples with (i + epoch) % 5 == 0 are not written (invalid)."""
+    rng = np.random.default_rng(epoch)
+    return {"codes": rng.integers(1, 256, (n, *SHAPE), dtype=np.uint8), "scale": rng.random(n, dtype=np.float32),
+            "offset": rng.integers(0, 9, (n, 2)).astype(np.int16), "flip": rng.random(n) < 0.5,
+            "valid": (np.arange(n) + epoch) % 5 != 0}
+
+
+def assert_memory_is(mb, idx: np.ndarray, epoch: int, ref: dict[int, dict[str, np.ndarray]]) -> None:  # noqa: ANN001
+    """Bit-exact: slot k holds what epoch−1−k wrote (or the empty row: codes 128, scale 0, offset 0, no flip)."""
+    for k in range(mb.valid.shape[0]):
+        rec = ref.get(epoch - 1 - k)
+        valid = rec["valid"][idx] if rec is not None else np.zeros(idx.shape[0], bool)
+        assert np.array_equal(mb.valid[k].numpy(), valid)
+        codes = np.where(valid[:, None, None, None], rec["codes"][idx], 128) if rec is not None else 128
+        assert np.array_equal(mb.codes[k].numpy(), np.broadcast_to(codes, mb.codes[k].shape))
+        for name, empty in (("scale", 0), ("flip", False)):
+            want = np.where(valid, rec[name][idx], empty) if rec is not None else np.full(idx.shape[0], empty)
+            assert np.array_equal(getattr(mb, name)[k].numpy(), want), name
+        want_off = np.where(valid[:, None], rec["offset"][idx], 0) if rec is not None else 0
+        assert np.array_equal(mb.offset[k].numpy(), np.broadcast_to(want_off, (idx.shape[0], 2)))
+
+
+def run_checked_epoch(store, epoch: int, ref: dict[int, dict[str, np.ndarray]], batch: int = 7) -> None:  # noqa: ANN001
+    """Reads every batch (checked against `ref`), writes this epoch's rows except the skipped samples, commits."""
+    rows = random_epoch_rows(store.n, epoch)
+    order = store.begin_epoch(epoch)
+    for start in range(0, store.n, batch):
+        idx = order[start : start + batch]
+        assert_memory_is(store.read(idx), idx, epoch, ref)
+        idx = idx[rows["valid"][idx]]
+        store.write(idx, rows["codes"][idx], rows["scale"][idx], rows["offset"][idx], rows["flip"][idx])
+    store.commit_epoch()
+    ref[epoch] = rows
+
+
+def chunk_gets(counting: CountingStore) -> set[str]:
+    return {key for key in counting.gets if "/c/" in key}
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_resident_rotation_is_bit_exact_without_disk_reads(tmp_path: Path, k: int) -> None:
+    counting = CountingStore(tmp_path / "s.zarr")
+    ref: dict[int, dict[str, np.ndarray]] = {}
+    with create_store(counting, make_spec(n=45, k=k), block_size=8) as store:
+        assert store.resident and store.window_blocks == store.layout.num_blocks
+        for epoch in range(2 * k + 2):
+            run_checked_epoch(store, epoch, ref)
+        assert not chunk_gets(counting), "a resident store read chunks back from disk"
+    reopened = CountingStore(tmp_path / "s.zarr")  # a resumed run: the first epoch must read its K slots from disk
+    with open_store(reopened, expect=make_spec(n=45, k=k)) as store:
+        assert store.resident
+        run_checked_epoch(store, 2 * k + 2, ref)
+        read_slots = {key.split("/")[2] for key in chunk_gets(reopened) if key.startswith("codes/")}
+        assert read_slots == {str(e % (k + 1)) for e in range(k + 2, 2 * k + 2)}
+        reopened.gets.clear()
+        run_checked_epoch(store, 2 * k + 3, ref)
+        assert not chunk_gets(reopened)
+
+
+def test_windowed_store_reads_the_same_memory(tmp_path: Path) -> None:
+    """The windowed path (budget below K+1 slots of the dataset) serves the same memory, reading from disk."""
+    counting = CountingStore(tmp_path / "s.zarr")
+    spec = make_spec(n=45, k=2)
+    ref: dict[int, dict[str, np.ndarray]] = {}
+    budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    with create_store(counting, spec, block_size=8, memory_budget=budget) as store:
+        assert not store.resident and store.window_blocks < store.layout.num_blocks
+        for epoch in range(4):
+            run_checked_epoch(store, epoch, ref)
+        assert chunk_gets(counting)
+
+
+def test_abandoned_epoch_and_rewind_stay_exact_when_resident(tmp_path: Path) -> None:
+    spec = make_spec(n=45, k=2)
+    ref: dict[int, dict[str, np.ndarray]] = {}
+    with create_store(tmp_path / "s.zarr", spec, block_size=8) as store:
+        for epoch in range(4):
+            run_checked_epoch(store, epoch, ref)
+        order = store.begin_epoch(4)  # written halfway, never committed
+        store.write(order[:20], np.ones((20, *SHAPE), np.uint8), np.ones(20, np.float32), np.ones((20, 2), np.int64),
+                    np.ones(20, bool))
+        run_checked_epoch(store, 4, ref)
+        del ref[4], ref[3], ref[1]  # epoch 1 was overwritten by epoch 4 (same ring slot)
+        run_checked_epoch(store, 3, ref)  # a run resumed from a checkpoint of epoch 2
+        run_checked_epoch(store, 4, ref)
+        assert store.committed_epochs == [2, 3, 4]
+
+
+def test_resident_budget_boundary_and_memory(tmp_path: Path) -> None:
+    spec = make_spec(n=2500, k=2, shape=(3, 32, 32))
+    row, block = row_bytes(spec), 32
+    need = 3 * 2500 * row + 2 * (4 * 2 + 8) * block * row  # S slots + decode and encode temporaries
+    with create_store(tmp_path / "a.zarr", spec, block_size=block, memory_budget=need - 1) as store:
+        assert not store.resident
+    with create_store(tmp_path / "s.zarr", spec, block_size=block, memory_budget=need) as store:
+        assert store.resident
+        tracemalloc.start()
+        try:
+            for epoch in range(3):
+                write_epoch(store, epoch, batch=128)
+                store.begin_epoch(epoch + 1)
+                store.read(np.arange(128))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < need + 3_000_000, f"peak {peak} B over budget {need} B (+3 MB of zarr/asyncio overhead)"
+
+
+def test_resident_order_is_one_window() -> None:
+    """Resident: one window, so the order is a uniform permutation of the dataset (the paper's protocol)."""
+    assert [resident_window_blocks(b) for b in (6, 16, 100, 295, 1600)] == [6, 16, 100, 295, 1600]

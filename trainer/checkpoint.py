@@ -99,3 +99,13 @@ def _build_from_meta(path: Path | str, meta: dict[str, str]) -> nn.Module:
         raise CheckpointError(f"{path}: {err}") from None
     except ValueError:
         raise CheckpointError(f"{path}: bad resolution {meta.get('resolution')!r} in its metadata") from None
+
+
+def resolve_checkpoint(path: Path | str) -> Path:
+    """A .safetensors file, or a run directory (then its best.safetensors)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
+    return path

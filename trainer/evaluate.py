@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.attacks import frozen_eval
-from trainer.checkpoint import atomic_write_bytes, load_model, read_model_meta
+from trainer.devices import resolve_device
+from trainer.checkpoint import atomic_write_bytes, load_model, read_model_meta, resolve_checkpoint
 from trainer.eval_attacks import (ATTACKS, AttackName, AttackSpec, EvaluationError, ThreatModel, check_norm,
                                   parse_attacks, parse_eps, perturbation_norms, run_attack)
 from trainer.runs import BEST_WEIGHTS, versions
@@ -164,33 +165,12 @@ class EvalResult:
 # Inputs: checkpoint, threat model, test points.
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A .safetensors file, or a run directory (then its best.safetensors)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / BEST_WEIGHTS
-    if not path.is_file():
-        raise EvaluationError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
-    return path
-
-
 def resolve_threat(cfg: EvalConfig, meta: dict[str, str]) -> ThreatModel:
     """--norm/--eps when given, else the checkpoint's training threat model."""
     norm, eps = cfg.norm or meta.get("norm"), cfg.eps if cfg.eps is not None else meta.get("eps")
     if norm is None or eps is None:
         raise EvaluationError("the checkpoint stores no threat model (norm/eps); pass --norm and --eps")
     return ThreatModel(norm, eps)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise EvaluationError(f"unknown --device {name!r}; use auto, cpu or cuda[:i]") from None
 
 
 def load_points(meta: dict[str, str], n: int | None, data_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:

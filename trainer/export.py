@@ -73,7 +73,8 @@ def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source
     std = normalize.std.flatten().tolist() if normalize is not None else None
     return {
         "format": str(ExportFormat.ROBUSTBENCH), "arch": meta["arch"], "dataset": meta["dataset"],
-        "num_classes": meta.get("num_classes"), "input_shape": meta.get("shape"),
+        "num_classes": int(meta["num_classes"]) if meta.get("num_classes") else None,
+        "input_shape": [int(v) for v in meta["shape"].split(",")] if meta.get("shape") else None,
         "threat_model": {"norm": meta.get("norm"), "eps": meta.get("eps")},
         "input_range": [0.0, 1.0],
         "normalization": {"mean": mean, "std": std, "inside_model": True,

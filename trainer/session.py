@@ -15,27 +15,15 @@ from torch import nn
 
 from memstore import DatasetFingerprint, StoreSpec, ThreatModel, open_or_create
 from trainer.attacks import PGDConfig
-from trainer.checkpoint import load_model
+from trainer.checkpoint import load_model, resolve_checkpoint
 from trainer.config import ConfigError, TrainConfig
+from trainer.devices import resolve_device
 from trainer.data import DatasetInfo, PreparedSplit, dataset_info, load_tensors, make_loader, prepare
 from trainer.losses import LossParams, get_method
 from trainer.memory import DeferredWriter
 from trainer.models import build_model
 from trainer.regstate import MeowState, TEState
 from trainer.step import StepSetup
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda if available else cpu; otherwise the named device, which must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name} asked for but CUDA is not available here; use --device cpu")
-    return device
 
 
 @dataclass
@@ -91,7 +79,7 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
         raise ConfigError("--method standard makes no adversarial examples; use --k 0 without --track-forgetting")
     helper = None
     if method.needs_helper:
-        helper, _ = load_model(cfg.method.helper, device)  # type: ignore[arg-type]
+        helper, _ = load_model(resolve_checkpoint(cfg.method.helper), device)  # type: ignore[arg-type]
         helper.eval().requires_grad_(False)
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma),

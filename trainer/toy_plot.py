@@ -57,7 +57,7 @@ def plot_panels(p: PanelData, path: Path) -> Path:
            f"(a) boundary of epoch {n - 1}, adv. examples of epoch {n - 1}")
     _panel(axes[1], p, p.prob_cur, p.adv_cur, p.wrong[1], f"(b) boundary of epoch {n}, adv. examples of epoch {n}")
     _panel(axes[2], p, p.prob_cur, p.adv_prev, p.wrong[2], f"(c) boundary of epoch {n}, adv. examples of epoch {n - 1}")
-    fig.suptitle("PGD-AT on the 2-D toy: the new boundary forgets the previous epoch's adversarial examples")
+    fig.suptitle("PGD-AT on the 2-D toy: boundaries of two consecutive epochs and their adversarial examples")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

@@ -18,6 +18,7 @@ exit (a worker thread still running); `close()`, the context manager, a new iter
 """
 
 import atexit
+import contextlib
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -89,8 +90,9 @@ class BatchLoader:
 
         self.split, self.batch_size, self.device = split, batch_size, device
         self._order = make_callback_order(order, split.n)
-        self._loader = Loader(str(split.beton), batch_size=batch_size, num_workers=num_workers, order=self._order,
-                              seed=0, drop_last=False, pipelines=_pipelines(device))
+        with _keep_torch_threads():
+            self._loader = Loader(str(split.beton), batch_size=batch_size, num_workers=num_workers,
+                                  order=self._order, seed=0, drop_last=False, pipelines=_pipelines(device))
         self._order.armed = True
         self._active: Any = None
         _OPEN_LOADERS.add(self)
@@ -111,7 +113,8 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         self.close()
-        it = iter(self._loader)
+        with _keep_torch_threads():
+            it = iter(self._loader)
         self._active = it
         return self._batches(it)
 
@@ -134,6 +137,18 @@ class BatchLoader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _keep_torch_threads() -> Iterator[None]:
+    """ffcv sets torch's intra-op thread count to its own worker count when a Loader or an epoch starts; the
+    user's setting must survive that (measured here: 2 torch threads beside ffcv's decoder on 2 busy cores made
+    AutoAttack after training 30× slower than 1 thread)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _stop_iterator(it: Any) -> None:

@@ -1,0 +1,428 @@
+"""Benchmark of one training step: TRADES vs TRADES+MemLoss (K = 1, 3, 8), with the Zarr store and with the in-RAM
+store (prints figures; not a test).
+
+Every configuration runs the trainer's own per-batch path, `trainer.fit._train_batch` (the real augmentation,
+`build_memory_examples`, `train_step` with a `StepSetup` built by trainer/session.py's helpers, the optimizer and
+schedule, `DeferredWriter`), on synthetic CIFAR-shaped data (3×32×32, 10 classes) held on the device; the FFCV
+loader is left out, so data loading is not timed.
+
+Steady state: for MemLoss-K the memory is filled first through the real write path (quantize → DeferredWriter →
+store) for epochs 1..K with random δ in the ε-ball (a step's cost does not depend on δ's values), each epoch
+committed; epoch K+1 then begins, so every one of the K slots holds memory for every sample, and its steps are timed.
+TRADES has no store, as in the trainer with --k 0. After a few untimed warm-up steps per configuration, the timed
+steps run in rounds that interleave the configurations (rotating their order), and every figure is the median over
+rounds of a within-round value (ms/step, ratio to TRADES of the same round, store wait fraction), so load from other
+jobs hits all configurations alike. On CUDA a round is timed with CUDA events, synchronizing only around it. On
+the CPU device the ratios and targets use the process CPU time (all threads, so the Zarr store's background
+threads count), which other jobs on a shared machine disturb far less than wall time; wall-time ratios are shown
+beside them.
+
+"store wait" is the host time inside store.read and writer.push/flush, measured exactly as `train_epoch` reports
+`store_wait_frac`; on CPU it includes quantizing δ (DeferredWriter writes at once there).
+
+Usage: python bench/train_step.py [--device auto|cpu|cuda] [--model small_cnn|resnet18] [--n N] [--batch-size 128]
+       [--steps 20] [--warmup 2] [--repeats 5] [--ks 1,3,8] [--threads 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from memstore import (DatasetFingerprint, MemlossError, MemStore, StoreSpec, ThreatModel,  # noqa: E402
+                      create_memory_store, create_store, labels_sha256)
+from trainer.augment import sample_views  # noqa: E402
+from trainer.config import DataConfig, MethodConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
+from trainer.data import dataset_info, load_tensors  # noqa: E402
+from trainer.fit import FORGETTING_EVERY, _train_batch  # noqa: E402
+from trainer.memory import DeferredWriter  # noqa: E402
+from trainer.metrics import MetricSums  # noqa: E402
+from trainer.session import Session, _model, _optimizer, _step_setup, resolve_device  # noqa: E402
+
+EPOCH_SAMPLES = 50_000  # a CIFAR-10 training epoch, for the extrapolated seconds per epoch
+STORE_WAIT_TARGET = 0.02  # store overhead ≤ 2 % of step time
+K_COST_PER_SLOT = 0.09  # MemLoss-K step ≤ (1 + 0.09·K) × TRADES step
+SEED = 0
+
+
+class BenchError(MemlossError):
+    """An impossible benchmark option."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Resolved options. steps: timed steps per configuration, split into `repeats` interleaved rounds."""
+
+    device: torch.device
+    model: str
+    n: int
+    batch_size: int
+    steps: int
+    warmup: int
+    repeats: int
+    ks: tuple[int, ...]
+    threads: int
+    budget_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or self.repeats < 1:
+            raise BenchError("--batch-size, --steps and --repeats must be ≥ 1 and --warmup ≥ 0")
+        if self.steps < self.repeats:
+            raise BenchError(f"--steps ({self.steps}) must be ≥ --repeats ({self.repeats}): a round times ≥ 1 step")
+        if not self.ks or min(self.ks) < 1:
+            raise BenchError(f"--ks must list memory depths ≥ 1, e.g. 1,3,8; got {self.ks}")
+        if self.n < self.batch_size * self.steps_per_config:
+            raise BenchError(f"--n {self.n} is too small for {self.steps_per_config} steps of {self.batch_size}; "
+                             f"use --n ≥ {self.batch_size * self.steps_per_config} or fewer --steps")
+
+    @property
+    def steps_per_config(self) -> int:
+        """Warm-up plus timed steps: all come from one epoch, so each needs a batch of distinct samples."""
+        return self.warmup + self.steps
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration: MemLoss depth k (0 = plain TRADES, no store) and store backend ("zarr", "ram" or None)."""
+
+    k: int
+    backend: str | None
+
+    @property
+    def name(self) -> str:
+        return "TRADES" if self.k == 0 else f"TRADES+MemLoss K={self.k} ({self.backend})"
+
+
+@dataclass
+class Runner:
+    """A configuration's session, its batches of the timed epoch in order, and where it is in them."""
+
+    variant: Variant
+    session: Session
+    batches: list[np.ndarray]
+    x: torch.Tensor
+    y: torch.Tensor
+    position: int = 0
+
+
+@dataclass
+class Row:
+    """Results of one configuration: per-round figures and their medians. by_cpu: the primary clock (ratios and
+    targets) is the process CPU time (on the CPU device, where other jobs steal wall time) instead of wall time
+    (CUDA events on the GPU)."""
+
+    variant: Variant
+    by_cpu: bool
+    round_ms: list[float] = field(default_factory=list)
+    round_cpu_ms: list[float] = field(default_factory=list)
+    round_ratio_wall: list[float] = field(default_factory=list)
+    round_ratio_cpu: list[float] = field(default_factory=list)
+    round_wait: list[float] = field(default_factory=list)
+    round_vs_ram: list[float] = field(default_factory=list)
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.round_ms)
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(self.round_cpu_ms)
+
+    @property
+    def ratio(self) -> float:
+        """Median within-round ratio to TRADES on the primary clock."""
+        return statistics.median(self.round_ratio_cpu if self.by_cpu else self.round_ratio_wall)
+
+    @property
+    def ratio_wall(self) -> float:
+        return statistics.median(self.round_ratio_wall)
+
+    @property
+    def wait(self) -> float:
+        return statistics.median(self.round_wait)
+
+    @property
+    def target_ratio(self) -> float:
+        return 1.0 + K_COST_PER_SLOT * self.variant.k
+
+    def meets_targets(self) -> bool:
+        """Ratio ≤ 1 + 0.09·K, and for the Zarr store also store wait ≤ 2 % of the step."""
+        store_ok = self.variant.backend != "zarr" or self.wait <= STORE_WAIT_TARGET
+        return self.ratio <= self.target_ratio and store_ok
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Seconds of some steps: wall (CUDA events on the GPU), process CPU time (all threads, the store's background
+    threads included) and host wall time inside the store (read, push, flush)."""
+
+    wall: float
+    cpu: float
+    wait: float
+
+
+def _config(bc: BenchConfig, k: int) -> TrainConfig:
+    """The trainer's config for this variant (defaults: TRADES β = 5, PGD-10 at ε = 8/255, β′ = 2 per slot)."""
+    return TrainConfig(data=DataConfig(dataset="synthetic", n=bc.n, batch_size=bc.batch_size),
+                       method=MethodConfig(method="trades", k=k), optim=OptimConfig(epochs=max(k, 1) + 1),
+                       run=RunConfig(model=bc.model, device=str(bc.device), seed=SEED, memory_budget=bc.budget_bytes))
+
+
+def _store(cfg: TrainConfig, backend: str, y: torch.Tensor, tmp: Path) -> MemStore:
+    """A fresh store of the variant's backend, spec'd as trainer/session.py does."""
+    info = dataset_info("synthetic")
+    spec = StoreSpec(DatasetFingerprint("synthetic", len(y), info.shape, labels_sha256(y.numpy())),
+                     ThreatModel(cfg.threat.norm, cfg.threat.eps), cfg.method.k)
+    if backend == "zarr":
+        return create_store(tmp / f"memory-k{cfg.method.k}.zarr", spec, memory_budget=cfg.run.memory_budget, seed=SEED)
+    return create_memory_store(spec, seed=SEED)
+
+
+def _session(bc: BenchConfig, v: Variant, y_cpu: torch.Tensor, tmp: Path) -> Session:
+    """A Session built with trainer/session.py's helpers; no loader (batches come from tensors on the device)."""
+    torch.manual_seed(SEED)
+    cfg = _config(bc, v.k)
+    info = dataset_info("synthetic")
+    model = _model(cfg, info, bc.device)
+    optimizer, scheduler = _optimizer(cfg, model, -(-bc.n // bc.batch_size))
+    generator = torch.Generator(device=bc.device).manual_seed(SEED)
+    empty = torch.empty(0)
+    s = Session(cfg, tmp, bc.device, info, None, None, empty, empty, model, optimizer,  # type: ignore[arg-type]
+                scheduler, _step_setup(cfg, model, bc.device, {}), generator)
+    if v.backend is not None:
+        s.store = _store(cfg, v.backend, y_cpu, tmp)
+        s.writer = DeferredWriter(s.store, bc.device)
+    return s
+
+
+def _fill_memory(s: Session, x: torch.Tensor, k: int) -> np.ndarray:
+    """Writes epochs 1..k through DeferredWriter (random δ in the ε-ball on random views), commits each, and begins
+    epoch k+1; returns its order (int64 [N])."""
+    eps, pad, b = s.cfg.threat.eps_float, s.info.crop_padding, s.cfg.data.batch_size
+    gen = torch.Generator(device=s.device).manual_seed(SEED + 1)
+    for epoch in range(1, k + 1):
+        order = s.store.begin_epoch(epoch)  # type: ignore[union-attr]
+        for start in range(0, len(order), b):
+            idx = order[start:start + b]
+            views = sample_views(len(idx), pad, s.info.flip, gen, s.device)
+            delta = (torch.rand((len(idx), *x.shape[1:]), generator=gen, device=s.device) * 2 - 1) * eps
+            s.writer.push(idx, delta, views)  # type: ignore[union-attr]
+        s.writer.flush()  # type: ignore[union-attr]
+        s.store.commit_epoch()  # type: ignore[union-attr]
+    return s.store.begin_epoch(k + 1)  # type: ignore[union-attr]
+
+
+def _runner(bc: BenchConfig, v: Variant, x: torch.Tensor, y: torch.Tensor, y_cpu: torch.Tensor, tmp: Path) -> Runner:
+    s = _session(bc, v, y_cpu, tmp)
+    order = _fill_memory(s, x, v.k) if s.store is not None else np.random.default_rng(SEED).permutation(bc.n)
+    batches = [order[i:i + bc.batch_size] for i in range(0, bc.batch_size * bc.steps_per_config, bc.batch_size)]
+    if s.store is not None:
+        _check_steady_state(s.store, batches[0])
+    return Runner(v, s, batches, x, y)
+
+
+def _check_steady_state(store: MemStore, idx: np.ndarray) -> None:
+    """Every one of the K slots must hold memory for the first batch (else the MemLoss cost would be understated)."""
+    valid = store.read(idx).valid
+    if not bool(valid.all()):
+        raise BenchError(f"internal error: only {int(valid.sum())} of {valid.numel()} memory entries are valid "
+                         "after filling the store; the timed epoch would not be in steady state")
+
+
+def _run_steps(r: Runner, count: int) -> Measure:
+    """Runs the next `count` steps of the runner's epoch.
+
+    The batches are gathered on the device before the clock starts (the loader's job, not the step's). On CUDA the
+    time is taken with events and the device is synchronized only before and after the timed steps.
+    """
+    device = r.session.device
+    batches = []
+    first = r.position
+    for host_idx in r.batches[r.position:r.position + count]:
+        idx = torch.from_numpy(host_idx).to(device)
+        batches.append((r.x[idx], r.y[idx], idx, host_idx if r.session.store is not None else None))
+    r.position += count
+    sums, wait = MetricSums(), [0.0]
+    clock = _cuda_clock if device.type == "cuda" else _host_clock
+    # The forgetting monitor runs on every FORGETTING_EVERY-th batch, as in train_epoch.
+    wall, cpu = clock(lambda: [_train_batch(r.session, *batch, sums, wait,
+                                            monitor=(first + i) % FORGETTING_EVERY == 0)
+                               for i, batch in enumerate(batches)])
+    return Measure(wall, cpu, wait[0])
+
+
+def _host_clock(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall, process CPU) seconds of work()."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _cuda_clock(work: Callable[[], object]) -> tuple[float, float]:
+    """(device, host process CPU) seconds of work(): CUDA events, synchronizing only before and after."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    c0 = time.process_time()
+    start.record()
+    work()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000.0, time.process_time() - c0
+
+
+def _round(runners: list[Runner], rows: dict[Variant, Row], count: int, rotation: int) -> None:
+    """One round: `count` timed steps of every configuration (order rotated by `rotation`); records within-round
+    ms/step, wait fraction, ratios to TRADES and (Zarr) to the in-RAM store of the same K."""
+    turn = runners[rotation % len(runners):] + runners[:rotation % len(runners)]
+    got = {r.variant: _run_steps(r, count) for r in turn}
+    base = got[Variant(0, None)]
+    for v, row in rows.items():
+        m = got[v]
+        row.round_ms.append(1000.0 * m.wall / count)
+        row.round_cpu_ms.append(1000.0 * m.cpu / count)
+        row.round_wait.append(m.wait / m.wall)
+        row.round_ratio_wall.append(m.wall / base.wall)
+        row.round_ratio_cpu.append(m.cpu / base.cpu)
+        ram = got.get(Variant(v.k, "ram")) if v.backend == "zarr" else None
+        if ram is not None:
+            row.round_vs_ram.append((m.cpu / ram.cpu if row.by_cpu else m.wall / ram.wall) - 1.0)
+
+
+def _variants(ks: Sequence[int]) -> list[Variant]:
+    return [Variant(0, None)] + [Variant(k, b) for k in ks for b in ("zarr", "ram")]
+
+
+def _data(bc: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x uint8 [n,3,32,32] and y int64 [n] on the device (the loader's output format), and y on the host."""
+    x, y = load_tensors("synthetic", "train", n=bc.n)
+    return x.to(bc.device), y.to(bc.device), y
+
+
+def benchmark(bc: BenchConfig) -> list[Row]:
+    """Builds every configuration, warms each up, then times `bc.steps` steps each in `bc.repeats` rounds."""
+    x, y, y_cpu = _data(bc)
+    variants = _variants(bc.ks)
+    with tempfile.TemporaryDirectory(prefix="memloss-bench-") as tmp:
+        runners = [_runner(bc, v, x, y, y_cpu, Path(tmp)) for v in variants]
+        try:
+            for r in runners:
+                if bc.warmup:
+                    _run_steps(r, bc.warmup)
+            rows = {v: Row(v, bc.device.type == "cpu") for v in variants}
+            per_round = [bc.steps // bc.repeats + (i < bc.steps % bc.repeats) for i in range(bc.repeats)]
+            for i, count in enumerate(per_round):
+                _round(runners, rows, count, i)
+        finally:
+            for r in runners:
+                if r.session.store is not None:
+                    r.session.store.close()
+    return list(rows.values())
+
+
+def _epoch_seconds(row: Row, batch_size: int) -> float:
+    """Seconds per 50 000-sample epoch, extrapolated from the steady-state step time (no loading or evaluation)."""
+    return row.ms * math.ceil(EPOCH_SAMPLES / batch_size) / 1000.0
+
+
+def format_table(rows: list[Row], batch_size: int) -> str:
+    """The results table: medians over rounds of within-round figures."""
+    clock = "process CPU time" if rows[0].by_cpu else "CUDA-event time"
+    head = (f"{'configuration':34s} {'ms/step':>8s} {'cpu ms':>7s} {'ratio':>6s} {'(wall)':>6s} {'target':>6s} "
+            f"{'store wait':>10s} {'zarr-RAM':>8s} {'s/50k ep*':>9s}  met?")
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        v = row.variant
+        target = f"≤{row.target_ratio:.2f}" if v.k else "-"
+        wait = f"{100 * row.wait:9.2f}%" if v.backend else "-"
+        vs_ram = f"{100 * statistics.median(row.round_vs_ram):+7.1f}%" if row.round_vs_ram else "-"
+        met = ("yes" if row.meets_targets() else "NO") if v.k else "-"
+        lines.append(f"{v.name:34s} {row.ms:8.1f} {row.cpu_ms:7.1f} {row.ratio:6.3f} {row.ratio_wall:6.3f} "
+                     f"{target:>6s} {wait:>10s} {vs_ram:>8s} {_epoch_seconds(row, batch_size):9.1f}  {met}")
+    lines += [f"ms/step: wall (CUDA events on a GPU); cpu ms: process CPU time per step, all threads; ratio: to "
+              f"TRADES on {clock}, (wall): on wall time; zarr-RAM: extra step time of the Zarr store over the in-RAM",
+              f"store at the same K ({clock}); store wait: host time in store.read + writer.push/flush, % of wall.",
+              f"targets: ratio ≤ 1 + {K_COST_PER_SLOT}·K; Zarr store wait ≤ {100 * STORE_WAIT_TARGET:.0f} % "
+              "of the step. All figures: medians over rounds of within-round values.",
+              "* s/50k ep: seconds per 50 000-sample TRADES-style epoch at this step time, extrapolated from the "
+              "steady-state wall step time (no data loading, evaluation or store commit)."]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--model", default=None, help="small_cnn (default on CPU) or resnet18 (default on CUDA)")
+    p.add_argument("--n", type=int, default=None, help="samples in the dataset and store (default: just enough)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (CPU 20, CUDA 100)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration (CPU 2, CUDA 10)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds the timed steps are "
+                   "split into (CPU: --steps, CUDA: 5)")
+    p.add_argument("--ks", default="1,3,8", help="MemLoss depths, comma-separated")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (torch.set_num_threads)")
+    p.add_argument("--budget-mb", type=int, default=2048, help="the Zarr store's memory budget (trainer default)")
+    p.add_argument("--quick", action="store_true", help="few steps (4 timed, 1 warm-up, 2 rounds): a smoke run")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None) -> BenchConfig:
+    """Options → BenchConfig; defaults depend on the device (and --quick)."""
+    a = _parser().parse_args(argv)
+    device = resolve_device(a.device)
+    cuda = device.type == "cuda"
+    steps = a.steps or (4 if a.quick else 100 if cuda else 20)
+    warmup = a.warmup if a.warmup is not None else (1 if a.quick else 10 if cuda else 2)
+    # CPU: one step per configuration per round (load from other jobs changes within seconds); CUDA: 5 rounds,
+    # since each round synchronizes the device.
+    repeats = a.repeats or min(2 if a.quick else 5 if cuda else steps, steps)
+    try:
+        ks = tuple(int(k) for k in a.ks.split(","))
+    except ValueError:
+        raise BenchError(f"--ks must be comma-separated integers like 1,3,8, got {a.ks!r}") from None
+    n = a.n or a.batch_size * (warmup + steps)
+    return BenchConfig(device, a.model or ("resnet18" if cuda else "small_cnn"), n, a.batch_size, steps, warmup,
+                       repeats, ks, a.threads, a.budget_mb * 1024**2)
+
+
+def _describe(bc: BenchConfig) -> str:
+    gpu = torch.cuda.get_device_name(bc.device) if bc.device.type == "cuda" else "none used"
+    return (f"device {bc.device} (GPU: {gpu}; bf16 autocast + channels_last on CUDA), model {bc.model}, synthetic "
+            f"3x32x32, batch {bc.batch_size}, n {bc.n}, {bc.warmup} warm-up + {bc.steps} timed steps per "
+            f"configuration in {bc.repeats} interleaved rounds, torch threads {torch.get_num_threads()}, "
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    """Runs the benchmark, prints the table and returns its rows."""
+    bc = parse_config(argv)
+    torch.set_num_threads(bc.threads)
+    print(_describe(bc))
+    print("load average before (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()), flush=True)
+    t0 = time.perf_counter()
+    rows = benchmark(bc)
+    print(format_table(rows, bc.batch_size))
+    print("load average after (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+          + f"; wall time {time.perf_counter() - t0:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MemlossError as exc:
+        raise SystemExit(f"error: {exc}") from None
