@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """Train TRADES and MemLoss+TRADES (K=3) on digits with the same seed and budget, evaluate both with
     AutoAttack, PGD+ and CW, inspect the memory store, and print one comparison table; PNG plots of the training
-    curves and the store histograms go into the demo directory. Offline, CPU, about 10 minutes on 2 cores."""
+    curves and the store histograms go into the demo directory. Offline, CPU: about 3 minutes on 2 idle cores."""
     from rich.console import Console
 
     from trainer.demo import DemoConfig, run_demo

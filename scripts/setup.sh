@@ -31,6 +31,11 @@ install_system_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 }
 
+quiet_pip() {
+  # pip warns about every configured local index folder that lacks a package; those lines are noise here.
+  grep -vE "is ignored: it is neither a file nor a directory" || true
+}
+
 install_python_packages() {
   local stamp=.venv/.memloss-installed want
   want=$( (cat pyproject.toml; "$PYTHON" --version) | sha256sum | cut -d' ' -f1)
@@ -39,8 +44,8 @@ install_python_packages() {
   fi
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   echo "setup: installing memloss and its dependencies into .venv (first time: about a minute)"
-  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | quiet_pip
+  .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | quiet_pip
   echo "$want" > "$stamp"
 }
 

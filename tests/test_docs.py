@@ -59,3 +59,16 @@ def test_root_help_lists_every_command() -> None:
     text = help_text()
     missing = [c for c in command_names() if c not in text]
     assert not missing, f"memloss --help does not list {missing}"
+
+
+def test_option_tables_are_generated_from_the_current_cli() -> None:
+    """docs/guide.md's option tables equal what scripts/gen_cli_docs.py makes from the live CLI."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_cli_docs", GUIDE.parents[1] / "scripts" / "gen_cli_docs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = guide()
+    assert "<!-- options:train -->" in text
+    assert module.regenerate(text) == text, "run: .venv/bin/python scripts/gen_cli_docs.py docs/guide.md"

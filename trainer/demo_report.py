@@ -22,14 +22,15 @@ def summary_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def render_rows(rows: list[dict[str, Any]]) -> Any:
-    """A rich Table of `summary_rows` output."""
+    """A rich Table of `summary_rows` output, one column per run (fits an 80-column terminal)."""
     from rich.table import Table
 
     table = Table(title="memloss demo: digits, same seed and budget")
-    for key in rows[0]:
-        table.add_column(key, justify="left" if key == "run" else "right")
+    table.add_column("")
     for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
+        table.add_column(str(row["run"]), justify="right")
+    for key in list(rows[0])[1:]:
+        table.add_row(key, *(_cell(row[key]) for row in rows))
     return table
 
 
@@ -52,10 +53,10 @@ def plot_curves(runs: Sequence[Any], png: Path) -> Path:
               ("forgetting", "forgetting: error on epoch n−1's adv. examples"), ("mem_loss", "MemLoss term")]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for ax, (key, title) in zip(axes, panels):
-        for run in runs:
+        for i, run in enumerate(runs):
             points = [(r["epoch"], r[key]) for r in run.fit.records if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=run.name)
+            if points:  # one colour per run in every panel
+                ax.plot(*zip(*points), marker="o", label=run.name, color=f"C{i}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
