@@ -15,7 +15,6 @@ a cache. A cache whose sidecar is missing or disagrees with the file (size, coun
 column) is rebuilt from the raw data.
 """
 
-import hashlib
 import json
 import os
 import uuid
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer.checkpoint import atomic_write_bytes
+# The memory store's fingerprint of a split: sha256 of the labels as little-endian int64.
+from memstore.spec import labels_sha256 as labels_digest
 from trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
 from trainer.data.sources import Source, default_data_dir, load_source
 
@@ -42,11 +43,6 @@ class PreparedSplit:
     shape: tuple[int, int, int]
     num_classes: int
     labels_sha256: str
-
-
-def labels_digest(labels: np.ndarray) -> str:
-    """sha256 hex of the labels as little-endian int64 bytes (the dataset fingerprint used by the memory store)."""
-    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
 
 
 def cache_paths(name: str, split: str, data_dir: Path, n: int | None, resolution: int | None) -> tuple[Path, Path]:
