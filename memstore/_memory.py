@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memstore.base import ENTRY_FIELDS, Entries, MemStore, RingState
+from memstore.base import ENTRY_FIELDS, Entries, MemStore, RingState, take_rows
 from memstore.order import BlockLayout, EpochPlan, default_block_size, random_members
 from memstore.spec import StoreSpec
 
@@ -35,9 +35,7 @@ class InMemoryStore(MemStore):
         """Nothing is buffered: rows are written in place."""
 
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
-        sl = np.asarray(slots, dtype=np.int64)[:, None]
-        r = self._rows
-        return Entries(r.codes[sl, idx], r.scale[sl, idx], r.offset[sl, idx], r.flip[sl, idx], r.epoch[sl, idx])
+        return take_rows(self._rows, slots, idx)
 
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
         slot = self._write_slot()

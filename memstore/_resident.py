@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memstore.base import ENTRY_FIELDS, NO_EPOCH, Entries, RingState
+from memstore.base import ENTRY_FIELDS, NO_EPOCH, Entries, RingState, take_rows
 from memstore.order import BlockLayout
 
 
@@ -56,15 +56,7 @@ class ResidentSlots:
 
     def gather(self, slots: list[int], pos: np.ndarray) -> Entries:
         """Rows at storage positions pos int64 [B] of ring `slots`: Entries with lead [len(slots)] (copies)."""
-        n = self._layout.n
-        flat = (np.asarray(slots, dtype=np.int64)[:, None] * n + pos).ravel()  # np.take beats 2-D fancy indexing
-        lead = (len(slots), pos.shape[0])
-
-        def take(a: np.ndarray) -> np.ndarray:
-            rows = np.take(a.reshape(a.shape[0] * n, *a.shape[2:]), flat, axis=0)
-            return rows.reshape(*lead, *a.shape[2:])
-
-        return Entries(*(take(getattr(self.rows, name)) for name in ENTRY_FIELDS))
+        return take_rows(self.rows, slots, pos)
 
     def put(self, slot: int, pos: np.ndarray, entries: Entries) -> np.ndarray:
         """Stores rows at storage positions pos int64 [B] into `slot`; returns the blocks this write completed."""

@@ -20,6 +20,8 @@ from memstore.spec import StoreSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 NO_EPOCH = -1  # entry stamp of a row that holds no memory
+_NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
+_INT_KINDS = "iu"  # numpy dtype kinds of signed and unsigned integers (dtype.kind is cheaper than issubdtype)
 ROW_AUX_BYTES = 4 + 4 * 4  # scale f32 + (epoch, dy, dx, flip) int32 on disk
 ENTRY_FIELDS = ("codes", "scale", "offset", "flip", "epoch")
 
@@ -91,40 +93,71 @@ def _to_numpy(x: Any) -> np.ndarray:
 def as_index(idx: Any, n: int) -> np.ndarray:
     """Validates sample indices: int64 [B], each in [0, n), no duplicates."""
     arr = _to_numpy(idx)
-    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+    if arr.ndim != 1 or not (arr.dtype.kind in _INT_KINDS or arr.size == 0):
         raise StoreError(f"idx must be a 1-D integer array, got dtype {arr.dtype} and shape {arr.shape}")
     arr = arr.astype(np.int64, copy=False)
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise StoreError(f"idx out of range [0, {n}): min {arr.min()}, max {arr.max()}")
-    if np.unique(arr).size != arr.size:
-        raise StoreError("idx contains duplicate samples; each sample may appear once per batch")
+    if arr.size:
+        # One sort gives the range and the duplicates (np.unique + min + max cost ~10 numpy calls per step).
+        s = np.sort(arr)
+        if s[0] < 0 or s[-1] >= n:
+            raise StoreError(f"idx out of range [0, {n}): min {s[0]}, max {s[-1]}")
+        if (s[1:] == s[:-1]).any():
+            raise StoreError("idx contains duplicate samples; each sample may appear once per batch")
     return arr
 
 
-def validate_write(spec: StoreSpec, b: int, codes: Any, scale: Any, offset: Any, flip: Any) -> Entries:
-    """Checks dtypes, shapes and finiteness of a write and returns it as `Entries` (epoch filled later)."""
+def take_rows(rows: Entries, slots: list[int], pos: np.ndarray) -> Entries:
+    """Rows at positions pos int64 [B] (validated, in [0, R)) of `slots` of rows (Entries with lead [S] over R
+    rows): fresh Entries with lead [len(slots)], the caller owns them."""
+    r = rows.epoch.shape[1]
+    flat = (np.asarray(slots, dtype=np.int64)[:, None] * r + pos).ravel()
+    lead = (len(slots), pos.shape[0])
+
+    def take(a: np.ndarray) -> np.ndarray:
+        # np.take on the flattened (slot, row) axis beats 2-D fancy indexing; "clip" skips the bounds check
+        # (the indices are validated) and never buffers.
+        got = np.take(a.reshape(a.shape[0] * r, *a.shape[2:]), flat, axis=0, mode="clip")
+        return got.reshape(*lead, *a.shape[2:])
+
+    return Entries(take(rows.codes), take(rows.scale), take(rows.offset), take(rows.flip), take(rows.epoch))
+
+
+def validate_write(spec: StoreSpec, b: int, codes: Any, scale: Any, offset: Any, flip: Any,
+                   epoch: int = NO_EPOCH) -> Entries:
+    """Checks dtypes, shapes and finiteness of a write and returns it as `Entries` stamped with `epoch`. The arrays
+    may be the caller's own (no copy when dtypes already match): backends copy them into their rows."""
     codes_np, scale_np = _to_numpy(codes), _to_numpy(scale)
     offset_np, flip_np = _to_numpy(offset), _to_numpy(flip)
     shape = spec.fingerprint.shape
     if codes_np.dtype != np.uint8 or codes_np.shape != (b, *shape):
         raise StoreError(f"codes must be uint8 {(b, *shape)}, got {codes_np.dtype} {codes_np.shape}; use quantize()")
-    if not np.issubdtype(scale_np.dtype, np.floating) or scale_np.shape != (b,):
+    if scale_np.dtype.kind != "f" or scale_np.shape != (b,):
         raise StoreError(f"scale must be float32 [{b}], got {scale_np.dtype} {scale_np.shape}")
-    if not np.isfinite(scale_np).all() or (scale_np < 0).any():
+    # min is NaN when any value is NaN, so these two reductions catch NaN, +-Inf and negatives.
+    if b and not (scale_np.min() >= 0 and scale_np.max() < np.inf):
         raise StoreError("scale contains NaN, Inf or negative values; quantize() gives finite scales >= 0")
-    if not np.issubdtype(offset_np.dtype, np.integer) or offset_np.shape != (b, 2):
+    if offset_np.dtype.kind not in _INT_KINDS or offset_np.shape != (b, 2):
         raise StoreError(f"offset must be an integer array [{b}, 2], got {offset_np.dtype} {offset_np.shape}")
-    if offset_np.size and (offset_np.min() < 0 or offset_np.max() > np.iinfo(np.int16).max):
+    if b and _offset_out_of_range(offset_np):
         raise StoreError("offset values must lie in [0, 32767] (crop offsets in pixels)")
-    if flip_np.shape != (b,) or not (flip_np.dtype == bool or np.issubdtype(flip_np.dtype, np.integer)):
+    if flip_np.shape != (b,) or flip_np.dtype.kind not in "b" + _INT_KINDS:
         raise StoreError(f"flip must be a bool array [{b}], got {flip_np.dtype} {flip_np.shape}")
     return Entries(
         codes=np.ascontiguousarray(codes_np),
-        scale=scale_np.astype(np.float32),
-        offset=offset_np.astype(np.int16),
-        flip=flip_np.astype(bool),
-        epoch=np.full(b, NO_EPOCH, dtype=np.int32),
+        scale=scale_np.astype(np.float32, copy=False),
+        offset=offset_np.astype(np.int16, copy=False),
+        flip=flip_np.astype(bool, copy=False),
+        epoch=np.full(b, epoch, dtype=np.int32),
     )
+
+
+def _offset_out_of_range(offset: np.ndarray) -> bool:
+    """True if a value of the non-empty integer array lies outside [0, 32767] (bounds its dtype implies are
+    not checked: int16 needs only the minimum, uint8 nothing)."""
+    info = np.iinfo(offset.dtype)
+    if info.min < 0 and offset.min() < 0:
+        return True
+    return bool(info.max > np.iinfo(np.int16).max and offset.max() > np.iinfo(np.int16).max)
 
 
 @dataclass
@@ -245,10 +278,12 @@ class MemStore(ABC):
                 ks = [k for k, _ in wanted]
                 for name in ENTRY_FIELDS:
                     getattr(out, name)[ks] = getattr(got, name)
-        target = np.array([epoch - 1 - k for k in range(self.k)], dtype=np.int32)[:, None]
-        valid = (out.epoch == target) & (target >= 0)
-        invalid = ~valid
-        if invalid.any():
+        # Slots of epochs < 0 never match: their rows are NO_EPOCH and their target is below any stamp.
+        target = np.array([epoch - 1 - k if epoch - 1 - k >= 0 else _NEVER for k in range(self.k)],
+                          dtype=np.int32)[:, None]
+        valid = out.epoch == target
+        if not valid.all():
+            invalid = ~valid
             out.codes[invalid], out.scale[invalid], out.offset[invalid], out.flip[invalid] = 128, 0, 0, False
         return MemoryBatch(
             codes=torch.from_numpy(out.codes),
@@ -266,8 +301,7 @@ class MemStore(ABC):
         if self._read_only:
             raise StoreError("store is open read-only; open it with read_only=False to write")
         idx_np = as_index(idx, self.n)
-        entries = validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip)
-        entries.epoch[:] = epoch
+        entries = validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch)
         self._write_entries(idx_np, entries)
 
     def commit_epoch(self) -> None:

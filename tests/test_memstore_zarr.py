@@ -213,7 +213,12 @@ def test_kill_9_while_writing_leaves_committed_epochs_intact(tmp_path: Path) -> 
         proc.wait()
     with open_store(url, expect=make_spec(n=64, k=2)) as store:
         last = store.last_committed_epoch
-        assert last is not None and last >= 2 and store.committed_epochs == [last - 1, last]
+        assert last is not None and last >= 2
+        # Killed mid-epoch: the two newest epochs; killed between a commit and the next begin_epoch: all S = 3 slots
+        # still hold consecutive committed epochs. Either way the newest two are intact.
+        committed = store.committed_epochs
+        assert committed[-2:] == [last - 1, last] and committed == list(range(last - len(committed) + 1, last + 1))
+        assert len(committed) <= 3
         store.begin_epoch(last + 1)
         mb = store.read(np.arange(64))
         assert mb.valid.all()
