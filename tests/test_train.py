@@ -112,3 +112,18 @@ def test_new_run_refuses_an_existing_run_directory(tmp_path: Path, data_dir: Pat
     _fit(tmp_path, data_dir, "run", k=0, epochs=1)
     with pytest.raises(ConfigError, match="already holds a run"):
         _fit(tmp_path, data_dir, "run", k=0, epochs=1)
+
+
+def test_a_failing_commit_stops_the_run_before_its_state_is_saved(tmp_path: Path, data_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit runs beside the evaluation; its error still reaches the trainer, and no state claims the epoch."""
+    from memstore.base import MemStore
+    from memstore.errors import StoreError
+
+    def fail(self: MemStore) -> None:
+        raise StoreError("No space left on device")
+
+    monkeypatch.setattr(MemStore, "commit_epoch", fail)
+    with pytest.raises(StoreError, match="No space left"):
+        _fit(tmp_path, data_dir, "run", k=1, epochs=1)
+    assert not (tmp_path / "run" / "last.state.pt").exists()

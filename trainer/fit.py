@@ -8,6 +8,7 @@ points picks the best checkpoint, the store commits the epoch, and checkpoints, 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -87,7 +88,9 @@ def _forgetting(s: Session, memory: MemoryExamples | None, y: torch.Tensor) -> d
     with torch.no_grad(), maybe_autocast(s.step.autocast, y.device):
         wrong = (s.model(memory.x[0]).argmax(1) != y) & memory.valid[0]
     s.model.train()
-    return {"forget_wrong": wrong.sum().float(), "forget_count": torch.tensor(float(memory.valid_counts[0]))}
+    # The count is known on the host; the tensor lives on y's device so that every metric sum stays on one device.
+    count = torch.tensor(float(memory.valid_counts[0]), device=y.device)
+    return {"forget_wrong": wrong.sum().float(), "forget_count": count}
 
 
 def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
@@ -182,10 +185,24 @@ def _meta(s: Session, epoch: int) -> dict[str, str]:
             "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed)}
 
 
+def start_commit(s: Session) -> Future[None] | None:
+    """Starts committing the store's epoch on a worker thread, so that its last chunk writes (compression and I/O,
+    which release the GIL) overlap the test-set evaluation instead of adding to the epoch."""
+    if s.store is None:
+        return None
+    return s.committer.submit(s.store.commit_epoch)
+
+
+def wait_commit(commit: Future[None] | None) -> float:
+    """Waits for the commit started by `start_commit` (re-raising its error); returns the seconds waited."""
+    t0 = time.perf_counter()
+    if commit is not None:
+        commit.result()
+    return time.perf_counter() - t0
+
+
 def finish_epoch(s: Session, epoch: int, record: dict[str, Any]) -> None:
-    """Commit the store's epoch, then metrics, weights and (last) the training state: the resume point."""
-    if s.store is not None:
-        s.store.commit_epoch()
+    """After the store committed the epoch: metrics, weights and (last) the training state, the resume point."""
     s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
     write_metrics(s.run_dir, s.records)
     save_model(s.run_dir / LAST_WEIGHTS, s.model, _meta(s, epoch))
@@ -224,11 +241,15 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> Fi
         reporter = Reporter(cfg.optim.epochs, len(s.loader), quiet)
         reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
         for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
-            record = {"epoch": epoch, **train_epoch(s, epoch, reporter), **evaluate_epoch(s, epoch),
+            trained = train_epoch(s, epoch, reporter)
+            commit = start_commit(s)
+            evaluated = evaluate_epoch(s, epoch)
+            record = {"epoch": epoch, **trained, **evaluated, "store_commit_wait_s": wait_commit(commit),
                       "lr": s.scheduler.get_last_lr()[0]}
             finish_epoch(s, epoch, record)
             reporter.end_epoch(record)
     finally:
+        s.committer.shutdown(wait=True)
         if s.store is not None:
             s.store.close()
         s.loader.close()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ class Session:
     best_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # One worker thread that commits the store's epoch while the test-set evaluation runs.
+    committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
 
     def order_for(self, epoch: int) -> np.ndarray:
         """The loader's traversal order: the one the store decided for this epoch."""
