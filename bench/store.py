@@ -30,9 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memstore import (  # noqa: E402
-    DatasetFingerprint, StoreSpec, ThreatModel, create_memory_store, create_store, quantize)
-from memstore.codecs import make_codecs  # noqa: E402
+from memloss.memstore.codecs import make_codecs  # noqa: E402
+from memloss.memstore.quant import quantize
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import create_memory_store, create_store
 
 EPS = 8 / 255
 CODECS = ["none", "blosc-zstd-1-noshuffle", "blosc-zstd-1-shuffle", "blosc-zstd-1-bitshuffle",
@@ -41,9 +42,11 @@ CODECS = ["none", "blosc-zstd-1-noshuffle", "blosc-zstd-1-shuffle", "blosc-zstd-
 
 def real_perturbations(m: int, out: Path) -> dict[str, float]:
     """Trains small_cnn one epoch, attacks m training samples, saves codes/scale to `out` (npz)."""
-    from trainer.attacks import PGDConfig, pgd
-    from trainer.data import dataset_info, load_tensors
-    from trainer.models import build_model
+    from memloss.trainer.data.registry import dataset_info
+    from memloss.trainer.data.sources import load_tensors
+    from memloss.trainer.methods.pgd import pgd
+    from memloss.trainer.methods.threat import PGDConfig
+    from memloss.trainer.models.registry import build_model
 
     torch.manual_seed(0)
     info = dataset_info("synthetic", 32)
@@ -191,7 +194,7 @@ def worker(args: argparse.Namespace) -> None:
                wait_pct_of_step=round(100 * wait / (steps * args.step_ms / 1000), 2),
                rss_before_store_mb=base_mb, peak_rss_mb=peak_mb)
     if args.backend == "zarr":
-        from memstore.inspect import summarize
+        from memloss.memstore.inspect import summarize
 
         s = summarize(Path(args.dir) / f"k{args.k}.zarr", sample_coords=5_000_000)
         slot = s["per_slot"][0]

@@ -44,15 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from memstore import (DatasetFingerprint, MemlossError, MemStore, StoreSpec, ThreatModel,  # noqa: E402
-                      create_memory_store, create_store, labels_sha256)
-from trainer.augment import sample_views  # noqa: E402
-from trainer.config import DataConfig, MethodConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
-from trainer.data import dataset_info, load_tensors  # noqa: E402
-from trainer.fit import FORGETTING_EVERY, _train_batch  # noqa: E402
-from trainer.memory import DeferredWriter  # noqa: E402
-from trainer.metrics import MetricSums  # noqa: E402
-from trainer.session import Session, _model, _optimizer, _step_setup, resolve_device  # noqa: E402
+from memloss.errors import MemlossError
+from memloss.memstore.base import MemStore
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256
+from memloss.memstore.store import create_memory_store, create_store
+from memloss.trainer.common.devices import resolve_device  # noqa: E402
+from memloss.trainer.config.schema import DataConfig, MethodConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
+from memloss.trainer.data.registry import dataset_info  # noqa: E402
+from memloss.trainer.data.sources import load_tensors  # noqa: E402
+from memloss.trainer.training.augment import sample_views  # noqa: E402
+from memloss.trainer.training.epoch import FORGETTING_EVERY, _train_batch  # noqa: E402
+from memloss.trainer.training.memory import DeferredWriter  # noqa: E402
+from memloss.trainer.training.metrics import MetricSums  # noqa: E402
+from memloss.trainer.training.session import Session, _model, _optimizer, _step_setup  # noqa: E402
 
 EPOCH_SAMPLES = 50_000  # a CIFAR-10 training epoch, for the extrapolated seconds per epoch
 STORE_WAIT_TARGET = 0.02  # store overhead ≤ 2 % of step time

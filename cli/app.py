@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import typer
-
-from cli.errors import one_line_errors
+from memloss.cli.errors import one_line_errors
 
 app = typer.Typer(
     name="memloss",
@@ -23,11 +22,11 @@ def _register(name: str, command: Callable[..., None]) -> None:
 
 
 def _register_all() -> None:
-    from cli.demo import demo
-    from cli.evaluate import evaluate, export
-    from cli.inspect_store import inspect_store
-    from cli.toy import toy
-    from cli.train import train
+    from memloss.cli.demo import demo
+    from memloss.cli.evaluate import evaluate, export
+    from memloss.cli.inspect_store import inspect_store
+    from memloss.cli.toy import toy
+    from memloss.cli.train import train
 
     _register("train", train)
     _register("inspect-store", inspect_store)

@@ -7,8 +7,7 @@ import sys
 from typing import Callable, ParamSpec, TypeVar
 
 import typer
-
-from memstore.errors import MemlossError
+from memloss.errors import MemlossError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -12,9 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from memloss.trainer.evaluation.results import AttackResult, EvalResult, ProgressSink
     from rich.progress import Progress, TaskID
-
-    from trainer.evaluate import AttackResult, EvalResult, ProgressSink
 
 
 def evaluate(
@@ -41,8 +40,9 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: clean accuracy, robust accuracy per attack and the per-point worst case over all
     attacks. With --out, an interrupted evaluation resumes when the same command is run again."""
-    from trainer.evaluate import EvalConfig, evaluate as run_evaluation
-    from trainer.sweep import parse_sweep
+    from memloss.trainer.evaluation.results import EvalConfig
+    from memloss.trainer.evaluation.run import evaluate as run_evaluation
+    from memloss.trainer.evaluation.sweep import parse_sweep
 
     sweeps = tuple(parse_sweep(s) for s in sweep or ())
     chosen = attacks if attacks is not None else ("" if sweeps else "aa,pgd+,cw")
@@ -65,7 +65,7 @@ def export(
 ) -> None:
     """Export a checkpoint as a prefix-free state dict (safetensors and a weights_only-loadable .pt) plus a JSON
     card, loadable without memloss."""
-    from trainer.export import export as run_export
+    from memloss.trainer.evaluation.export import export as run_export
 
     written = run_export(checkpoint, format, out, results=results)
     for path in (written.safetensors, written.pt, written.card):

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from memstore.errors import MemlossError
+from memloss.errors import MemlossError
 
 
 def inspect_store(
@@ -20,7 +19,7 @@ def inspect_store(
 ) -> None:
     """Summarize a memory store: dataset, threat model, K, committed epochs, size on disk vs float32, and per slot
     the mean |delta|/eps, the fraction at +-eps and the code entropy. Read-only: safe on a store a training writes."""
-    from memstore.inspect import plot_store, render_summary, summarize
+    from memloss.memstore.inspect import plot_store, render_summary, summarize
 
     if "://" not in path and not Path(path).exists():
         raise MemlossError(f"no memory store at {path}; check the path")

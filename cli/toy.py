@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from trainer.toy import ToyResult
+    from memloss.trainer.experiments.toy.result import ToyResult
 
 
 def toy(
@@ -25,8 +25,10 @@ def toy(
     epoch n (forgetting), the test accuracies and the time; writes toy_result.json and three PNGs into --out.
     Takes seconds on a CPU.
     """
-    from trainer.toy import ToyConfig, run_toy, save_toy_result
-    from trainer.toy_plot import plot_toy
+    from memloss.trainer.experiments.toy.config import ToyConfig
+    from memloss.trainer.experiments.toy.plot import plot_toy
+    from memloss.trainer.experiments.toy.result import save_toy_result
+    from memloss.trainer.experiments.toy.run import run_toy
 
     cfg = ToyConfig.quick(seed=seed) if quick else ToyConfig(epochs=epochs, seed=seed)
     result = run_toy(cfg)

@@ -1,12 +1,14 @@
 """memstore: the memory of the last K epochs of adversarial perturbations (quantization, Zarr and in-RAM stores,
 training order, inspection)."""
 
-from memstore.base import DEFAULT_MEMORY_BUDGET, MemoryBatch, MemStore
-from memstore.codecs import DEFAULT_CODES_CODEC
-from memstore.errors import MemlossError, StoreError
-from memstore.quant import dequantize, quantize
-from memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256, parse_eps
-from memstore.store import create_memory_store, create_store, open_or_create, open_store
+from memloss.errors import MemlossError
+from memloss.memstore.base import DEFAULT_MEMORY_BUDGET, MemStore
+from memloss.memstore.codecs import DEFAULT_CODES_CODEC
+from memloss.memstore.entries import MemoryBatch
+from memloss.memstore.errors import StoreError
+from memloss.memstore.quant import dequantize, quantize
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256, parse_eps
+from memloss.memstore.store import create_memory_store, create_store, open_or_create, open_store
 
 __all__ = [
     "DEFAULT_CODES_CODEC",

@@ -7,10 +7,11 @@ memory budget, so its order covers the whole dataset in one window (a uniform ra
 from __future__ import annotations
 
 import numpy as np
-
-from memstore.base import ENTRY_FIELDS, Entries, MemStore, RingState, take_rows
-from memstore.order import BlockLayout, EpochPlan, default_block_size, random_members
-from memstore.spec import StoreSpec
+from memloss.memstore.base import MemStore
+from memloss.memstore.entries import ENTRY_FIELDS, Entries, take_rows
+from memloss.memstore.order import BlockLayout, EpochPlan, default_block_size, random_members
+from memloss.memstore.ring import RingState
+from memloss.memstore.spec import StoreSpec
 
 
 class InMemoryStore(MemStore):

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 import zarr
+from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
+from memloss.memstore._resident import ResidentSlots
+from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
+from memloss.memstore.base import MemStore
+from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries
+from memloss.memstore.errors import StoreError
+from memloss.memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, EpochPlan
+from memloss.memstore.ring import RingState
 from zarr.core.sync import sync
-
-from memstore._prefetch import BackgroundReader, BackgroundWriter
-from memstore._resident import ResidentSlots
-from memstore._zarr_meta import ZarrHandle, save_ring_state
-from memstore.base import ENTRY_FIELDS, NO_EPOCH, Entries, MemStore, RingState
-from memstore.errors import StoreError
-from memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, EpochPlan
-
 
 
 def pack_info(entries: Entries) -> np.ndarray:

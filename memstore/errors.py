@@ -1,9 +1,6 @@
-"""Errors that memloss reports to users as one line (the CLI prints them and exits with code 2)."""
+"""DOCSTRING-NEEDED from memstore/errors.py"""
 
-
-class MemlossError(Exception):
-    """Base of every error caused by bad input, a bad file or a bad store; the message is one line that names the
-    problem and the fix. Anything else escaping to the CLI is a bug and keeps its traceback."""
+from memloss.errors import MemlossError
 
 
 class StoreError(MemlossError):

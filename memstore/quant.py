@@ -7,8 +7,7 @@ the error is at most s/254. A sample with s = 0 has all codes 128.
 from __future__ import annotations
 
 import torch
-
-from memstore.errors import MemlossError
+from memloss.errors import MemlossError
 
 ZERO_CODE = 128
 LEVELS = 127

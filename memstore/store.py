@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from memstore._memory import InMemoryStore
-from memstore._zarr import ZarrMemStore
-from memstore._zarr_meta import UrlLike, create_handle, open_handle, resolve_store, store_is_empty
-from memstore.base import DEFAULT_MEMORY_BUDGET, row_bytes
-from memstore.codecs import DEFAULT_CODES_CODEC
-from memstore.errors import StoreError
-from memstore.order import fits_resident, resident_window_blocks, window_blocks_for_budget
-from memstore.spec import StoreSpec
+from memloss.memstore._memory import InMemoryStore
+from memloss.memstore._zarr import ZarrMemStore
+from memloss.memstore._zarr_meta import UrlLike, create_handle, open_handle, resolve_store, store_is_empty
+from memloss.memstore.base import DEFAULT_MEMORY_BUDGET
+from memloss.memstore.codecs import DEFAULT_CODES_CODEC
+from memloss.memstore.entries import row_bytes
+from memloss.memstore.errors import StoreError
+from memloss.memstore.order import fits_resident, resident_window_blocks, window_blocks_for_budget
+from memloss.memstore.spec import StoreSpec
 
 
 def _window_blocks(handle_spec: StoreSpec, block_size: int, num_blocks: int, memory_budget: int) -> tuple[int, bool]:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
+from memloss.cli.app import app
 from typer.core import TyperArgument
-
-from cli.app import app
 
 # Help strings end with "(default: …)" where the default depends on the dataset or method.
 DEFAULT_RE = re.compile(r"\s*[\[(]default: (.*)[\])]\s*$")

@@ -39,7 +39,7 @@ quiet_pip() {
 install_python_packages() {
   local stamp=.venv/.memloss-installed want
   want=$( (cat pyproject.toml; "$PYTHON" --version) | sha256sum | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import cli, memstore, trainer" 2>/dev/null; then
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import memloss.cli, memloss.memstore, memloss.trainer" 2>/dev/null; then
     return 0
   fi
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

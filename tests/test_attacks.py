@@ -7,21 +7,12 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from memloss.errors import MemlossError
+from memloss.trainer.methods.modes import clean_probs, frozen_eval, robust_mask
+from memloss.trainer.methods.objectives import OBJECTIVES, cw_objective
+from memloss.trainer.methods.pgd import pgd, pgd_robust
+from memloss.trainer.methods.threat import Norm, PGDConfig, Start
 from torch import Tensor, nn
-
-from memstore.errors import MemlossError
-from trainer.attacks import (
-    OBJECTIVES,
-    Norm,
-    PGDConfig,
-    Start,
-    clean_probs,
-    cw_objective,
-    frozen_eval,
-    pgd,
-    pgd_robust,
-    robust_mask,
-)
 
 SHAPE = (3, 4, 4)
 LINF = PGDConfig(norm="linf", eps=8 / 255, step_size=2 / 255, steps=5, start="uniform")
@@ -280,7 +271,9 @@ def test_config_validation_and_registry_errors() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_autocast_without_host_syncs() -> None:
-    from trainer.losses import LossInputs, LossParams, MemLossConfig, MemoryInputs, total_loss
+    from memloss.trainer.methods.losses import LossInputs, LossParams
+    from memloss.trainer.methods.memloss import MemLossConfig, MemoryInputs
+    from memloss.trainer.methods.total import total_loss
 
     x, y = (t.cuda() for t in _data())
     model = TinyNet().cuda().train()

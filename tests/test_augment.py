@@ -1,8 +1,7 @@
 """Views with recorded parameters: exact crops/flips, and moving a perturbation between views."""
 
 import torch
-
-from trainer.augment import ViewParams, align_delta, apply_view, identity_views, sample_views
+from memloss.trainer.training.augment import ViewParams, align_delta, apply_view, identity_views, sample_views
 
 
 def _manual_view(x: torch.Tensor, oy: int, ox: int, flip: bool, pad: int) -> torch.Tensor:

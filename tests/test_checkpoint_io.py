@@ -4,11 +4,11 @@ import os
 
 import pytest
 import torch
-
-from trainer import checkpoint
-from trainer.checkpoint import CheckpointError, atomic_write_bytes, load_model, save_model
-from trainer.data import dataset_info
-from trainer.models import build_model
+from memloss.trainer.common import files as checkpoint_files
+from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.data.registry import dataset_info
+from memloss.trainer.models.files import CheckpointError, load_model, save_model
+from memloss.trainer.models.registry import build_model
 
 
 def _trained_like(arch: str, info) -> torch.nn.Module:
@@ -97,7 +97,7 @@ def test_atomic_write_replaces_whole_or_keeps_the_old_file(tmp_path, monkeypatch
     def failing_replace(src, dst):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(checkpoint.os, "replace", failing_replace)
+    monkeypatch.setattr(checkpoint_files.os, "replace", failing_replace)
     with pytest.raises(OSError):
         atomic_write_bytes(path, b"never visible")
     assert path.read_bytes() == b"new contents"

@@ -4,9 +4,8 @@ import subprocess
 import sys
 
 import pytest
+from memloss.cli.app import app
 from typer.testing import CliRunner
-
-from cli.app import app
 
 runner = CliRunner()
 COMMANDS = ["train", "inspect-store", "evaluate", "export", "demo", "toy"]

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
-
-from trainer.config import ConfigError
-from trainer.defaults import config_from_dict, diff_configs, resolve_config
-from trainer.units import parse_bytes
+from memloss.errors import ConfigError
+from memloss.trainer.common.units import parse_bytes
+from memloss.trainer.config.defaults import config_from_dict, diff_configs, resolve_config
 
 
 def test_paper_defaults_for_cifar10_memloss_trades() -> None:

@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
-
-from trainer.data import beton as beton_module
-from trainer.data import labels_digest, prepare
-from trainer.data.beton import cache_paths, verify_beton
-from trainer.data.sources import SyntheticSource
+from memloss.trainer.data import labels_digest
+from memloss.trainer.data import beton as beton_module
+from memloss.trainer.data.beton import cache_paths, prepare, verify_beton
+from memloss.trainer.data.sources import SyntheticSource
 
 ARGS = {"n": 50, "resolution": 8}
 

@@ -2,9 +2,15 @@
 
 import numpy as np
 import pytest
-
-from trainer.data import DATASETS, DatasetError, dataset_info, default_data_dir, digits_split_indices
-from trainer.data.sources import SyntheticSource, digits_source, load_source, synthetic_class_colours
+from memloss.trainer.data.registry import DATASETS, DatasetError, dataset_info
+from memloss.trainer.data.sources import (
+    SyntheticSource,
+    default_data_dir,
+    digits_source,
+    digits_split_indices,
+    load_source,
+    synthetic_class_colours,
+)
 
 
 def test_dataset_facts_follow_the_paper_setup() -> None:

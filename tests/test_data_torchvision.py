@@ -14,8 +14,10 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-
-from trainer.data import DatasetError, load_tensors, make_loader, prepare
+from memloss.trainer.data.beton import prepare
+from memloss.trainer.data.loader import make_loader
+from memloss.trainer.data.registry import DatasetError
+from memloss.trainer.data.sources import load_tensors
 
 
 def _exists(fpath: str, md5: str | None = None) -> bool:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from memloss.cli.app import app
 from typer.testing import CliRunner
-
-from cli.app import app
 
 
 @pytest.mark.slow

@@ -13,19 +13,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 import typer
+from memloss.cli.errors import one_line_errors
+from memloss.cli.evaluate import evaluate as evaluate_command
+from memloss.cli.evaluate import export as export_command
+from memloss.errors import MemlossError
+from memloss.trainer.data.registry import dataset_info
+from memloss.trainer.data.sources import load_tensors
+from memloss.trainer.evaluation.results import EvalConfig, EvalResult
+from memloss.trainer.evaluation.run import clean_pass, evaluate
+from memloss.trainer.evaluation.sweep import SweepKind, SweepSpec, parse_sweep
+from memloss.trainer.methods.eval_attacks import ATTACKS, ThreatModel, pgd_ce_spec, run_attack
+from memloss.trainer.methods.pgd import pgd
+from memloss.trainer.methods.threat import PGDConfig
+from memloss.trainer.models.files import load_model, save_model
+from memloss.trainer.models.registry import build_model
 from typer.testing import CliRunner
-
-from cli.errors import one_line_errors
-from cli.evaluate import evaluate as evaluate_command
-from cli.evaluate import export as export_command
-from memstore.errors import MemlossError
-from trainer.attacks import PGDConfig, pgd
-from trainer.checkpoint import load_model, save_model
-from trainer.data import dataset_info, load_tensors
-from trainer.eval_attacks import ATTACKS, ThreatModel, pgd_ce_spec, run_attack
-from trainer.evaluate import EvalConfig, EvalResult, clean_pass, evaluate
-from trainer.models import build_model
-from trainer.sweep import SweepKind, SweepSpec, parse_sweep
 
 EPS = "32/255"  # the digits default of trainer/defaults.py
 N_AA = 32  # AutoAttack runs once per batch: one batch of 32 points keeps it to seconds
@@ -228,7 +230,7 @@ def test_probability_outputs_and_dead_gradients_are_flagged(checkpoint: Path,
     assert any("probabilities" in w for w in warnings)
     # A model that rounds its input has zero input gradients everywhere: gradient masking.
     rounding = torch.nn.Sequential(RoundInput(), model).eval()
-    monkeypatch.setattr("trainer.evaluate.load_eval_model", lambda path, device: rounding)
+    monkeypatch.setattr("memloss.trainer.evaluation.run.load_eval_model", lambda path, device: rounding)
     result = evaluate(EvalConfig(checkpoint, attacks=("pgd20",), n=16, device="cpu"))
     assert any("gradients vanish on 16 of 16" in w for w in result.warnings)
     assert result.to_dict()["suspicious"] is True
@@ -312,7 +314,7 @@ def test_cli_sweep_and_errors(checkpoint: Path, tmp_path: Path) -> None:
 def test_autoattack_log_goes_to_file_and_warnings_are_kept(tmp_path: Path) -> None:
     import logging
 
-    from trainer.evaluate import autoattack_log
+    from memloss.trainer.evaluation.aa_log import autoattack_log
 
     logger = logging.getLogger("auto-attack")
     with autoattack_log(tmp_path / "sub" / "r.aa.log") as warnings:

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from memloss.cli.errors import one_line_errors
+from memloss.cli.evaluate import export as export_command
+from memloss.errors import MemlossError
+from memloss.trainer.data.registry import dataset_info
+from memloss.trainer.evaluation.export import export, plain_state_dict
+from memloss.trainer.evaluation.results import EvalConfig
+from memloss.trainer.evaluation.run import evaluate
+from memloss.trainer.models.files import save_model
+from memloss.trainer.models.registry import build_model
 from safetensors.torch import load_file
 from typer.testing import CliRunner
-
-from cli.errors import one_line_errors
-from cli.evaluate import export as export_command
-from memstore.errors import MemlossError
-from trainer.checkpoint import save_model
-from trainer.data import dataset_info
-from trainer.evaluate import EvalConfig, evaluate
-from trainer.export import export, plain_state_dict
-from trainer.models import build_model
 
 META = {"arch": "small_cnn", "dataset": "digits", "num_classes": "10", "shape": "1,8,8", "norm": "Linf",
         "eps": "32/255", "method": "trades", "best_pgd20": "0.61"}

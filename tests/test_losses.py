@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from memloss.errors import MemlossError
+from memloss.trainer.methods.losses import LossInputs, LossParams
+from memloss.trainer.methods.memloss import MemLossConfig, MemoryInputs, memloss_term
+from memloss.trainer.methods.pgd import pgd
+from memloss.trainer.methods.registry import METHODS, get_method
+from memloss.trainer.methods.threat import PGDConfig
+from memloss.trainer.methods.total import total_loss
 from torch import Tensor, nn
-
-from memstore.errors import MemlossError
-from trainer.attacks import PGDConfig, pgd
-from trainer.losses import (
-    METHODS,
-    LossInputs,
-    LossParams,
-    MemLossConfig,
-    MemoryInputs,
-    get_method,
-    memloss_term,
-    total_loss,
-)
 
 Y = np.array([0, 1])
 CLEAN = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 1.0]])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from memstore import DatasetFingerprint, StoreSpec, ThreatModel, create_memory_store
-from trainer.attacks import PGDConfig, pgd
-from trainer.augment import align_delta, apply_view, sample_views
-from trainer.memory import DeferredWriter, build_memory_examples
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import create_memory_store
+from memloss.trainer.methods.pgd import pgd
+from memloss.trainer.methods.threat import PGDConfig
+from memloss.trainer.training.augment import align_delta, apply_view, sample_views
+from memloss.trainer.training.memory import DeferredWriter, build_memory_examples
 
 EPS = 8 / 255
 

@@ -8,20 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from memstore import (
-    DatasetFingerprint,
-    MemStore,
-    StoreError,
-    StoreSpec,
-    ThreatModel,
-    create_memory_store,
-    create_store,
-    dequantize,
-    quantize,
-)
-from memstore.base import row_bytes
-from memstore.order import DECODE_GROUP_BLOCKS, plan_epoch
+from memloss.memstore.base import MemStore
+from memloss.memstore.entries import row_bytes
+from memloss.memstore.errors import StoreError
+from memloss.memstore.order import DECODE_GROUP_BLOCKS, plan_epoch
+from memloss.memstore.quant import dequantize, quantize
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import create_memory_store, create_store
 
 SHAPE = (3, 4, 4)
 EPS = 8 / 255

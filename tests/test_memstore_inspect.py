@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 import typer
+from memloss.cli.inspect_store import inspect_store
+from memloss.errors import MemlossError
+from memloss.memstore.codecs import DEFAULT_CODES_CODEC
+from memloss.memstore.inspect import plot_store, render_summary, summarize
+from memloss.memstore.quant import quantize
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import create_store
 from rich.console import Console
 from typer.testing import CliRunner
-
-from cli.inspect_store import inspect_store
-from memstore import DEFAULT_CODES_CODEC, DatasetFingerprint, MemlossError, StoreSpec, ThreatModel, create_store, quantize
-from memstore.inspect import plot_store, render_summary, summarize
 
 EPS = 8 / 255
 SHAPE = (3, 8, 8)

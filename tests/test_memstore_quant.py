@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
-from memstore import MemlossError, dequantize, quantize
+from memloss.errors import MemlossError
+from memloss.memstore.quant import dequantize, quantize
 
 
 def test_round_trip_error_is_at_most_scale_over_254() -> None:

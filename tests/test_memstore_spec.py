@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-from memstore import DatasetFingerprint, MemlossError, StoreSpec, ThreatModel, labels_sha256, parse_eps
+from memloss.errors import MemlossError
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256, parse_eps
 
 
 def test_eps_is_kept_as_exact_fraction() -> None:

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
-from trainer.data import dataset_info
-from trainer.models import ARCHES, ModelError, Normalize, build_model
+from memloss.trainer.data.registry import dataset_info
+from memloss.trainer.models.layers import Normalize
+from memloss.trainer.models.registry import ARCHES, ModelError, build_model
 
 SHAPED = [dataset_info("cifar10"), dataset_info("cifar100"), dataset_info("digits"), dataset_info("synthetic", 16)]
 

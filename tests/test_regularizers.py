@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from memstore.errors import MemlossError
-from trainer.losses import LossInputs, LossParams, total_loss
-from trainer.regularizers import (
-    MeowBank,
-    MeowConfig,
-    MeowWeights,
-    meow_loss,
-    te_attack_objective,
-    te_init,
-    te_logits,
-    te_term,
-    te_update,
-    te_weight,
-    te_window,
-)
+from memloss.errors import MemlossError
+from memloss.trainer.methods.losses import LossInputs, LossParams
+from memloss.trainer.methods.meow import MeowBank, MeowConfig, MeowWeights, meow_loss
+from memloss.trainer.methods.te import te_attack_objective, te_init, te_logits, te_term, te_update, te_weight, te_window
+from memloss.trainer.methods.total import total_loss
 
 CLEAN = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 1.0]])
 ADV = torch.tensor([[1.0, 1.5, 0.2], [1.2, 0.3, 2.0]])

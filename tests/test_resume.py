@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from memloss.trainer.config.defaults import resolve_config
+from memloss.trainer.training.fit import fit, resume_config
 from safetensors.torch import load_file
-
-from trainer.defaults import resolve_config
-from trainer.fit import fit, resume_config
 
 ARGS = {"dataset": "synthetic", "n": 512, "resolution": 8, "batch_size": 32, "eval_n": 32, "attack_steps": 3,
         "epochs": 3, "k": 1, "seed": 3}

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from memloss.errors import MemlossError
+from memloss.trainer.experiments.toy.config import RUN_NAMES, ToyConfig, ToyConfigError
+from memloss.trainer.experiments.toy.data import make_toy_data
+from memloss.trainer.experiments.toy.model import TwoLogitMLP, error_rate
+from memloss.trainer.experiments.toy.result import ToyResult, save_toy_result
+from memloss.trainer.experiments.toy.run import pick_panel_epoch, run_toy
 from torch import nn
-
-from memstore.errors import MemlossError
-from trainer.toy import (
-    RUN_NAMES, ToyConfig, ToyConfigError, ToyResult, TwoLogitMLP, error_rate, pick_panel_epoch, run_toy,
-    save_toy_result,
-)
-from trainer.toy_data import make_toy_data
 
 
 class _LinearToy(nn.Module):
@@ -98,7 +97,7 @@ def test_quick_run_is_deterministic(quick_result: ToyResult) -> None:
 
 
 def test_plots_and_json_are_written(quick_result: ToyResult, tmp_path: Path) -> None:
-    from trainer.toy_plot import plot_toy
+    from memloss.trainer.experiments.toy.plot import plot_toy
 
     paths = plot_toy(quick_result, tmp_path / "figs")
     assert [p.name for p in paths] == ["toy_panels.png", "toy_clean_boundary.png", "toy_forgetting.png"]
@@ -120,9 +119,8 @@ def test_output_path_that_is_a_file_is_refused(quick_result: ToyResult, tmp_path
 @pytest.mark.slow
 def test_cli_quick_writes_json_and_pngs(tmp_path: Path) -> None:
     import typer
+    from memloss.cli.toy import toy
     from typer.testing import CliRunner
-
-    from cli.toy import toy
 
     app = typer.Typer()
     app.command("toy")(toy)

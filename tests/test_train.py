@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
+from memloss.errors import ConfigError
+from memloss.trainer.config.defaults import resolve_config
+from memloss.trainer.training.epoch import TrainingDiverged
+from memloss.trainer.training.fit import fit, resume_config
 from safetensors.torch import load_file
-
-from trainer.config import ConfigError
-from trainer.defaults import resolve_config
-from trainer.fit import TrainingDiverged, fit, resume_config
 
 TINY = {"dataset": "synthetic", "n": 96, "resolution": 8, "batch_size": 32, "eval_n": 32, "attack_steps": 2,
         "epochs": 2}
@@ -35,7 +35,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_digits_k3_trains_commits_three_epochs_and_beats_chance(digits_run: Path) -> None:
-    from memstore import open_store
+    from memloss.memstore.store import open_store
 
     run = digits_run / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -117,8 +117,8 @@ def test_new_run_refuses_an_existing_run_directory(tmp_path: Path, data_dir: Pat
 def test_a_failing_commit_stops_the_run_before_its_state_is_saved(tmp_path: Path, data_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The commit runs beside the evaluation; its error still reaches the trainer, and no state claims the epoch."""
-    from memstore.base import MemStore
-    from memstore.errors import StoreError
+    from memloss.memstore.base import MemStore
+    from memloss.memstore.errors import StoreError
 
     def fail(self: MemStore) -> None:
         raise StoreError("No space left on device")

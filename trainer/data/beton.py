@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.checkpoint import atomic_write_bytes
 # The memory store's fingerprint of a split: sha256 of the labels as little-endian int64.
-from memstore.spec import labels_sha256 as labels_digest
-from trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
-from trainer.data.sources import Source, default_data_dir, load_source
+from memloss.memstore.spec import labels_sha256 as labels_digest
+from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
+from memloss.trainer.data.sources import Source, default_data_dir, load_source
 
 CACHE_FORMAT = 1
 FIELDS = ("image", "label", "index")

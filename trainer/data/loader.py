@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from trainer.data.beton import PreparedSplit
+from memloss.trainer.data.beton import PreparedSplit
 
 OrderFn = Callable[[int], np.ndarray]
 

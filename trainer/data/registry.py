@@ -11,7 +11,7 @@ nothing on SVHN ("none for SVHN"; digits are not flip-symmetric either), and a 1
 
 from dataclasses import dataclass
 
-from memstore.errors import MemlossError
+from memloss.errors import MemlossError
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "digits", "synthetic")
 SPLITS: tuple[str, ...] = ("train", "test")

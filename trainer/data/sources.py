@@ -21,8 +21,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-from trainer.data.registry import (SYNTHETIC_DEFAULT_N, DatasetError, check_split, dataset_info)
+from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, DatasetError, check_split, dataset_info
 
 # Synthetic generator constants. The class colours come from their own seed; each split has its own seed.
 _SYNTH_COLOUR_SEED = 20240517

@@ -1,0 +1,25 @@
+"""DOCSTRING-NEEDED from memstore/base.py"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RingState:
+    """Which epoch each of the S slots holds (None = no committed epoch) and the committed epochs, ascending."""
+
+    slot_epochs: list[int | None]
+    committed: list[int]
+
+    def for_new_epoch(self, epoch: int) -> RingState:
+        """State to persist before epoch `epoch` writes into its slot: its slot and every epoch >= `epoch` (a
+        resumed run rewinding past them) stop counting as memory."""
+        s = len(self.slot_epochs)
+        slots = [None if e is None or e >= epoch or i == epoch % s else e for i, e in enumerate(self.slot_epochs)]
+        return RingState(slots, sorted(e for e in slots if e is not None))
+
+    def after_commit(self, epoch: int) -> RingState:
+        slots = list(self.slot_epochs)
+        slots[epoch % len(slots)] = epoch
+        return RingState(slots, sorted(e for e in slots if e is not None))

@@ -1,0 +1,187 @@
+"""The training configuration: a tree of frozen dataclasses, resolved once from per-dataset defaults (the paper's
+Appendix A.1), an optional TOML file and command-line overrides, and validated at construction.
+
+Flat option names (`epochs`, `beta_prime`, ...) are what the CLI and a TOML file use; `SECTION_OF` maps each to
+its section. Unknown names and impossible values raise `ConfigError` (one line, exit code 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from memloss.errors import ConfigError
+from memloss.trainer.common.units import parse_fraction
+
+METHOD_NAMES = ("standard", "at", "trades", "mart", "hat")
+
+
+VARIANT_NAMES = ("v1", "v2", "v3")
+
+
+REG_NAMES = ("none", "te", "meow")
+
+
+NORM_NAMES = ("Linf", "L2")
+
+
+MEMORY_VIEWS = ("recorded", "aligned")
+
+
+ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn")
+
+
+def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data and how it is batched. `n`/`resolution` only apply to the synthetic dataset."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    n: int | None = None
+    resolution: int | None = None
+    batch_size: int = 128
+    num_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.n is not None and self.n < 2:
+            raise ConfigError(f"n must be ≥ 2, got {self.n}")
+        if self.resolution is not None and self.resolution < 4:
+            raise ConfigError(f"resolution must be ≥ 4 pixels, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    """The threat model of training. eps and step_size are exact fraction strings of the [0,1] pixel scale."""
+
+    norm: str = "Linf"
+    eps: str = "8/255"
+    step_size: str = "2/255"
+    attack_steps: int = 10
+
+    def __post_init__(self) -> None:
+        _choice(self.norm, NORM_NAMES, "norm")
+        if parse_fraction(self.eps, "eps") <= 0:
+            raise ConfigError(f"eps must be > 0, got {self.eps}; e.g. --eps 8/255")
+        if parse_fraction(self.step_size, "step_size") <= 0:
+            raise ConfigError(f"step_size must be > 0, got {self.step_size}")
+        if self.attack_steps < 1:
+            raise ConfigError(f"attack_steps must be ≥ 1, got {self.attack_steps}")
+
+    @property
+    def eps_float(self) -> float:
+        return float(parse_fraction(self.eps, "eps"))
+
+    @property
+    def step_float(self) -> float:
+        return float(parse_fraction(self.step_size, "step_size"))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The base method and the MemLoss term on top of it (k = 0: no memory term)."""
+
+    method: str = "trades"
+    k: int = 1
+    beta: float = 5.0
+    beta_prime: tuple[float, ...] = (2.0,)
+    gamma: float = 0.5
+    memloss_variant: str = "v1"
+    reg: str = "none"
+    helper: str | None = None
+    memory_view: str = "recorded"
+
+    def __post_init__(self) -> None:
+        _choice(self.method, METHOD_NAMES, "method")
+        _choice(self.memloss_variant, VARIANT_NAMES, "memloss variant")
+        _choice(self.reg, REG_NAMES, "reg")
+        _choice(self.memory_view, MEMORY_VIEWS, "memory view")
+        if self.k < 0:
+            raise ConfigError(f"k must be ≥ 0 (0 = no memory term), got {self.k}")
+        if self.k > 0 and len(self.beta_prime) > self.k:
+            raise ConfigError(f"--beta-prime has {len(self.beta_prime)} values but k = {self.k}; give at most k values")
+        if any(b < 0 for b in self.beta_prime) or self.beta < 0 or self.gamma < 0:
+            raise ConfigError("beta, beta_prime and gamma must be ≥ 0")
+        if self.method == "hat" and not self.helper:
+            raise ConfigError("--method hat needs --helper CHECKPOINT (a model trained with --method standard)")
+
+    def beta_prime_per_slot(self) -> tuple[float, ...]:
+        """β′_k for k = 1..K: a single value applies to every slot; a shorter list leaves later slots at 0."""
+        if len(self.beta_prime) == 1:
+            return self.beta_prime * self.k
+        return self.beta_prime + (0.0,) * (self.k - len(self.beta_prime))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with Nesterov momentum and a OneCycle (cosine) schedule stepped per batch."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    pct_start: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"pct_start must be in (0, 1), got {self.pct_start}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where the run lives and what it logs. memory_budget is in bytes."""
+
+    out: str | None = None
+    store: str | None = None
+    memory_budget: int = 2 * 1024**3
+    model: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    eval_n: int | None = None
+    track_forgetting: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model is not None:
+            _choice(self.model, ARCH_NAMES, "architecture")
+        if self.memory_budget < 1024**2:
+            raise ConfigError(f"memory_budget must be ≥ 1 MiB, got {self.memory_budget} bytes")
+        if self.eval_n is not None and self.eval_n < 1:
+            raise ConfigError(f"eval_n must be ≥ 1, got {self.eval_n}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole resolved configuration of one training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    threat: ThreatConfig = field(default_factory=ThreatConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @property
+    def uses_store(self) -> bool:
+        """A store is kept for the memory term, or just for the forgetting monitor."""
+        return self.method.k > 0 or self.run.track_forgetting
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "threat": ThreatConfig, "method": MethodConfig, "optim": OptimConfig, "run": RunConfig,
+}
+
+
+SECTION_OF: dict[str, str] = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}

@@ -1,0 +1,133 @@
+"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from memloss.trainer.evaluation.sweep import SweepSpec, check_sweeps
+from memloss.trainer.methods.eval_attacks import EvaluationError, ThreatModel, check_norm, parse_attacks, parse_eps
+
+
+class ProgressSink(Protocol):
+    """Receives progress: `begin` once per task (an attack, or 'clean') with its batch count and the batches already
+    done (restored on resume), then `advance` after each batch."""
+
+    def begin(self, task: str, total: int, completed: int) -> None: ...
+
+    def advance(self, task: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `evaluate` runs. norm/eps None = the threat model stored in the checkpoint; eps is a string, echoed
+    exactly ('8/255', '0.1'). n None = the whole test set. out None = no results file, no state file, no resume.
+    device 'auto' = CUDA when available."""
+
+    checkpoint: Path
+    attacks: tuple[str, ...] = ("aa", "pgd+", "cw")
+    sweeps: tuple[SweepSpec, ...] = ()
+    n: int | None = None
+    norm: str | None = None
+    eps: str | None = None
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    out: Path | None = None
+    data_dir: Path | None = None
+    plot: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attacks", tuple(str(a) for a in parse_attacks(self.attacks)))
+        check_sweeps(self.sweeps)
+        if not self.attacks and not self.sweeps:
+            raise EvaluationError("nothing to run: give --attacks (aa, pgd+, cw, pgd20, all) or --sweep")
+        if self.n is not None and self.n < 1:
+            raise EvaluationError(f"--n must be ≥ 1, got {self.n}")
+        if self.batch_size < 1:
+            raise EvaluationError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.norm is not None:
+            check_norm(self.norm)
+        if self.eps is not None:
+            parse_eps(self.eps)
+        if self.plot is not None and not self.sweeps:
+            raise EvaluationError("--plot draws the --sweep curves; add --sweep steps=... or restarts=...")
+
+
+@dataclass(frozen=True, eq=False)
+class AttackResult:
+    """One attack over the evaluated points. robust: bool [n] (numpy), correct on the attack's x_adv AND on the
+    clean point. seconds: attack time summed over batches (resumed batches keep their recorded time).
+    max_perturbation: largest ‖x_adv − x‖ in the threat model's norm; x_min/x_max: range of x_adv."""
+
+    name: str
+    params: dict[str, Any]
+    robust: np.ndarray
+    seconds: float
+    max_perturbation: float
+    x_min: float
+    x_max: float
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(self.robust.mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "robust_accuracy": self.robust_accuracy,
+                "n_robust": int(self.robust.sum()), "seconds": round(self.seconds, 3),
+                "max_perturbation": self.max_perturbation, "x_min": self.x_min, "x_max": self.x_max}
+
+
+@dataclass(frozen=True, eq=False)
+class EvalResult:
+    """Everything `memloss evaluate` reports. clean_correct: bool [n]; worst_case: bool [n], robust to every attack
+    and sweep setting run; warnings: suspicious-model findings (probability outputs, vanishing input gradients)."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    dataset: str
+    arch: str
+    threat: ThreatModel
+    n: int
+    seed: int
+    batch_size: int
+    device: str
+    clean_correct: np.ndarray
+    attacks: tuple[AttackResult, ...]
+    sweeps: dict[str, tuple[AttackResult, ...]]
+    warnings: tuple[str, ...]
+    versions: dict[str, str]
+    resumed_batches: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean_correct.mean())
+
+    @property
+    def worst_case(self) -> np.ndarray:
+        worst = self.clean_correct.copy()
+        for result in self.all_attacks():
+            worst &= result.robust
+        return worst
+
+    @property
+    def worst_case_accuracy(self) -> float:
+        return float(self.worst_case.mean())
+
+    def all_attacks(self) -> list[AttackResult]:
+        return [*self.attacks, *(r for rows in self.sweeps.values() for r in rows)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256, "dataset": self.dataset,
+            "arch": self.arch, "norm": self.threat.norm, "eps": self.threat.eps_text, "eps_value": self.threat.eps,
+            "n": self.n, "seed": self.seed, "batch_size": self.batch_size, "device": self.device,
+            "clean_accuracy": self.clean_accuracy, "worst_case_accuracy": self.worst_case_accuracy,
+            "attacks": [r.to_dict() for r in self.attacks],
+            "sweeps": {k: [r.to_dict() for r in rows] for k, rows in self.sweeps.items()},
+            "warnings": list(self.warnings), "suspicious": bool(self.warnings), "versions": self.versions,
+            "resumed_batches": self.resumed_batches, "files": self.files,
+        }

@@ -1,0 +1,186 @@
+"""The 2-D toy problem of the MemLoss paper (§3.3, figures 2-3): how much PGD adversarial training forgets the
+adversarial examples of the previous epoch, with and without the MemLoss term.
+
+Two runs share the seed, the data, the initial weights, the batch order and the PGD random starts:
+- "AT": PGD-AT, loss CE(f(x_adv), y);
+- "AT+MemLoss": the same plus β′ · MemLoss-V1 with K = 1, the memory example x″ of a sample being its adversarial
+  example of the previous epoch (no augmentation in 2-D, so it is kept as is in an [N, 2] tensor).
+
+The paper's network is a two-layer ReLU MLP with a sigmoid output and binary cross-entropy. `TwoLogitMLP` returns
+the logits [0, z] instead of z: softmax([0, z]) = [1 − σ(z), σ(z)], so cross-entropy on them *is* the paper's BCE
+and the project's PGD and MemLoss term apply unchanged.
+
+Forgetting of epoch n (n ≥ 2) = the error rate, under the model at the end of epoch n, of the adversarial examples
+made during epoch n − 1 (each made by the model of its own training step, exactly the memory examples).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from memloss.trainer.experiments.toy.config import RUN_NAMES, ToyConfig
+from memloss.trainer.experiments.toy.data import ToyData, make_toy_data
+from memloss.trainer.experiments.toy.model import TwoLogitMLP, build_toy_model, error_rate, wrong_mask
+from memloss.trainer.experiments.toy.result import PanelData, RunTrace, ToyResult
+from memloss.trainer.methods.memloss import memloss_term
+from memloss.trainer.methods.pgd import pgd
+from memloss.trainer.methods.threat import PGDConfig
+from torch import Tensor, nn
+
+
+@dataclass
+class _Snapshots:
+    """Per-epoch weights and adversarial examples of one run (the panels need two consecutive epochs)."""
+
+    states: list[dict[str, Tensor]]
+    adv: list[Tensor]
+
+
+def _attack_config(cfg: ToyConfig, steps: int) -> PGDConfig:
+    return PGDConfig(norm="Linf", eps=cfg.eps, step_size=cfg.step_size, steps=steps, start="uniform")
+
+
+def _train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor, Tensor],
+    memory: Tensor | None, beta_prime: float,
+) -> Tensor:
+    """One SGD step on CE(f(x_adv), y), plus β′·MemLoss-V1(x, x″) when a memory batch x″ [B, 2] is given.
+    Returns the detached loss."""
+    x, y, x_adv = batch
+    logits_adv = model(x_adv)
+    loss = F.cross_entropy(logits_adv, y)
+    if memory is not None:
+        logits_mem = model(memory).unsqueeze(0)  # [K=1, B, 2]
+        valid = torch.ones(1, len(y), dtype=torch.bool)
+        loss = loss + memloss_term(model(x), logits_mem, y, valid, beta_prime, "v1", logits_adv).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def _run_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, data: ToyData, cfg: ToyConfig,
+    generators: tuple[torch.Generator, torch.Generator], memory: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Trains one epoch in a seeded random order; returns (adversarial examples [N, 2] made this epoch, mean loss).
+    `memory` [N, 2] is the previous epoch's adversarial examples (None: plain AT, or the first epoch)."""
+    order_gen, attack_gen = generators
+    attack = _attack_config(cfg, cfg.steps)
+    adv = torch.empty_like(data.x)
+    losses = []
+    for idx in torch.randperm(len(data.y), generator=order_gen).split(cfg.batch_size):
+        x, y = data.x[idx], data.y[idx]
+        x_adv = pgd(model, x, y, attack, "ce", generator=attack_gen).detach()
+        adv[idx] = x_adv
+        mem = None if memory is None else memory[idx]
+        losses.append(_train_step(model, opt, (x, y, x_adv), mem, cfg.beta_prime))
+    return adv, torch.stack(losses).mean()
+
+
+def _forgetting_metrics(model: nn.Module, prev_adv: Tensor, prev_wrong: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """forgetting and forgotten of the current model on the previous epoch's adversarial examples [N, 2], given
+    which of them the previous model got wrong (`prev_wrong` bool [N])."""
+    now_wrong = wrong_mask(model, prev_adv, y)
+    return {"forgetting": now_wrong.float().mean(), "forgotten": (now_wrong & ~prev_wrong).float().mean()}
+
+
+def _test_metrics(model: nn.Module, test: ToyData, attack: PGDConfig, gen: torch.Generator) -> dict[str, Tensor]:
+    """Clean and PGD robust accuracy on the test points (0-dim tensors in [0, 1])."""
+    test_adv = pgd(model, test.x, test.y, attack, "ce", generator=gen)
+    return {"clean": 1 - error_rate(model, test.x, test.y), "robust": 1 - error_rate(model, test_adv, test.y)}
+
+
+def _train_run(
+    name: str, cfg: ToyConfig, train: ToyData, test: ToyData, use_memloss: bool
+) -> tuple[RunTrace, _Snapshots]:
+    """One full run from the shared initial weights; metrics are tensors until the end (no per-step syncs)."""
+    model = build_toy_model(cfg.hidden, cfg.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    generators = (torch.Generator().manual_seed(cfg.seed + 1), torch.Generator().manual_seed(cfg.seed + 2))
+    eval_gen, eval_attack = torch.Generator().manual_seed(cfg.seed + 3), _attack_config(cfg, cfg.eval_steps)
+    snaps = _Snapshots(states=[], adv=[])
+    rows: dict[str, list[Tensor]] = defaultdict(list)
+    own_wrong = torch.zeros(0, dtype=torch.bool)
+    for _ in range(cfg.epochs):
+        memory = snaps.adv[-1] if (use_memloss and snaps.adv) else None
+        adv, loss = _run_epoch(model, opt, train, cfg, generators, memory)
+        metrics = _forgetting_metrics(model, snaps.adv[-1], own_wrong, train.y) if snaps.adv else {}
+        own_wrong = wrong_mask(model, adv, train.y)
+        metrics |= {"own_error": own_wrong.float().mean(), "loss": loss}
+        metrics |= _test_metrics(model, test, eval_attack, eval_gen)
+        for key, value in metrics.items():
+            rows[key].append(value)
+        snaps.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        snaps.adv.append(adv)
+    c = {k: torch.stack(v).tolist() for k, v in rows.items()}
+    trace = RunTrace(name, c["forgetting"], c["forgotten"], c["own_error"], c["clean"], c["robust"], c["loss"])
+    return trace, snaps
+
+
+def _model_from(state: dict[str, Tensor], hidden: int) -> TwoLogitMLP:
+    model = TwoLogitMLP(hidden)
+    model.load_state_dict(state)
+    return model
+
+
+def _grid_probability(model: nn.Module, axis: Tensor) -> np.ndarray:
+    """σ(z) of the model on the grid axis × axis; float32 [G, G], row = x2, column = x1."""
+    x1, x2 = torch.meshgrid(axis, axis, indexing="xy")
+    with torch.no_grad():
+        logits = model(torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1))
+    return logits.softmax(dim=1)[:, 1].reshape(len(axis), len(axis)).numpy()
+
+
+def pick_panel_epoch(forgetting: list[float], panel_from: float) -> int:
+    """The epoch n (≥ 2, 1-based) with the highest forgetting among the last (1 − panel_from) of the run; the
+    earliest on a tie. `forgetting[i]` belongs to epoch i + 2."""
+    start = int(panel_from * len(forgetting))
+    return start + int(np.argmax(forgetting[start:])) + 2
+
+
+def _panel_data(cfg: ToyConfig, train: ToyData, trace: RunTrace, snaps: _Snapshots) -> PanelData:
+    epoch = pick_panel_epoch(trace.forgetting, cfg.panel_from)
+    axis = torch.linspace(0, 1, cfg.grid)
+    prev, cur = (_model_from(snaps.states[e], cfg.hidden) for e in (epoch - 2, epoch - 1))
+    adv_prev, adv_cur = snaps.adv[epoch - 2], snaps.adv[epoch - 1]
+    pairs = ((prev, adv_prev), (cur, adv_cur), (cur, adv_prev))
+    with torch.no_grad():
+        wrong = torch.stack([wrong_mask(model, adv, train.y) for model, adv in pairs])
+    return PanelData(
+        epoch=epoch, axis=axis.numpy(), prob_prev=_grid_probability(prev, axis),
+        prob_cur=_grid_probability(cur, axis), x=train.x.numpy(), y=train.y.numpy(),
+        adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=wrong.numpy(),
+    )
+
+
+def run_toy(cfg: ToyConfig) -> ToyResult:
+    """Runs AT and AT+MemLoss on the same two-moons data (train seed `cfg.seed`, test seed `cfg.seed + 1000`)
+    on the CPU and returns their per-epoch forgetting and accuracies, and the panel data of the AT run."""
+    start = time.perf_counter()
+    train = make_toy_data(cfg.n_train, cfg.noise, cfg.seed)
+    test = make_toy_data(cfg.n_test, cfg.noise, cfg.seed + 1000)
+    with _single_thread():
+        at, at_snaps = _train_run(RUN_NAMES[0], cfg, train, test, use_memloss=False)
+        mem, _ = _train_run(RUN_NAMES[1], cfg, train, test, use_memloss=True)
+        panels = _panel_data(cfg, train, at, at_snaps)
+    return ToyResult(cfg, {at.name: at, mem.name: mem}, panels, time.perf_counter() - start)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """One intra-op thread, restored on exit: the toy's [8, 64] matrices gain nothing from threads, and on a busy
+    machine idle-spinning OpenMP workers made the same run 35x slower (measured: 12 epochs, 8.7 s vs 314 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,95 @@
+"""Model files: weights (and the normalization buffers) as safetensors with string metadata, written atomically.
+
+A model file is rebuilt from its own metadata: `arch`, `dataset` and, when present, `resolution` give the
+architecture through `build_model`; the other keys (`num_classes`, `shape`, `norm`, `eps`, `method`, ...) are
+the caller's. The reserved key `memloss_format` marks our files, so a foreign safetensors file is refused.
+Nothing here unpickles (no torch.load), so loading a model file cannot run code.
+"""
+
+from pathlib import Path
+
+import torch
+from memloss.errors import MemlossError
+from memloss.trainer.common.files import atomic_write_bytes
+from torch import nn
+
+MODEL_FORMAT_KEY = "memloss_format"
+
+
+MODEL_FORMAT = "model/1"
+
+
+class CheckpointError(MemlossError):
+    """A model file is missing, foreign, corrupt or does not match its architecture."""
+
+
+def save_model(path: Path | str, model: nn.Module, meta: dict[str, str]) -> None:
+    """Saves `model.state_dict()` (tensors copied to CPU, contiguous) with `meta` as safetensors metadata.
+    `meta` needs string values and at least `arch` and `dataset`."""
+    from safetensors.torch import save
+
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise TypeError("model metadata must map str to str")
+    missing = {"arch", "dataset"} - meta.keys()
+    if missing:
+        raise ValueError(f"model metadata lacks {sorted(missing)}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={**meta, MODEL_FORMAT_KEY: MODEL_FORMAT}))
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, str]]:
+    """(model in eval mode on `device`, metadata) from a file written by `save_model`."""
+    from safetensors.torch import load_file
+
+    meta = read_model_meta(path)
+    model = _build_from_meta(path, meta)
+    try:
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError) as err:
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} does not match a {meta['arch']} for {meta['dataset']} ({first}); "
+                              f"use a model file written by memloss") from None
+    return model.to(device).eval(), meta
+
+
+def read_model_meta(path: Path | str) -> dict[str, str]:
+    """The metadata of a memloss model file; CheckpointError if missing, not safetensors, or foreign."""
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"model file not found: {path}; pass the path of a saved model (.safetensors)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(err).__name__}); "
+                              f"it may be truncated or of another format") from None
+    if meta.get(MODEL_FORMAT_KEY) != MODEL_FORMAT or not {"arch", "dataset"} <= meta.keys():
+        raise CheckpointError(f"{path} is not a memloss model file (no {MODEL_FORMAT_KEY}={MODEL_FORMAT} metadata); "
+                              f"use a model saved by memloss")
+    return meta
+
+
+def _build_from_meta(path: Path | str, meta: dict[str, str]) -> nn.Module:
+    """The empty model that `meta` describes (arch, dataset, optional resolution)."""
+    from memloss.trainer.data.registry import dataset_info
+    from memloss.trainer.models.registry import build_model
+
+    try:
+        resolution = int(meta["resolution"]) if meta.get("resolution") else None
+        return build_model(meta["arch"], dataset_info(meta["dataset"], resolution))
+    except MemlossError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    except ValueError:
+        raise CheckpointError(f"{path}: bad resolution {meta.get('resolution')!r} in its metadata") from None
+
+
+def resolve_checkpoint(path: Path | str) -> Path:
+    """A .safetensors file, or a run directory (then its best.safetensors)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
+    return path

@@ -1,0 +1,174 @@
+"""DOCSTRING-NEEDED from trainer/fit.py"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+from memloss.errors import MemlossError
+from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatModel
+from memloss.trainer.methods.pgd import pgd_robust
+from memloss.trainer.models.files import save_model
+from memloss.trainer.training.augment import apply_view, sample_views
+from memloss.trainer.training.memory import MemoryExamples, build_memory_examples
+from memloss.trainer.training.metrics import MetricSums
+from memloss.trainer.training.progress import Reporter
+from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, save_state, write_metrics
+from memloss.trainer.training.session import Session, training_state
+from memloss.trainer.training.step import maybe_autocast, train_step
+
+EVAL_BATCH = 256
+
+
+NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
+
+
+# The forgetting monitor costs an extra eval-mode forward; measuring it on every 4th batch keeps that under 1 % of a
+# TRADES step while still covering a quarter of the training set each epoch.
+FORGETTING_EVERY = 4
+
+
+class TrainingDiverged(MemlossError):
+    """The loss became NaN or Inf."""
+
+
+def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: list[float]) -> MemoryExamples | None:
+    t0 = time.perf_counter()
+    batch = s.store.read(idx)  # type: ignore[union-attr]
+    wait[0] += time.perf_counter() - t0
+    slots = max(s.cfg.method.k, 1)
+    return build_memory_examples(x, batch, views, s.info.crop_padding, s.cfg.method.memory_view, slots)
+
+
+def _forgetting(s: Session, memory: MemoryExamples | None, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Error of the current model (eval mode) on the memory examples of epoch n−1: the paper's forgetting."""
+    if memory is None or memory.slots[0] != 0:
+        return {}
+    s.model.eval()
+    with torch.no_grad(), maybe_autocast(s.step.autocast, y.device):
+        wrong = (s.model(memory.x[0]).argmax(1) != y) & memory.valid[0]
+    s.model.train()
+    # The count is known on the host; the tensor lives on y's device so that every metric sum stays on one device.
+    count = torch.tensor(float(memory.valid_counts[0]), device=y.device)
+    return {"forget_wrong": wrong.sum().float(), "forget_count": count}
+
+
+def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
+                 sums: MetricSums, wait: list[float], monitor: bool = True) -> torch.Tensor:
+    """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host."""
+    x = x_u8.float().div_(255.0)
+    if s.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    views = sample_views(len(y), s.info.crop_padding, s.info.flip, s.generator, s.device)
+    x_view = apply_view(x, views, s.info.crop_padding)
+    memory = _memory_for_step(s, x, idx, views, wait) if s.store is not None else None
+    # Forgetting is measured before this batch's update: the model of epoch n before it trains on these samples.
+    forgetting = _forgetting(s, memory, y) if monitor else {}
+    s.model.train()
+    result = train_step(s.step, x_view, y, idx_dev, memory if s.cfg.method.k > 0 else None, s.generator)
+    s.optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    s.optimizer.step()
+    s.scheduler.step()
+    if s.writer is not None and result.x_adv is not None:
+        t0 = time.perf_counter()
+        s.writer.push(idx, result.x_adv.float() - x_view, views)
+        wait[0] += time.perf_counter() - t0
+    metrics = {**result.metrics, **forgetting}
+    sums.add(metrics, len(y))
+    return result.loss.detach()
+
+
+def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
+    """One pass over the training set in the store's order; returns the epoch's mean metrics."""
+    if s.store is not None:
+        s.orders = {epoch: s.store.begin_epoch(epoch)}
+    s.loader.set_epoch(epoch)
+    if s.step.te is not None:
+        s.step.te.begin_epoch(epoch)
+    sums, wait, nonfinite = MetricSums(), [0.0], torch.zeros((), dtype=torch.bool, device=s.device)
+    reporter.start_epoch(epoch)
+    t0, position = time.perf_counter(), 0
+    for step, (x_u8, y, idx) in enumerate(s.loader):
+        host_idx = s.orders[epoch][position:position + len(y)] if s.store is not None else None
+        position += len(y)
+        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait, monitor=step % FORGETTING_EVERY == 0)
+        nonfinite |= ~torch.isfinite(loss)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
+            _diverged(s, epoch, step)
+        reporter.step(position)
+    if bool(nonfinite):
+        _diverged(s, epoch, step)
+    if s.writer is not None:
+        t1 = time.perf_counter()
+        s.writer.flush()
+        wait[0] += time.perf_counter() - t1
+    seconds = time.perf_counter() - t0
+    return {**sums.read(), "epoch_seconds": seconds, "samples_per_s": position / seconds,
+            "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
+
+
+def _diverged(s: Session, epoch: int, step: int) -> None:
+    path = s.run_dir / "diverged.safetensors"
+    save_model(path, s.model, _meta(s, epoch))
+    raise TrainingDiverged(f"the loss became NaN/Inf in epoch {epoch} (by step {step + 1}); weights saved to {path}, "
+                           f"the last good state is {s.run_dir / 'last.state.pt'}; lower --lr or check the data")
+
+
+def evaluate_epoch(s: Session, epoch: int) -> dict[str, float]:
+    """Clean and PGD-20 accuracy on the test points: the evaluator's `pgd20` (Linf α = 2/255, L2 15/255, uniform
+    start), the paper's early-stopping attack."""
+    t = s.cfg.threat
+    cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
+    gen = torch.Generator(device=s.device).manual_seed(s.cfg.run.seed + 7919 * epoch)
+    s.model.eval()
+    clean = robust = torch.zeros((), device=s.device)
+    for start in range(0, len(s.eval_y), EVAL_BATCH):
+        x = s.eval_x[start:start + EVAL_BATCH].to(s.device).float().div_(255.0)
+        y = s.eval_y[start:start + EVAL_BATCH].to(s.device)
+        with maybe_autocast(s.step.autocast, s.device):
+            with torch.no_grad():
+                clean = clean + (s.model(x).argmax(1) == y).sum()
+            _, ok = pgd_robust(s.model, x, y, cfg, "ce", generator=gen)
+        robust = robust + ok.sum()
+    n = len(s.eval_y)
+    clean_acc, robust_acc = (torch.stack([clean, robust]).float() / n).tolist()
+    return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
+
+
+def _meta(s: Session, epoch: int) -> dict[str, str]:
+    c = s.cfg
+    return {"arch": c.run.model or s.info.default_arch, "dataset": c.data.dataset,
+            "resolution": str(c.data.resolution or ""), "num_classes": str(s.info.num_classes),
+            "shape": ",".join(str(v) for v in s.info.shape),
+            "norm": c.threat.norm, "eps": c.threat.eps, "method": c.method.method, "k": str(c.method.k),
+            "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed)}
+
+
+def start_commit(s: Session) -> Future[None] | None:
+    """Starts committing the store's epoch on a worker thread, so that its last chunk writes (compression and I/O,
+    which release the GIL) overlap the test-set evaluation instead of adding to the epoch."""
+    if s.store is None:
+        return None
+    return s.committer.submit(s.store.commit_epoch)
+
+
+def wait_commit(commit: Future[None] | None) -> float:
+    """Waits for the commit started by `start_commit` (re-raising its error); returns the seconds waited."""
+    t0 = time.perf_counter()
+    if commit is not None:
+        commit.result()
+    return time.perf_counter() - t0
+
+
+def finish_epoch(s: Session, epoch: int, record: dict[str, Any]) -> None:
+    """After the store committed the epoch: metrics, weights and (last) the training state, the resume point."""
+    s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
+    write_metrics(s.run_dir, s.records)
+    save_model(s.run_dir / LAST_WEIGHTS, s.model, _meta(s, epoch))
+    if record["test_pgd20_acc"] >= s.best_robust:
+        s.best_robust, s.best_epoch = record["test_pgd20_acc"], epoch
+        save_model(s.run_dir / BEST_WEIGHTS, s.model, _meta(s, epoch))
+    save_state(s.run_dir, training_state(s, epoch))

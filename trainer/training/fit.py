@@ -1,0 +1,97 @@
+"""The training loop: `fit(cfg)` trains one run into its run directory; `fit(cfg, resume=RUN_DIR)` continues it.
+
+Per epoch: the store decides the order → FFCV loader → augmentation on the device (parameters recorded) → memory
+examples rebuilt from the store → attack → losses → optimizer → δ written back to the store; then PGD-20 on the test
+points picks the best checkpoint, the store commits the epoch, and checkpoints, metrics and the state are saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from memloss.errors import ConfigError
+from memloss.trainer.config.defaults import config_from_dict, read_toml
+from memloss.trainer.config.schema import TrainConfig
+from memloss.trainer.training.epoch import evaluate_epoch, finish_epoch, start_commit, train_epoch, wait_commit
+from memloss.trainer.training.progress import Reporter
+from memloss.trainer.training.runs import create_run_dir, default_run_dir, load_state, read_config_record, read_metrics
+from memloss.trainer.training.session import Session, open_session, restore
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Where the run lives and its per-epoch records (as in metrics.jsonl)."""
+
+    run_dir: Path
+    records: list[dict[str, Any]]
+    best_epoch: int
+    best_robust: float
+
+
+def resume_config(run_dir: Path, overrides: Mapping[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """The stored config of a run; any given option that differs from it is refused (except --device)."""
+    stored = config_from_dict(read_config_record(run_dir)["config"])
+    given = {**(read_toml(config_file) if config_file else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    flat = {k: v for section in stored.to_dict().values() for k, v in section.items()}
+    changed = [k for k, v in given.items() if k != "device" and _normalized(k, v) != _normalized(k, flat.get(k))]
+    if changed:
+        shown = ", ".join(f"{k} (run: {flat.get(k)!r}, given: {given[k]!r})" for k in sorted(changed))
+        raise ConfigError(f"--resume refuses a changed config: {shown}; start a new run with --out instead")
+    if "device" in given:
+        stored = config_from_dict({**stored.to_dict(), "run": {**stored.to_dict()["run"], "device": given["device"]}})
+    return stored
+
+
+def _normalized(key: str, value: Any) -> Any:
+    if key == "beta_prime" and value is not None:
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(float(v) for v in (items if isinstance(items, (list, tuple)) else [items]))
+    return str(value) if key in ("eps", "step_size", "out", "store", "data_dir", "helper") and value is not None else value
+
+
+def _check_store_caught_up(s: Session, needed: int) -> None:
+    """A resumed run needs every epoch its state has seen committed in the store (else memory would be lost)."""
+    have = s.store.last_committed_epoch if s.store is not None else None
+    if needed > 0 and (have is None or have < needed):
+        raise ConfigError(f"the memory store has committed epoch {have} but the run's state is at epoch {needed}: "
+                          f"the store was replaced or truncated; restore it or start a new run")
+
+
+def _run_dir(cfg: TrainConfig, resume: Path | None) -> Path:
+    if resume is not None:
+        return resume
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    create_run_dir(run_dir, cfg)
+    return run_dir
+
+
+def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> FitResult:
+    """Trains `cfg` (or continues the run in `resume`) and returns the run's records."""
+    run_dir = _run_dir(cfg, resume)
+    s = open_session(cfg, run_dir)
+    try:
+        state = load_state(run_dir) if resume is not None else None
+        if state is not None:
+            restore(s, state)
+            _check_store_caught_up(s, int(state["store_epoch"]))
+        s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
+        reporter = Reporter(cfg.optim.epochs, len(s.loader), quiet)
+        reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
+        for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
+            trained = train_epoch(s, epoch, reporter)
+            commit = start_commit(s)
+            evaluated = evaluate_epoch(s, epoch)
+            record = {"epoch": epoch, **trained, **evaluated, "store_commit_wait_s": wait_commit(commit),
+                      "lr": s.scheduler.get_last_lr()[0]}
+            finish_epoch(s, epoch, record)
+            reporter.end_epoch(record)
+    finally:
+        s.committer.shutdown(wait=True)
+        if s.store is not None:
+            s.store.close()
+        s.loader.close()
+    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust)
+
+

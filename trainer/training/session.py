@@ -1,0 +1,166 @@
+"""Setting up a training run: device, data, model, optimizer, schedule, memory store, and restoring a saved state.
+
+`open_session` builds everything `fit` needs into one `Session`; `restore` loads a run's last training state into it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from memloss.errors import ConfigError
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import open_or_create
+from memloss.trainer.common.devices import resolve_device
+from memloss.trainer.config.schema import TrainConfig
+from memloss.trainer.data.beton import PreparedSplit, prepare
+from memloss.trainer.data.loader import make_loader
+from memloss.trainer.data.registry import DatasetInfo, dataset_info
+from memloss.trainer.data.sources import load_tensors
+from memloss.trainer.methods.losses import LossParams
+from memloss.trainer.methods.registry import get_method
+from memloss.trainer.methods.threat import PGDConfig
+from memloss.trainer.models.files import load_model, resolve_checkpoint
+from memloss.trainer.models.registry import build_model
+from memloss.trainer.training.memory import DeferredWriter
+from memloss.trainer.training.regstate import MeowState, TEState
+from memloss.trainer.training.step import StepSetup
+from torch import nn
+
+
+@dataclass
+class Session:
+    """Everything a run needs between epochs; mutable training state lives in the torch objects."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    info: DatasetInfo
+    train: PreparedSplit
+    loader: Any
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: StepSetup
+    generator: torch.Generator
+    store: Any | None = None
+    writer: DeferredWriter | None = None
+    orders: dict[int, np.ndarray] = field(default_factory=dict)
+    start_epoch: int = 1
+    best_robust: float = -1.0
+    best_epoch: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    # One worker thread that commits the store's epoch while the test-set evaluation runs.
+    committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
+
+    def order_for(self, epoch: int) -> np.ndarray:
+        """The loader's traversal order: the one the store decided for this epoch."""
+        return self.orders[epoch]
+
+
+def _attack_config(cfg: TrainConfig, start: str | None) -> PGDConfig | None:
+    if start is None:
+        return None
+    t = cfg.threat
+    return PGDConfig(t.norm, t.eps_float, t.step_float, t.attack_steps, 1, start)
+
+
+def _regularizers(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, n: int, sample: torch.Tensor,
+                  device: torch.device) -> dict[str, Any]:
+    if cfg.method.reg == "te":
+        return {"te": TEState(n, info.num_classes, cfg.optim.epochs, device)}
+    if cfg.method.reg == "meow":
+        return {"meow": MeowState(model, sample.to(device).float() / 255.0, device, cfg.run.seed)}
+    return {}
+
+
+def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: dict[str, Any]) -> StepSetup:
+    method = get_method(cfg.method.method)
+    if method.attack_objective is None and cfg.uses_store:
+        raise ConfigError("--method standard makes no adversarial examples; use --k 0 without --track-forgetting")
+    helper = None
+    if method.needs_helper:
+        helper, _ = load_model(resolve_checkpoint(cfg.method.helper), device)  # type: ignore[arg-type]
+        helper.eval().requires_grad_(False)
+    beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
+    return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma),
+                     _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
+                     autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"))
+
+
+def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
+    model = build_model(cfg.run.model or info.default_arch, info).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions under bf16 autocast
+    return model
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tuple[Any, Any]:
+    o = cfg.optim
+    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                          nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.epochs * steps_per_epoch,
+                                                pct_start=o.pct_start, anneal_strategy="cos")
+    return opt, sched
+
+
+def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path) -> Any | None:
+    if not cfg.uses_store:
+        return None
+    fingerprint = DatasetFingerprint(cfg.data.dataset, split.n, split.shape, split.labels_sha256)
+    spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
+    url = cfg.run.store or str(run_dir / "memory.zarr")
+    return open_or_create(url, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed)
+
+
+def open_session(cfg: TrainConfig, run_dir: Path) -> Session:
+    """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet."""
+    torch.manual_seed(cfg.run.seed)
+    device = resolve_device(cfg.run.device)
+    d = cfg.data
+    info = dataset_info(d.dataset, resolution=d.resolution)
+    train = prepare(d.dataset, "train", d.data_dir, n=d.n, resolution=d.resolution)
+    eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+    model = _model(cfg, info, device)
+    steps = -(-train.n // d.batch_size)
+    optimizer, scheduler = _optimizer(cfg, model, steps)
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    regs = _regularizers(cfg, model, info, train.n, eval_x[:1], device)
+    session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
+                      _step_setup(cfg, model, device, regs), generator, extras=regs)
+    session.store = _store(cfg, train, run_dir)
+    order = session.order_for if session.store is not None else None
+    session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
+                                 num_workers=d.num_workers)
+    if session.store is not None:
+        session.writer = DeferredWriter(session.store, device)
+    return session
+
+
+def training_state(s: Session, epoch: int) -> dict[str, Any]:
+    """What resuming after `epoch` needs: tensors and plain containers only (weights_only-loadable)."""
+    return {"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(), "generator": s.generator.get_state(),
+            "cpu_rng": torch.get_rng_state(), "best_robust": s.best_robust, "best_epoch": s.best_epoch,
+            "store_epoch": epoch if s.store is not None else -1,
+            "extras": {k: v.state_dict() for k, v in s.extras.items()}}
+
+
+def restore(s: Session, state: dict[str, Any]) -> None:
+    """Loads a saved training state into the session: the run continues at epoch state['epoch'] + 1."""
+    s.model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    s.generator.set_state(state["generator"])
+    torch.set_rng_state(state["cpu_rng"])
+    s.best_robust, s.best_epoch = float(state["best_robust"]), int(state["best_epoch"])
+    for name, extra in s.extras.items():
+        extra.load_state_dict(state["extras"][name])
+    s.start_epoch = int(state["epoch"]) + 1
