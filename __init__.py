@@ -48,10 +48,11 @@ _EXPORTS: dict[str, str] = {
     "create_store": "memloss.memstore.store",
     "summarize": "memloss.memstore.inspect",
     "run_toy": "memloss.trainer.experiments.toy.run",
+    "ToyConfig": "memloss.trainer.experiments.toy.config",
+    "DemoConfig": "memloss.trainer.experiments.demo.run",
     "run_demo": "memloss.trainer.experiments.demo.run",
     "MemlossError": "memloss.errors",
 }
-
 __all__ = ["__version__", *_EXPORTS]
 
 
@@ -79,7 +80,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from memloss.trainer.evaluation.export import export
     from memloss.trainer.evaluation.results import EvalConfig, EvalResult
     from memloss.trainer.evaluation.run import evaluate
-    from memloss.trainer.experiments.demo.run import run_demo
+    from memloss.trainer.experiments.demo.run import DemoConfig, run_demo
+    from memloss.trainer.experiments.toy.config import ToyConfig
     from memloss.trainer.experiments.toy.run import run_toy
     from memloss.trainer.models.files import load_model
     from memloss.trainer.models.registry import build_model

@@ -1,6 +1,6 @@
 """Benchmark of the memory store with real PGD perturbations (prints figures; not a test).
 
-1. Trains trainer.models small_cnn on the synthetic 3x32x32 dataset for one epoch, runs trainer.attacks.pgd
+1. Trains the small_cnn model on the synthetic 3x32x32 dataset for one epoch, runs memloss.trainer.methods.pgd.pgd
    (Linf, eps 8/255, alpha 2/255, 10 steps, uniform start) on M samples and quantizes delta = x_adv - x.
 2. Codec sweep on those codes (whole 512 KB chunks): bytes/coord, ratio to float32, write and read MB/s.
 3. For each K: a fresh process fills a store of N samples (the M real perturbations tiled), then measures raw
@@ -26,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from memloss.memstore.codecs import make_codecs  # noqa: E402
 from memloss.memstore.quant import quantize
@@ -207,7 +204,7 @@ def run_worker(backend: str, k: int, args: argparse.Namespace, deltas: Path, tmp
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--k", str(k), "--n", str(args.n),
            "--budget-mb", str(args.budget_mb), "--step-ms", str(args.step_ms), "--deltas", str(deltas),
            "--dir", tmp, "--codec", codec]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable
 
 import typer
+
 from memloss.cli.errors import one_line_errors
 
 app = typer.Typer(
@@ -39,8 +40,19 @@ def _register_all() -> None:
 _register_all()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import memloss
+
+        typer.echo(f"memloss {memloss.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """memloss: train (TRADES/MART/HAT/AT + MemLoss), inspect the memory store, evaluate with AutoAttack."""
 
 

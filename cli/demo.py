@@ -20,9 +20,10 @@ def demo(
     """Train TRADES and MemLoss+TRADES (K=3) on digits with the same seed and budget, evaluate both with
     AutoAttack, PGD+ and CW, inspect the memory store, and print one comparison table; PNG plots of the training
     curves and the store histograms go into the demo directory. Offline, CPU: about 3 minutes on 2 idle cores."""
+    from rich.console import Console
+
     from memloss.trainer.experiments.demo.report import render_rows, summary_rows
     from memloss.trainer.experiments.demo.run import DemoConfig, run_demo
-    from rich.console import Console
 
     result = run_demo(DemoConfig(out, epochs, k, eval_n, seed=seed, data_dir=data_dir, quick=quick))
     console = Console()

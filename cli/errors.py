@@ -7,6 +7,7 @@ import sys
 from typing import Callable, ParamSpec, TypeVar
 
 import typer
+
 from memloss.errors import MemlossError
 
 P = ParamSpec("P")

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from memloss.trainer.evaluation.results import AttackResult, EvalResult, ProgressSink
     from rich.progress import Progress, TaskID
+
+    from memloss.trainer.evaluation.results import AttackResult, EvalResult, ProgressSink
 
 
 def evaluate(

@@ -1,4 +1,4 @@
-"""`memloss toy`: the paper's 2-D toy problem (§3.3, figures 2-3) → trainer.toy.run_toy, plots and JSON."""
+"""`memloss toy`: the paper's 2-D toy problem (§3.3, figures 2-3) → memloss.trainer.experiments.toy.run.run_toy, plots and JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`memloss train`: options → TrainConfig → trainer.fit."""
+"""`memloss train`: options → TrainConfig → memloss.trainer.training.fit."""
 
 from __future__ import annotations
 
@@ -48,12 +48,9 @@ def train(
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
     overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
-    from memloss.trainer.common.units import parse_bytes
     from memloss.trainer.config.defaults import resolve_config
     from memloss.trainer.training.fit import fit, resume_config
 
-    if overrides["memory_budget"] is not None:
-        overrides["memory_budget"] = parse_bytes(overrides["memory_budget"])
     if resume is not None:
         cfg = resume_config(resume, overrides, config)
     else:

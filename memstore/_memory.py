@@ -7,6 +7,7 @@ memory budget, so its order covers the whole dataset in one window (a uniform ra
 from __future__ import annotations
 
 import numpy as np
+
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, take_rows
 from memloss.memstore.order import BlockLayout, EpochPlan, default_block_size, random_members

@@ -13,6 +13,7 @@ read from RAM only when `held[s]` equals the ring state's epoch for s, so validi
 from __future__ import annotations
 
 import numpy as np
+
 from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries, take_rows
 from memloss.memstore.order import BlockLayout
 from memloss.memstore.ring import RingState

@@ -10,44 +10,21 @@ reads from disk. Format details: docs/store-format.md.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import zarr
+
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentSlots
+from memloss.memstore._zarr_chunks import WriteJob, read_chunks, write_chunks
 from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
 from memloss.memstore.base import MemStore
-from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries
+from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, EpochPlan
+from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
 from memloss.memstore.ring import RingState
-from zarr.core.sync import sync
-
-
-def pack_info(entries: Entries) -> np.ndarray:
-    """int32 [R, 4] columns (epoch, dy, dx, flip) of the on-disk "info" array."""
-    return np.column_stack([entries.epoch, entries.offset[:, 0], entries.offset[:, 1], entries.flip]).astype(np.int32)
-
-
-def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
-    """Writes info int32 [..., 4] into out.epoch/offset/flip at index `where`."""
-    out.epoch[where] = info[..., 0]
-    out.offset[where] = info[..., 1:3]
-    out.flip[where] = info[..., 3] > 0
-
-
-def _run_all(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Runs zarr coroutines concurrently on zarr's event loop (one round trip instead of one per chunk)."""
-
-    async def gather() -> list[Any]:
-        return list(await asyncio.gather(*coros))
-
-    return sync(gather())
 
 
 @dataclass
@@ -70,16 +47,6 @@ class _BlockBuffer:
         return bool(self.written.all())
 
 
-@dataclass
-class _WriteJob:
-    """A whole block of one slot to write; entries None writes only NO_EPOCH stamps (a block nobody wrote)."""
-
-    slot: int
-    start: int
-    stop: int
-    entries: Entries | None
-
-
 class ZarrMemStore(MemStore):
     """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`."""
 
@@ -88,11 +55,11 @@ class ZarrMemStore(MemStore):
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
-        self._writer: BackgroundWriter[_WriteJob] | None = None
+        self._writer: BackgroundWriter[WriteJob] | None = None
         if not read_only:
             # Resident jobs are views of the resident rows (no memory of their own): never block on the queue.
             queued = handle.layout.num_blocks if resident else window_blocks
-            self._writer = BackgroundWriter(self._write_jobs, maxsize=queued, name="memstore-write",
+            self._writer = BackgroundWriter(lambda jobs: write_chunks(self._arrays, jobs), maxsize=queued, name="memstore-write",
                                             batch=WRITE_BATCH_BLOCKS)
         self._windows: dict[int, Future[_Window]] = {}
         self._read_slot_ids: list[int] = []
@@ -151,7 +118,7 @@ class ZarrMemStore(MemStore):
             else:
                 buf = self._buffers.pop(int(block), None)
                 entries = buf.entries if buf is not None else None
-            self._writer.submit(_WriteJob(slot, start, stop, entries))
+            self._writer.submit(WriteJob(slot, start, stop, entries))
             self._flushed[block] = True
         self._writer.drain()
         self._raise_background_error()
@@ -179,7 +146,7 @@ class ZarrMemStore(MemStore):
         assert self._resident is not None
         rows = self._resident.rows
         spans = [self._layout.block_rows(b) for b in range(self._layout.num_blocks)]
-        self._load_chunks(spans, slots, rows, lambda si, j: (slots[si], slice(*spans[j])))
+        read_chunks(self._arrays, spans, slots, rows, lambda si, j: (slots[si], slice(*spans[j])))
 
     def _settle_load(self, raise_error: bool) -> None:
         """Waits for a running resident load; on success its slots count as held (RAM equals disk)."""
@@ -207,7 +174,7 @@ class ZarrMemStore(MemStore):
         for block in self._resident.put(slot, pos, entries):
             start, stop = self._layout.block_rows(int(block))
             self._flushed[block] = True
-            self._writer.submit(_WriteJob(slot, start, stop, self._resident.block(slot, int(block))))
+            self._writer.submit(WriteJob(slot, start, stop, self._resident.block(slot, int(block))))
 
     # ---- reads ------------------------------------------------------------------------------------------------
     def _schedule(self, w: int) -> None:
@@ -223,23 +190,8 @@ class ZarrMemStore(MemStore):
         rows = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in spans])
         out = Entries.uninitialized(rows.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
         local = np.cumsum([0] + [stop - start for start, stop in spans])
-        self._load_chunks(spans, slots, out, lambda si, j: (si, slice(int(local[j]), int(local[j + 1]))))
+        read_chunks(self._arrays, spans, slots, out, lambda si, j: (si, slice(int(local[j]), int(local[j + 1]))))
         return _Window(rows=rows, entries=out)
-
-    def _load_chunks(self, spans: list[tuple[int, int]], slots: list[int], out: Entries,
-                     where: Callable[[int, int], tuple[int, slice]]) -> None:
-        """Reads the chunks of row spans × ring `slots` (DECODE_GROUP_BLOCKS blocks per slot at a time, which
-        bounds the decode temporaries) into `out` at where(slot index, span index)."""
-        a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
-        names = ("codes", "scale", "info")
-        for g in range(0, len(spans), DECODE_GROUP_BLOCKS):
-            jobs = [(si, j) for j in range(g, min(g + DECODE_GROUP_BLOCKS, len(spans))) for si in range(len(slots))]
-            coros = [a[name].getitem((slots[si], slice(*spans[j]))) for si, j in jobs for name in names]
-            got = _run_all(coros)
-            for n, (si, j) in enumerate(jobs):
-                dest = where(si, j)
-                out.codes[dest], out.scale[dest] = got[3 * n], got[3 * n + 1]
-                unpack_info(got[3 * n + 2], out, dest)
 
     def _window(self, w: int) -> _Window:
         self._schedule(w)
@@ -318,22 +270,7 @@ class ZarrMemStore(MemStore):
             del self._buffers[block]
             self._flushed[block] = True
             assert self._writer is not None
-            self._writer.submit(_WriteJob(self._write_slot(), start, stop, buf.entries))
-
-    def _write_jobs(self, jobs: list[_WriteJob]) -> None:
-        """Runs on the writer thread: whole-chunk writes only (slot, rows [start, stop) = exactly one chunk), all
-        jobs at once so that zarr encodes their chunks concurrently."""
-        a = {name: self._arrays[name].async_array for name in ("codes", "scale", "info")}
-        coros = []
-        for job in jobs:
-            where = (job.slot, slice(job.start, job.stop))
-            if job.entries is None:  # all -1 equals the fill value, so zarr just deletes the chunk
-                coros.append(a["info"].setitem(where, np.full((job.stop - job.start, 4), NO_EPOCH, dtype=np.int32)))
-                continue
-            e = job.entries
-            coros += [a["codes"].setitem(where, e.codes), a["scale"].setitem(where, e.scale),
-                      a["info"].setitem(where, pack_info(e))]
-        _run_all(coros)
+            self._writer.submit(WriteJob(self._write_slot(), start, stop, buf.entries))
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_background_error(self) -> None:

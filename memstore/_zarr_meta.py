@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
 from memloss.errors import MemlossError
 from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
@@ -22,10 +27,6 @@ from memloss.memstore.errors import StoreError
 from memloss.memstore.order import BlockLayout, default_block_size, random_members
 from memloss.memstore.ring import RingState
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
 
 FORMAT_NAME = "memloss-memstore"
 FORMAT_VERSION = 1

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
 from memloss.memstore.errors import StoreError
 from memloss.memstore.order import BlockLayout, EpochPlan, plan_epoch
@@ -19,8 +20,6 @@ from memloss.memstore.ring import RingState
 from memloss.memstore.spec import StoreSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-
-
 _NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from memloss.memstore.errors import StoreError
 from zarr.abc.codec import BytesBytesCodec
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
+
+from memloss.memstore.errors import StoreError
 
 DEFAULT_CODES_CODEC = "zstd-1"
 AUX_CODEC = "zstd-3"

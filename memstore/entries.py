@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from memstore/base.py"""
+"""Rows of the memory as the store moves them: `Entries` (numpy, one slot or several), the `MemoryBatch` a read
+returns (torch), index and write validation, and the raw size of one row."""
 
 from __future__ import annotations
 
@@ -7,18 +8,13 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from memloss.memstore.errors import StoreError
 from memloss.memstore.spec import StoreSpec
 
 NO_EPOCH = -1  # entry stamp of a row that holds no memory
-
-
 _INT_KINDS = "iu"  # numpy dtype kinds of signed and unsigned integers (dtype.kind is cheaper than issubdtype)
-
-
 ROW_AUX_BYTES = 4 + 4 * 4  # scale f32 + (epoch, dy, dx, flip) int32 on disk
-
-
 ENTRY_FIELDS = ("codes", "scale", "offset", "flip", "epoch")
 
 

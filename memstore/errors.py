@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from memstore/errors.py"""
+"""The store's own error type; the base class `MemlossError` lives in memloss.errors, below every package."""
 
 from memloss.errors import MemlossError
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zarr.core.sync import sync
+
 from memloss.errors import MemlossError
 from memloss.memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle
-from zarr.core.sync import sync
 
 DEFAULT_SAMPLE_COORDS = 50_000_000  # per slot; about 50 MB of codes read
 SCALE_SAMPLE = 100_000

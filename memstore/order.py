@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from memloss.memstore.errors import StoreError
 
 TARGET_CHUNK_BYTES = 512 * 1024  # inside the 256 KB - 1 MB range where whole-chunk I/O runs at disk speed

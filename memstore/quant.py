@@ -7,6 +7,7 @@ the error is at most s/254. A sample with s = 0 has all codes 128.
 from __future__ import annotations
 
 import torch
+
 from memloss.errors import MemlossError
 
 ZERO_CODE = 128

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from memstore/base.py"""
+"""The ring state of a store: which committed epoch each of the S = K+1 slots holds, and how it changes when an
+epoch starts (its slot and every later epoch stop counting) and when it is committed."""
 
 from __future__ import annotations
 

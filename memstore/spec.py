@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from memloss.errors import MemlossError
 
 NORMS = ("Linf", "L2")

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
-from memloss.cli.app import app
 from typer.core import TyperArgument
+
+from memloss.cli.app import app
 
 # Help strings end with "(default: …)" where the default depends on the dataset or method.
 DEFAULT_RE = re.compile(r"\s*[\[(]default: (.*)[\])]\s*$")

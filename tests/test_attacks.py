@@ -1,4 +1,4 @@
-"""Tests of trainer.attacks: threat-model invariants, model-state hygiene, objectives, starts, restarts."""
+"""Tests of trainer/methods (pgd, threat, objectives, modes): threat-model invariants, model-state hygiene, objectives, starts, restarts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from memloss.errors import MemlossError
 from memloss.trainer.methods.modes import clean_probs, frozen_eval, robust_mask
 from memloss.trainer.methods.objectives import OBJECTIVES, cw_objective
 from memloss.trainer.methods.pgd import pgd, pgd_robust
 from memloss.trainer.methods.threat import Norm, PGDConfig, Start
-from torch import Tensor, nn
 
 SHAPE = (3, 4, 4)
 LINF = PGDConfig(norm="linf", eps=8 / 255, step_size=2 / 255, steps=5, start="uniform")

@@ -1,6 +1,7 @@
 """Views with recorded parameters: exact crops/flips, and moving a perturbation between views."""
 
 import torch
+
 from memloss.trainer.training.augment import ViewParams, align_delta, apply_view, identity_views, sample_views
 
 

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+
 from memloss.trainer.common import files as checkpoint_files
 from memloss.trainer.common.files import atomic_write_bytes
 from memloss.trainer.data.registry import dataset_info

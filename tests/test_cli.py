@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from memloss.cli.app import app
 from typer.testing import CliRunner
+
+from memloss.cli.app import app
 
 runner = CliRunner()
 COMMANDS = ["train", "inspect-store", "evaluate", "export", "demo", "toy"]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_bytes
 from memloss.trainer.config.defaults import config_from_dict, diff_configs, resolve_config

@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from memloss.trainer.data import labels_digest
+
 from memloss.trainer.data import beton as beton_module
+from memloss.trainer.data import labels_digest
 from memloss.trainer.data.beton import cache_paths, prepare, verify_beton
 from memloss.trainer.data.sources import SyntheticSource
 

@@ -6,6 +6,7 @@ Each new ffcv Loader pays a numba compile (~1 s), so loaders are module-scoped a
 import numpy as np
 import pytest
 import torch
+
 from memloss.trainer.data.beton import prepare
 from memloss.trainer.data.loader import make_loader
 from memloss.trainer.data.sources import load_tensors

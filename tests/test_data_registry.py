@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from memloss.trainer.data.registry import DATASETS, DatasetError, dataset_info
 from memloss.trainer.data.sources import (
     SyntheticSource,

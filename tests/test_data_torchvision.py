@@ -14,6 +14,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+
 from memloss.trainer.data.beton import prepare
 from memloss.trainer.data.loader import make_loader
 from memloss.trainer.data.registry import DatasetError

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from memloss.cli.app import app
 from typer.testing import CliRunner
+
+from memloss.cli.app import app
 
 
 @pytest.mark.slow

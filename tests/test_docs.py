@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from memloss.cli.app import app
 from typer.testing import CliRunner
+
+from memloss.cli.app import app
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 # Wide enough that rich never wraps or truncates an option name in the help panels.

@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import typer
+from typer.testing import CliRunner
+
 from memloss.cli.errors import one_line_errors
 from memloss.cli.evaluate import evaluate as evaluate_command
 from memloss.cli.evaluate import export as export_command
@@ -27,9 +29,8 @@ from memloss.trainer.methods.pgd import pgd
 from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.models.files import load_model, save_model
 from memloss.trainer.models.registry import build_model
-from typer.testing import CliRunner
 
-EPS = "32/255"  # the digits default of trainer/defaults.py
+EPS = "32/255"  # the digits default of trainer/config/defaults.py
 N_AA = 32  # AutoAttack runs once per batch: one batch of 32 points keeps it to seconds
 
 

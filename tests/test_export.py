@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
 from memloss.cli.errors import one_line_errors
 from memloss.cli.evaluate import export as export_command
 from memloss.errors import MemlossError
@@ -17,8 +20,6 @@ from memloss.trainer.evaluation.results import EvalConfig
 from memloss.trainer.evaluation.run import evaluate
 from memloss.trainer.models.files import save_model
 from memloss.trainer.models.registry import build_model
-from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 META = {"arch": "small_cnn", "dataset": "digits", "num_classes": "10", "shape": "1,8,8", "norm": "Linf",
         "eps": "32/255", "method": "trades", "best_pgd20": "0.61"}

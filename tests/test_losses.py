@@ -1,4 +1,4 @@
-"""Tests of trainer.losses against hand computations (numpy, float64) on tiny fixed logits."""
+"""Tests of trainer/methods (losses, memloss, total) against hand computations (numpy, float64) on tiny fixed logits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from memloss.errors import MemlossError
 from memloss.trainer.methods.losses import LossInputs, LossParams
 from memloss.trainer.methods.memloss import MemLossConfig, MemoryInputs, memloss_term
@@ -13,7 +15,6 @@ from memloss.trainer.methods.pgd import pgd
 from memloss.trainer.methods.registry import METHODS, get_method
 from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.methods.total import total_loss
-from torch import Tensor, nn
 
 Y = np.array([0, 1])
 CLEAN = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 1.0]])

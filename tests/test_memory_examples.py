@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store
 from memloss.trainer.methods.pgd import pgd

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
 from memloss.cli.inspect_store import inspect_store
 from memloss.errors import MemlossError
 from memloss.memstore.codecs import DEFAULT_CODES_CODEC
@@ -14,8 +17,6 @@ from memloss.memstore.inspect import plot_store, render_summary, summarize
 from memloss.memstore.quant import quantize
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store
-from rich.console import Console
-from typer.testing import CliRunner
 
 EPS = 8 / 255
 SHAPE = (3, 8, 8)

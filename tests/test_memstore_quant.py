@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from memloss.errors import MemlossError
 from memloss.memstore.quant import dequantize, quantize
 

@@ -4,6 +4,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from memloss.errors import MemlossError
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256, parse_eps
 

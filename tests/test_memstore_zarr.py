@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from zarr.storage import LocalStore
+
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
 from memloss.memstore.order import resident_window_blocks
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_or_create, open_store
-from zarr.storage import LocalStore
 
 SHAPE = (3, 4, 4)
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.models.layers import Normalize
 from memloss.trainer.models.registry import ARCHES, ModelError, build_model

@@ -1,4 +1,4 @@
-"""Tests of trainer.regularizers: TE (EMA, schedule, term, attack objective) and MeoW (weights, codebook)."""
+"""Tests of trainer/methods/te.py and meow.py: TE (EMA, schedule, term, attack objective) and MeoW (weights, codebook)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from memloss.errors import MemlossError
 from memloss.trainer.methods.losses import LossInputs, LossParams
 from memloss.trainer.methods.meow import MeowBank, MeowConfig, MeowWeights, meow_loss

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training.fit import fit, resume_config
-from safetensors.torch import load_file
 
 ARGS = {"dataset": "synthetic", "n": 512, "resolution": 8, "batch_size": 32, "eval_n": 32, "attack_steps": 3,
         "epochs": 3, "k": 1, "seed": 3}

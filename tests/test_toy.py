@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from memloss.errors import MemlossError
 from memloss.trainer.experiments.toy.config import RUN_NAMES, ToyConfig, ToyConfigError
 from memloss.trainer.experiments.toy.data import make_toy_data
 from memloss.trainer.experiments.toy.model import TwoLogitMLP, error_rate
 from memloss.trainer.experiments.toy.result import ToyResult, save_toy_result
 from memloss.trainer.experiments.toy.run import pick_panel_epoch, run_toy
-from torch import nn
 
 
 class _LinearToy(nn.Module):
@@ -119,8 +120,9 @@ def test_output_path_that_is_a_file_is_refused(quick_result: ToyResult, tmp_path
 @pytest.mark.slow
 def test_cli_quick_writes_json_and_pngs(tmp_path: Path) -> None:
     import typer
-    from memloss.cli.toy import toy
     from typer.testing import CliRunner
+
+    from memloss.cli.toy import toy
 
     app = typer.Typer()
     app.command("toy")(toy)

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from memloss.errors import ConfigError
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training.epoch import TrainingDiverged
 from memloss.trainer.training.fit import fit, resume_config
-from safetensors.torch import load_file
 
 TINY = {"dataset": "synthetic", "n": 96, "resolution": 8, "batch_size": 32, "eval_n": 32, "attack_steps": 2,
         "epochs": 2}

@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/checkpoint.py"""
+"""Writing files so that a crash never leaves half of one, and checksums of files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+"""What a result was made with: installed versions of the packages that decide the numbers, and the git commit."""
 
 from __future__ import annotations
 

@@ -15,20 +15,10 @@ from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_fraction
 
 METHOD_NAMES = ("standard", "at", "trades", "mart", "hat")
-
-
 VARIANT_NAMES = ("v1", "v2", "v3")
-
-
 REG_NAMES = ("none", "te", "meow")
-
-
 NORM_NAMES = ("Linf", "L2")
-
-
 MEMORY_VIEWS = ("recorded", "aligned")
-
-
 ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn")
 
 
@@ -182,6 +172,4 @@ class TrainConfig:
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "threat": ThreatConfig, "method": MethodConfig, "optim": OptimConfig, "run": RunConfig,
 }
-
-
 SECTION_OF: dict[str, str] = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from memloss.trainer.data.beton import PreparedSplit
 
 OrderFn = Callable[[int], np.ndarray]

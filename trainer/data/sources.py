@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
 from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, DatasetError, check_split, dataset_info
 
 # Synthetic generator constants. The class colours come from their own seed; each split has its own seed.

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+"""AutoAttack's own log: its progress lines go to a file next to the results, its misuse warnings into the
+result's suspicious findings."""
 
 from __future__ import annotations
 

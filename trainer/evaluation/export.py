@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.methods.eval_attacks import EvaluationError
 from memloss.trainer.models.files import MODEL_FORMAT_KEY, load_model, resolve_checkpoint
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 # Prefixes that DataParallel/DistributedDataParallel ("module.") and torch.compile ("_orig_mod.") add to keys.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -84,7 +85,7 @@ def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source
         "how_to_load": (f"model = <{meta['arch']} network with memloss's module names: normalize (buffers mean/std "
                         f"of shape [1,C,1,1]), body, pool, fc>; model.load_state_dict(torch.load('model.pt', "
                         f"weights_only=True)); model.eval(); inputs are float [B,C,H,W] in [0,1], normalization "
-                        f"is inside, outputs are logits. With memloss: trainer.models.build_model('{meta['arch']}', "
+                        f"is inside, outputs are logits. With memloss: memloss.trainer.models.build_model('{meta['arch']}', "
                         f"trainer.data.dataset_info('{meta['dataset']}'))"),
     }
 

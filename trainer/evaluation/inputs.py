@@ -1,14 +1,15 @@
-"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+"""What an evaluation runs on: the threat model (given, or the checkpoint's), the test points and the model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from memloss.trainer.evaluation.results import EvalConfig
 from memloss.trainer.methods.eval_attacks import EvaluationError, ThreatModel
 from memloss.trainer.models.files import load_model
-from torch import nn
 
 
 def resolve_threat(cfg: EvalConfig, meta: dict[str, str]) -> ThreatModel:

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+"""The evaluation's configuration (`EvalConfig`), its results (`AttackResult`, `EvalResult`, JSON-able) and the
+progress protocol the CLI implements (`ProgressSink`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from memloss.trainer.evaluation.sweep import SweepSpec, check_sweeps
 from memloss.trainer.methods.eval_attacks import EvaluationError, ThreatModel, check_norm, parse_attacks, parse_eps
 
@@ -27,7 +29,7 @@ class EvalConfig:
     device 'auto' = CUDA when available."""
 
     checkpoint: Path
-    attacks: tuple[str, ...] = ("aa", "pgd+", "cw")
+    attacks: tuple[str, ...] | str = ("aa", "pgd+", "cw")
     sweeps: tuple[SweepSpec, ...] = ()
     n: int | None = None
     norm: str | None = None

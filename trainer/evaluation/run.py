@@ -1,5 +1,5 @@
-"""`memloss evaluate`: clean accuracy, the robust accuracy of each evaluation attack (trainer/eval_attacks.py), the
-per-point worst case over every attack run, and the gradient-masking sweeps (trainer/sweep.py) of one checkpoint.
+"""`memloss evaluate`: clean accuracy, the robust accuracy of each evaluation attack (trainer/methods/eval_attacks.py), the
+per-point worst case over every attack run, and the gradient-masking sweeps (trainer/evaluation/sweep.py) of one checkpoint.
 
 The test points are cut into batches of `batch_size`; each (attack, batch) result is saved to a state file next to
 `--out` as soon as it is known, so an interrupted evaluation resumes where it stopped (AutoAttack's own state_path
@@ -14,11 +14,14 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
@@ -36,7 +39,6 @@ from memloss.trainer.methods.eval_attacks import (
 )
 from memloss.trainer.methods.modes import frozen_eval
 from memloss.trainer.models.files import read_model_meta, resolve_checkpoint
-from torch import nn
 
 # Tolerance of the probability-output check (AutoAttack's check_range_output uses the same).
 PROB_TOL = 1e-5
@@ -141,15 +143,22 @@ def settings_of(cfg: EvalConfig, sha: str, meta: dict[str, str], threat: ThreatM
             "attacks": {s.name: s.params() for s in specs}}
 
 
-def evaluate(cfg: EvalConfig, progress: ProgressSink | None = None) -> EvalResult:
-    """Evaluates the checkpoint in `cfg` and, with `cfg.out`, writes the results JSON (plus the AutoAttack log and,
-    while running, the resumable state file next to it).
+def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None, **options: Any) -> EvalResult:
+    """Evaluates a checkpoint and, with `out`, writes the results JSON (plus the AutoAttack log and, while running,
+    the resumable state file next to it).
+
+    cfg: an `EvalConfig`, or the checkpoint (a .safetensors file or a run directory) with the `EvalConfig` fields as
+    keyword `options` (`attacks` may be a comma-separated string, as on the command line).
 
     Example
     -------
-    >>> result = evaluate(EvalConfig(Path("runs/x"), attacks=("pgd20",), n=500))  # doctest: +SKIP
+    >>> result = evaluate("runs/x", attacks="pgd20", n=500)  # doctest: +SKIP
     >>> result.clean_accuracy, result.attacks[0].robust_accuracy  # doctest: +SKIP
     """
+    if not isinstance(cfg, EvalConfig):
+        cfg = EvalConfig(Path(cfg), **options)
+    elif options:
+        raise TypeError(f"evaluate() got an EvalConfig and options {sorted(options)}; give one or the other")
     path = resolve_checkpoint(cfg.checkpoint)
     meta = read_model_meta(path)
     threat, device = resolve_threat(cfg, meta), resolve_device(cfg.device)

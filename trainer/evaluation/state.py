@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/evaluate.py"""
+"""The resumable state of an evaluation: one JSON file next to `--out` holding the result of every (attack, batch)
+already run, refused when the settings differ."""
 
 from __future__ import annotations
 

@@ -19,12 +19,13 @@ from fractions import Fraction
 from typing import Any, Callable
 
 import torch
+from torch import nn
+
 from memloss.errors import MemlossError
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.methods.modes import frozen_eval
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.methods.threat import PGDConfig
-from torch import nn
 
 NORMS = ("Linf", "L2")
 

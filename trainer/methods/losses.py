@@ -31,18 +31,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from memloss.errors import MemlossError
 from torch import Tensor
 
-
+from memloss.errors import MemlossError
 
 # MART official constants (YisenWang/MART mart.py): keep log() finite and the weights strictly positive.
 _MART_BCE_ONE = 1.0001
-
-
 _MART_LOG_EPS = 1e-12
-
-
 _MART_WEIGHT_ONE = 1.0000001
 
 

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/losses.py"""
+"""The MemLoss term (paper eq. 5 and its variants), summed over the K memory slots; formulas in
+methods/losses.py. A slot without memory contributes exactly 0 and no gradient."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from memloss.trainer.methods.losses import (
     LossConfigError,
     LossOutput,
@@ -16,7 +19,6 @@ from memloss.trainer.methods.losses import (
     kl_rows,
     require,
 )
-from torch import Tensor
 
 
 class MemLossVariant(StrEnum):

@@ -1,4 +1,27 @@
-"""DOCSTRING-NEEDED from trainer/regularizers.py"""
+"""MeoW — Zhang, Hong, Zhao, "Memorization Weights for Instance Reweighting in Adversarial Training" (AAAI 2023).
+No public code exists; from the paper text (sections 3.1-3.4, 4.1):
+- a codebook of N = 2048 codes e_k over penultimate features F = g(x) (dim D), trained with the VQ loss
+  l_m = sum_i ||sg[F_i] - e_{k_i}||^2, k_i = argmin_j ||F_i - e_j||, on the WRONG natural and WRONG adversarial
+  features of the batch only (argmax != y); no gradient reaches the network;
+- d(F) = Euclidean distance to the nearest code; w+ = exp(d(F)/T) on natural terms, w- = exp(-d(F_adv)/T) on
+  adversarial terms, T = 10;
+- AT (eq. 5): alpha·w+·CE(f(x), y) + (1 - alpha)·w-·CE(f(x_adv), y), alpha = 0.2 (so AT+MeoW needs the clean
+  forward too); TRADES (eq. 6): w+·CE(f(x), y) + lambda·w-·KL(p(x) || p(x_adv)), lambda = the TRADES beta;
+- order per batch: attack, forwards, weights from the current codebook, then codebook update and network update.
+Choices the paper leaves open (ours):
+- codebook update: its own ``torch.optim.Adam`` (lr ``MeowConfig.lr`` = 1e-3) on l_m, one step per batch, applied
+  whatever the number of wrong samples (no host sync; with none, the gradient is zero and only Adam's momentum
+  moves codes). Codes start uniform in [-1/N, 1/N] as in VQ-VAE / taming-transformers. Like any VQ codebook it
+  may use few codes (collapse); then d is the distance to the few popular prototypes, which is still the
+  "typicalness" the paper measures;
+- features: the train-mode penultimate features of the loss forwards (``model.features``), detached, float32;
+- weights are detached (a per-sample reweighting, as in GAIRAT/MAIL) and normalised over the batch to mean 1
+  (the paper's constraint sum_i omega_i = 1, times B so that uniform weights give the unweighted loss). We
+  compute them as B·softmax(±d/T), which equals w / mean(w) without overflowing exp;
+- MeoW is defined for "at" and "trades" only (``MEOW_METHODS``); other bases raise an error.
+
+It plugs into ``total_loss`` as a ``base`` replacement.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +31,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from memloss.trainer.methods.losses import LossInputs, LossOutput, LossParams, kl_rows
 from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.te import RegularizerError
-from torch import Tensor
 
 MEOW_METHODS: tuple[str, ...] = ("at", "trades")
 

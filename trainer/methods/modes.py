@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/attacks.py"""
+"""Running a model for an attack: eval mode with parameter gradients off, restored exactly afterwards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/attacks.py"""
+"""The per-sample objectives an attack maximizes (CE, TRADES' KL, the CW margin), computed in float32."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from memloss.trainer.methods.threat import AttackConfigError
 from torch import Tensor
+
+from memloss.trainer.methods.threat import AttackConfigError
 
 #: Per-sample objective to MAXIMIZE: ``(logits_adv [B,C] float32, y [B] int64, p_clean [B,C] | None) -> [B]``.
 Objective = Callable[[Tensor, Tensor, Tensor | None], Tensor]

@@ -28,11 +28,11 @@ Choices where the references differ (see docs/../shared/spec/algorithms.md, Part
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from memloss.trainer.methods.modes import clean_probs, frozen_eval
 from memloss.trainer.methods.objectives import Objective, kl_objective, resolve_objective
 from memloss.trainer.methods.threat import PGDConfig, _ascent_step, _project, _random_start
-from torch import Tensor, nn
-
 
 
 def _run_once(

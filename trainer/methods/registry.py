@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/losses.py"""
+"""The base methods by name: what each needs from the trainer (attack objective and start, which forwards) and its
+loss function."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ LossFn = Callable[[LossInputs, LossParams], LossOutput]
 class MethodSpec:
     """What a base method needs from the trainer.
 
-    attack_objective: name in ``trainer.attacks.OBJECTIVES`` for the training attack, None = no attack.
-    attack_start: ``trainer.attacks.Start`` value of the training attack ("normal" / "uniform"), None = no attack.
+    attack_objective: name in ``memloss.trainer.methods.objectives.OBJECTIVES`` for the training attack, None = no attack.
+    attack_start: ``memloss.trainer.methods.threat.Start`` value of the training attack ("normal" / "uniform"), None = no attack.
     needs_clean_forward / needs_adv_forward / needs_helper: which train-mode forwards (and HAT's helper model
     and helper example x + 2·(x_adv - x), label = argmax of the helper on x_adv) ``loss_fn`` reads.
     """

@@ -1,6 +1,5 @@
-"""Baseline regularizers compared against MemLoss: Temporal Ensembling (TE) and Memorization Weights (MeoW).
-
-Both plug into ``trainer.losses.total_loss``: TE as an ``extra`` term, MeoW as a ``base`` replacement.
+"""Temporal Ensembling (TE), a baseline regularizer compared against MemLoss. It plugs into
+``memloss.trainer.methods.total.total_loss`` as an ``extra`` term (MeoW, the other baseline, is in meow.py).
 
 TE — Dong et al., "Exploring Memorization in Adversarial Training" (ICLR 2022), official code
 dongyp13/memorization-AT (loss.py ``PGD_TE``/``TRADES_TE``, train_te.py):
@@ -16,32 +15,10 @@ dongyp13/memorization-AT (loss.py ``PGD_TE``/``TRADES_TE``, train_te.py):
   HAT are not in the paper: by analogy MART (adversarial CE base) regularises f(x_adv) and HAT (TRADES base)
   f(x). This is our extension;
 - the official attack also maximises the TE term. ``te_attack_objective`` gives that objective as a callable
-  for ``trainer.attacks.pgd`` (per sample: CE_i + w·mean_c(...)^2 for AT/MART, beta·KL_i + w·mean_c(...)^2 for
+  for ``memloss.trainer.methods.pgd.pgd`` (per sample: CE_i + w·mean_c(...)^2 for AT/MART, beta·KL_i + w·mean_c(...)^2 for
   TRADES/HAT; the official batch means differ by the constant 1/B, which neither the sign step nor the
   per-sample L2 step sees). Using the plain objective instead is the trainer's choice and a documented deviation;
 - duplicate indices within one batch are not supported (the loader yields a permutation).
-
-MeoW — Zhang, Hong, Zhao, "Memorization Weights for Instance Reweighting in Adversarial Training" (AAAI 2023).
-No public code exists; from the paper text (sections 3.1-3.4, 4.1):
-- a codebook of N = 2048 codes e_k over penultimate features F = g(x) (dim D), trained with the VQ loss
-  l_m = sum_i ||sg[F_i] - e_{k_i}||^2, k_i = argmin_j ||F_i - e_j||, on the WRONG natural and WRONG adversarial
-  features of the batch only (argmax != y); no gradient reaches the network;
-- d(F) = Euclidean distance to the nearest code; w+ = exp(d(F)/T) on natural terms, w- = exp(-d(F_adv)/T) on
-  adversarial terms, T = 10;
-- AT (eq. 5): alpha·w+·CE(f(x), y) + (1 - alpha)·w-·CE(f(x_adv), y), alpha = 0.2 (so AT+MeoW needs the clean
-  forward too); TRADES (eq. 6): w+·CE(f(x), y) + lambda·w-·KL(p(x) || p(x_adv)), lambda = the TRADES beta;
-- order per batch: attack, forwards, weights from the current codebook, then codebook update and network update.
-Choices the paper leaves open (ours):
-- codebook update: its own ``torch.optim.Adam`` (lr ``MeowConfig.lr`` = 1e-3) on l_m, one step per batch, applied
-  whatever the number of wrong samples (no host sync; with none, the gradient is zero and only Adam's momentum
-  moves codes). Codes start uniform in [-1/N, 1/N] as in VQ-VAE / taming-transformers. Like any VQ codebook it
-  may use few codes (collapse); then d is the distance to the few popular prototypes, which is still the
-  "typicalness" the paper measures;
-- features: the train-mode penultimate features of the loss forwards (``model.features``), detached, float32;
-- weights are detached (a per-sample reweighting, as in GAIRAT/MAIL) and normalised over the batch to mean 1
-  (the paper's constraint sum_i omega_i = 1, times B so that uniform weights give the unweighted loss). We
-  compute them as B·softmax(±d/T), which equals w / mean(w) without overflowing exp;
-- MeoW is defined for "at" and "trades" only (``MEOW_METHODS``); other bases raise an error.
 """
 
 from __future__ import annotations
@@ -50,26 +27,19 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from memloss.errors import MemlossError
 from memloss.trainer.methods.losses import LossInputs, LossOutput
 from memloss.trainer.methods.objectives import Objective
 from memloss.trainer.methods.registry import get_method
-from torch import Tensor
-
-
 
 TE_ETA = 0.9  # EMA momentum (official --te-alpha)
-
-
 TE_MAX_WEIGHT = 300.0  # official --reg-weight
-
 
 # Official window: epochs 90 -> 150 of 200.
 _TE_START_FRACTION = 90 / 200
-
-
 _TE_END_FRACTION = 150 / 200
-
 
 #: Which logits TE regularises for each base method: "adv" = f(x_adv), "clean" = train-mode f(x).
 TE_TARGET: dict[str, str] = {"at": "adv", "trades": "clean", "mart": "adv", "hat": "clean"}
@@ -142,7 +112,7 @@ def te_logits(method: str, inputs: LossInputs) -> Tensor:
 
 
 def te_attack_objective(method: str, target: Tensor, weight: float, beta: float) -> Objective:
-    """Per-sample attack objective of the official TE code (to pass to ``trainer.attacks.pgd``).
+    """Per-sample attack objective of the official TE code (to pass to ``memloss.trainer.methods.pgd.pgd``).
 
     at/mart: CE_i(f(x_adv), y) + w·mean_c(p(x_adv) - p_hat)^2; trades/hat: beta·KL_i(p_clean || p(x_adv)) +
     w·mean_c(...)^2, where p_clean is the ``p_clean`` argument pgd passes (computed once in eval mode).

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/attacks.py"""
+"""The threat model of an attack (`PGDConfig`: norm, ε, step, steps, restarts, start) and its geometry: projection
+onto the ε-ball and [0, 1], the ascent step, and the random start."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from enum import StrEnum
 from typing import TypeVar
 
 import torch
-from memloss.errors import MemlossError
 from torch import Tensor
+
+from memloss.errors import MemlossError
 
 # Standard deviation of the "normal" start (TRADES/HAT/MART official code: x + 0.001 * randn).
 _NORMAL_START_STD = 0.001

@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/losses.py"""
+"""The one loss call of the trainer: base method + MemLoss term + regularizer terms."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def total_loss(
     """base method loss (+ MemLoss term when ``memory`` is given) (+ every ``extra`` regularizer term).
 
     ``base`` replaces the registry loss of ``method`` (used by MeoW, whose reweighted AT/TRADES loss comes from
-    ``trainer.regularizers.meow_loss``). ``extra`` maps a name to a term (e.g. TE's ``te_term``); its metrics are
+    ``memloss.trainer.methods.meow.meow_loss``). ``extra`` maps a name to a term (e.g. TE's ``te_term``); its metrics are
     merged under their own names. ``metrics["loss"]`` is the total.
     """
     out = base if base is not None else get_method(method).loss_fn(inputs, params)

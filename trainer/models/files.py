@@ -9,13 +9,12 @@ Nothing here unpickles (no torch.load), so loading a model file cannot run code.
 from pathlib import Path
 
 import torch
-from memloss.errors import MemlossError
-from memloss.trainer.common.files import atomic_write_bytes
 from torch import nn
 
+from memloss.errors import MemlossError
+from memloss.trainer.common.files import atomic_write_bytes
+
 MODEL_FORMAT_KEY = "memloss_format"
-
-
 MODEL_FORMAT = "model/1"
 
 

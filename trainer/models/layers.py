@@ -1,10 +1,12 @@
-"""DOCSTRING-NEEDED from trainer/models.py"""
+"""Layers every memloss model shares: `Normalize` (per-channel mean/std in buffers, the model's first layer) and
+`Classifier` (normalize → body → pool = features; fc = head)."""
 
 from collections.abc import Sequence
 
 import torch
-from memloss.trainer.data.registry import DatasetInfo
 from torch import nn
+
+from memloss.trainer.data.registry import DatasetInfo
 
 
 class Normalize(nn.Module):

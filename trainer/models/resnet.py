@@ -1,12 +1,13 @@
-"""DOCSTRING-NEEDED from trainer/models.py"""
+"""CIFAR ResNet-18 and PreAct ResNet-18 (kuangliu-style, as in TRADES, MART and HAT; see models/registry.py)."""
 
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from memloss.trainer.data.registry import DatasetInfo
 from memloss.trainer.models.layers import Classifier
-from torch import nn
 
 
 class BasicBlock(nn.Module):

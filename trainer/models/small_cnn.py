@@ -1,8 +1,9 @@
-"""DOCSTRING-NEEDED from trainer/models.py"""
+"""A small CNN for CPU runs (digits, synthetic): cheap enough for 10-step PGD training on 2 cores."""
+
+from torch import nn
 
 from memloss.trainer.data.registry import DatasetInfo
 from memloss.trainer.models.layers import Classifier
-from torch import nn
 
 
 def small_cnn(info: DatasetInfo) -> Classifier:

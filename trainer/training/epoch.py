@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/fit.py"""
+"""One epoch of training (the store's order → loader → augmentation → memory → step → store write), its per-epoch
+PGD-20 evaluation, the overlapped store commit, and the end-of-epoch writes (metrics, weights, resume point)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import torch
+
 from memloss.errors import MemlossError
 from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatModel
 from memloss.trainer.methods.pgd import pgd_robust
@@ -20,10 +22,7 @@ from memloss.trainer.training.session import Session, training_state
 from memloss.trainer.training.step import maybe_autocast, train_step
 
 EVAL_BATCH = 256
-
-
 NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
-
 
 # The forgetting monitor costs an extra eval-mode forward; measuring it on every 4th batch keeps that under 1 % of a
 # TRADES step while still covering a quarter of the training set each epoch.

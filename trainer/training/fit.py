@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from memloss.errors import ConfigError
-from memloss.trainer.config.defaults import config_from_dict, read_toml
+from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.training.epoch import evaluate_epoch, finish_epoch, start_commit, train_epoch, wait_commit
 from memloss.trainer.training.progress import Reporter
@@ -45,10 +45,11 @@ def resume_config(run_dir: Path, overrides: Mapping[str, Any], config_file: Path
 
 
 def _normalized(key: str, value: Any) -> Any:
-    if key == "beta_prime" and value is not None:
-        items = value.split(",") if isinstance(value, str) else value
-        return tuple(float(v) for v in (items if isinstance(items, (list, tuple)) else [items]))
-    return str(value) if key in ("eps", "step_size", "out", "store", "data_dir", "helper") and value is not None else value
+    """A value in comparable form: as the config holds it, paths as strings."""
+    if value is None:
+        return None
+    value = normalize_option(key, value)
+    return str(value) if key in ("out", "store", "data_dir", "helper") else value
 
 
 def _check_store_caught_up(s: Session, needed: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from memloss.memstore.quant import dequantize, quantize
 from memloss.trainer.training.augment import ViewParams, align_delta, apply_view
 

@@ -1,4 +1,4 @@
-"""The trainer-side state of the TE and MeoW regularizers (the pure terms live in trainer.regularizers), saved in the
+"""The trainer-side state of the TE and MeoW regularizers (the pure terms live in trainer/methods/te.py and meow.py), saved in the
 training state so that a resumed run continues them exactly."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from memloss.trainer.methods.meow import MeowBank, MeowConfig
 from memloss.trainer.methods.te import te_init, te_update, te_weight, te_window
-from torch import Tensor, nn
 
 
 class TEState:

@@ -14,23 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from memloss.errors import ConfigError
 from memloss.trainer.common.files import atomic_write_bytes
 from memloss.trainer.common.versions import git_commit, versions
 from memloss.trainer.config.schema import TrainConfig
 
 CONFIG_FILE = "config.json"
-
-
 METRICS_FILE = "metrics.jsonl"
-
-
 STATE_FILE = "last.state.pt"
-
-
 BEST_WEIGHTS = "best.safetensors"
-
-
 LAST_WEIGHTS = "last.safetensors"
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from memloss.errors import ConfigError
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create
@@ -29,7 +31,6 @@ from memloss.trainer.models.registry import build_model
 from memloss.trainer.training.memory import DeferredWriter
 from memloss.trainer.training.regstate import MeowState, TEState
 from memloss.trainer.training.step import StepSetup
-from torch import nn
 
 
 @dataclass

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from torch import nn
+
 from memloss.trainer.methods.losses import LossInputs, LossOutput, LossParams
 from memloss.trainer.methods.memloss import MemLossConfig, MemoryInputs
 from memloss.trainer.methods.meow import meow_loss
@@ -20,7 +22,6 @@ from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.methods.total import total_loss
 from memloss.trainer.training.memory import MemoryExamples
 from memloss.trainer.training.regstate import MeowState, TEState, forward
-from torch import nn
 
 # HAT's helper example x + h·(x_adv − x) with the official h = 2 (not clamped, not projected).
 HAT_HELPER_SCALE = 2.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from memloss.errors import ConfigError
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training.fit import FitResult, fit

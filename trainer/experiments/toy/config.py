@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/toy.py"""
+"""The toy experiment's settings (`ToyConfig`: the paper's values where it gives them, ours otherwise)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DOCSTRING-NEEDED from trainer/toy.py"""
+"""The toy network: a two-layer ReLU MLP whose single output z is returned as the logits [0, z], so that softmax is
+the paper's sigmoid and cross-entropy its BCE; plus the error helpers the runs use."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from memloss.trainer.experiments.toy.result import PanelData, ToyResult, ensure_out_dir
 
 if TYPE_CHECKING:

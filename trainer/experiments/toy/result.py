@@ -1,4 +1,4 @@
-"""DOCSTRING-NEEDED from trainer/toy.py"""
+"""What a toy run records (per-epoch traces, the plotted epoch's panel data) and its JSON file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from memloss.trainer.experiments.toy.config import ToyConfig, ToyConfigError
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from memloss.trainer.experiments.toy.config import RUN_NAMES, ToyConfig
 from memloss.trainer.experiments.toy.data import ToyData, make_toy_data
 from memloss.trainer.experiments.toy.model import TwoLogitMLP, build_toy_model, error_rate, wrong_mask
@@ -32,7 +34,6 @@ from memloss.trainer.experiments.toy.result import PanelData, RunTrace, ToyResul
 from memloss.trainer.methods.memloss import memloss_term
 from memloss.trainer.methods.pgd import pgd
 from memloss.trainer.methods.threat import PGDConfig
-from torch import Tensor, nn
 
 
 @dataclass
