@@ -19,7 +19,8 @@ VARIANT_NAMES = ("v1", "v2", "v3")
 REG_NAMES = ("none", "te", "meow")
 NORM_NAMES = ("Linf", "L2")
 MEMORY_VIEWS = ("recorded", "aligned")
-ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn")
+ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn", "wrn-28-10", "wrn-34-10", "wrn-70-16", "wrn-28-10-swish",
+              "wrn-34-10-swish", "wrn-70-16-swish")
 
 
 def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -87,6 +88,7 @@ class MethodConfig:
     reg: str = "none"
     helper: str | None = None
     memory_view: str = "recorded"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         _choice(self.method, METHOD_NAMES, "method")
@@ -101,6 +103,17 @@ class MethodConfig:
             raise ConfigError("beta, beta_prime and gamma must be ≥ 0")
         if self.method == "hat" and not self.helper:
             raise ConfigError("--method hat needs --helper CHECKPOINT (a model trained with --method standard)")
+        self._check_label_smoothing()
+
+    def _check_label_smoothing(self) -> None:
+        """Label smoothing acts on the clean CE term only (the published TRADES/HAT code): at and mart have none,
+        and MeoW's reweighted loss is computed without it."""
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing > 0 and (self.method in ("at", "mart") or self.reg == "meow"):
+            which = f"--method {self.method}" if self.method in ("at", "mart") else "--reg meow"
+            raise ConfigError(f"--label-smoothing smooths the clean CE term of standard, trades and hat; {which} "
+                              f"has none to smooth: drop --label-smoothing or use --method trades")
 
     def beta_prime_per_slot(self) -> tuple[float, ...]:
         """β′_k for k = 1..K: a single value applies to every slot; a shorter list leaves later slots at 0."""
@@ -111,13 +124,15 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with Nesterov momentum and a OneCycle (cosine) schedule stepped per batch."""
+    """SGD with Nesterov momentum and a OneCycle (cosine) schedule stepped per batch; `ema`: decay of the weight
+    average kept beside the model (None = none; training/ema.py)."""
 
     epochs: int = 10
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     pct_start: float = 0.25
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -126,6 +141,8 @@ class OptimConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.pct_start < 1:
             raise ConfigError(f"pct_start must be in (0, 1), got {self.pct_start}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"ema (the averaging decay) must be in (0, 1), e.g. --ema 0.995, got {self.ema}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 # The memory store's fingerprint of a split: sha256 of the labels as little-endian int64.
 from memloss.memstore.spec import labels_sha256 as labels_digest
 from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.data.beton_writer import write_bounded
 from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
 from memloss.trainer.data.sources import Source, default_data_dir, load_source
 
@@ -64,12 +65,12 @@ def prepare(name: str, split: str, data_dir: Path | str | None = None, *, n: int
     beton, sidecar = cache_paths(name, split, data_dir, n, resolution)
     request = {"format": CACHE_FORMAT, "name": name, "split": split, "shape": list(info.shape),
                "num_classes": info.num_classes}
-    cached = _read_sidecar(sidecar)
+    cached = read_sidecar(sidecar)
     if cached is not None and _matches(request, cached) and verify_beton(beton, cached) is None:
         return _prepared(beton, cached)
     source = load_source(name, split, data_dir, n=n, resolution=resolution, download=download)
     record = {**request, "n": len(source), "labels_sha256": labels_digest(source.labels)}
-    record["beton_bytes"] = _build(source, beton, record, num_workers)
+    record["beton_bytes"] = build_beton(source, beton, record, num_workers)
     atomic_write_bytes(sidecar, json.dumps(record, indent=1).encode())
     return _prepared(beton, record)
 
@@ -83,7 +84,7 @@ def _matches(request: dict, cached: dict) -> bool:
     return all(cached.get(key) == value for key, value in request.items())
 
 
-def _read_sidecar(sidecar: Path) -> dict | None:
+def read_sidecar(sidecar: Path) -> dict | None:
     """The sidecar's record, or None if it is missing or unreadable."""
     try:
         record = json.loads(sidecar.read_text())
@@ -92,7 +93,7 @@ def _read_sidecar(sidecar: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _build(source: Source, beton: Path, record: dict, num_workers: int | None) -> int:
+def build_beton(source: Source, beton: Path, record: dict, num_workers: int | None) -> int:
     """Writes `source` to a temporary file, verifies it, renames it to `beton`; returns its size in bytes."""
     beton.parent.mkdir(parents=True, exist_ok=True)
     tmp = beton.with_name(f".{beton.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -130,16 +131,15 @@ class _Samples:
 
 
 def write_beton(source: Source, path: Path, num_workers: int | None = None) -> None:
-    """Writes every sample of `source` to `path` with ffcv's DatasetWriter (fields image/label/index)."""
+    """Writes every sample of `source` to `path` (fields image/label/index) with FFCV's format and encoders,
+    `source.chunk` samples per work item, per-sample bookkeeping on disk (beton_writer.py)."""
     from ffcv.fields import IntField, NDArrayField
-    from ffcv.writer import DatasetWriter
 
     chunks = -(-len(source) // source.chunk)
     workers = max(1, min(num_workers or os.cpu_count() or 1, 8, chunks))
     fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=source.shape), "label": IntField(),
               "index": IntField()}
-    writer = DatasetWriter(str(path), fields, num_workers=workers)
-    writer.from_indexed_dataset(_Samples(source), chunksize=source.chunk)
+    write_bounded(_Samples(source), fields, path, chunk=source.chunk, workers=workers)
 
 
 def verify_beton(beton: Path, record: dict) -> str | None:

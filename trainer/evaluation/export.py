@@ -23,6 +23,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.methods.eval_attacks import EvaluationError
 from memloss.trainer.models.files import MODEL_FORMAT_KEY, load_model, resolve_checkpoint
+from memloss.trainer.models.zoo import zoo_definition
 
 # Prefixes that DataParallel/DistributedDataParallel ("module.") and torch.compile ("_orig_mod.") add to keys.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -71,23 +72,37 @@ def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source
     normalize = getattr(model, "normalize", None)
     mean = normalize.mean.flatten().tolist() if normalize is not None else None
     std = normalize.std.flatten().tolist() if normalize is not None else None
-    return {
+    num_classes = int(meta["num_classes"]) if meta.get("num_classes") else None
+    saved = [k for k in ("normalize.mean", "normalize.std") if k in model.state_dict()]
+    zoo = zoo_definition(meta["arch"], mean or [], std or [], num_classes or 0)
+    card = {
         "format": str(ExportFormat.ROBUSTBENCH), "arch": meta["arch"], "dataset": meta["dataset"],
-        "num_classes": int(meta["num_classes"]) if meta.get("num_classes") else None,
+        "num_classes": num_classes,
         "input_shape": [int(v) for v in meta["shape"].split(",")] if meta.get("shape") else None,
         "threat_model": {"norm": meta.get("norm"), "eps": meta.get("eps")},
         "input_range": [0.0, 1.0],
-        "normalization": {"mean": mean, "std": std, "inside_model": True,
-                          "buffers": ["normalize.mean", "normalize.std"]},
+        "normalization": {"mean": mean, "std": std, "inside_model": True, "buffers": saved},
         "parameters": sum(p.numel() for p in model.parameters()),
         "training_metadata": {k: v for k, v in meta.items() if k != MODEL_FORMAT_KEY},
         "source_checkpoint": str(source), "source_sha256": sha256, "files": dict(FILES),
-        "how_to_load": (f"model = <{meta['arch']} network with memloss's module names: normalize (buffers mean/std "
-                        f"of shape [1,C,1,1]), body, pool, fc>; model.load_state_dict(torch.load('model.pt', "
-                        f"weights_only=True)); model.eval(); inputs are float [B,C,H,W] in [0,1], normalization "
-                        f"is inside, outputs are logits. With memloss: memloss.trainer.models.build_model('{meta['arch']}', "
-                        f"trainer.data.dataset_info('{meta['dataset']}'))"),
+        "how_to_load": _how_to_load(meta, zoo),
     }
+    if zoo:
+        card["robustbench_zoo"] = zoo
+    return card
+
+
+def _how_to_load(meta: dict[str, str], zoo: dict[str, Any]) -> str:
+    with_memloss = (f"With memloss: memloss.trainer.models.build_model('{meta['arch']}', "
+                    f"memloss.trainer.data.dataset_info('{meta['dataset']}'))")
+    load = "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
+    if zoo:
+        return (f"model = {zoo['module']}.{zoo['class']}(**robustbench_zoo.kwargs) (the state dict has the zoo's "
+                f"keys); {load}; normalization: {zoo['normalization']}; inputs are float [B,C,H,W] in [0,1], "
+                f"outputs are logits. {with_memloss}")
+    return (f"model = <{meta['arch']} network with memloss's module names: normalize (buffers mean/std "
+            f"of shape [1,C,1,1]), body, pool, fc>; {load}; inputs are float [B,C,H,W] in [0,1], normalization "
+            f"is inside, outputs are logits. {with_memloss}")
 
 
 def export(checkpoint: Path, fmt: str, out: Path, *, results: Path | None = None) -> ExportResult:

@@ -8,6 +8,11 @@ Formulas: shared/spec/algorithms.md, Part A; constants of MART from its official
 
 - standard: CE(f(x), y)
 - at:       CE(f(x_adv), y)
+- label smoothing ε (``LossParams.label_smoothing``, default 0) applies to the clean-example term CE(f(x), y) only:
+  standard, trades and hat (never the KL, the adversarial CE, HAT's helper CE or MemLoss), as the published
+  TRADES/HAT code of the generated-data recipe does (DM-Improves-AT gowal21uncovering/utils/trades.py,
+  imrahulr/hat gowal21uncovering/utils/hat.py: ``SmoothCrossEntropyLoss`` on the natural logits):
+  (1-ε)·(-log p_y) + ε·mean_c(-log p_c), which is torch's ``cross_entropy(..., label_smoothing=ε)``
 - trades:   CE(f(x), y) + beta·KL(p(x) || p(x_adv))
 - mart:     BCE(f(x_adv), y) + beta·(1/B)·sum_i KL_i(p(x) || p(x_adv))·(1.0000001 - p_y(x)_i), with
             BCE = CE(f(x_adv), y) + NLL(log(1.0001 - p(x_adv) + 1e-12), y'), y' the most likely wrong class, and
@@ -76,14 +81,19 @@ def check_coefficient(name: str, value: float) -> None:
 @dataclass(frozen=True)
 class LossParams:
     """beta: weight of the robust (KL) term of TRADES/MART/HAT; gamma: weight of HAT's helper CE. Both >= 0;
-    a method ignores what it does not use. Per-dataset values are the trainer configuration's job."""
+    a method ignores what it does not use. label_smoothing in [0, 1): ε of the clean CE term (standard, trades,
+    hat). Per-dataset values are the trainer configuration's job."""
 
     beta: float
     gamma: float
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         check_coefficient("beta", self.beta)
         check_coefficient("gamma", self.gamma)
+        check_coefficient("label_smoothing", self.label_smoothing)
+        if self.label_smoothing >= 1:
+            raise LossConfigError(f"label_smoothing must be < 1, got {self.label_smoothing}")
 
 
 def kl_rows(logits_p: Tensor, logits_q: Tensor) -> Tensor:
@@ -107,14 +117,14 @@ def detached_metrics(**values: Tensor) -> dict[str, Tensor]:
     return {name: value.detach().float() for name, value in values.items()}
 
 
-def _ce(logits: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), y)
+def _ce(logits: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:
+    return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
 
 def standard_loss(inputs: LossInputs, params: LossParams) -> LossOutput:
-    """CE(f(x), y) (the non-robust model, e.g. HAT's helper)."""
+    """CE(f(x), y) (the non-robust model, e.g. HAT's helper), label-smoothed by params.label_smoothing."""
     clean = require(inputs.logits_clean, "logits_clean", "standard")
-    ce = _ce(clean, inputs.y)
+    ce = _ce(clean, inputs.y, params.label_smoothing)
     return LossOutput(ce, detached_metrics(ce=ce, acc_clean=_accuracy(clean, inputs.y)))
 
 
@@ -129,10 +139,10 @@ def at_loss(inputs: LossInputs, params: LossParams) -> LossOutput:
 
 
 def trades_loss(inputs: LossInputs, params: LossParams) -> LossOutput:
-    """TRADES: CE(f(x), y) + beta·KL(p(x) || p(x_adv)) (batchmean)."""
+    """TRADES: CE(f(x), y) + beta·KL(p(x) || p(x_adv)) (batchmean); the CE label-smoothed by params.label_smoothing."""
     clean = require(inputs.logits_clean, "logits_clean", "trades")
     adv = require(inputs.logits_adv, "logits_adv", "trades")
-    ce = _ce(clean, inputs.y)
+    ce = _ce(clean, inputs.y, params.label_smoothing)
     kl = kl_rows(clean, adv).mean()
     metrics = detached_metrics(ce=ce, kl=kl, acc_clean=_accuracy(clean, inputs.y), acc_adv=_accuracy(adv, inputs.y))
     return LossOutput(ce + params.beta * kl, metrics)

@@ -2,7 +2,9 @@
 
 A model file is rebuilt from its own metadata: `arch`, `dataset` and, when present, `resolution` give the
 architecture through `build_model`; the other keys (`num_classes`, `shape`, `norm`, `eps`, `method`, ...) are
-the caller's. The reserved key `memloss_format` marks our files, so a foreign safetensors file is refused.
+the caller's. A model whose normalization buffers are not in its state dict (the wide ResNets, whose keys follow
+the RobustBench zoo) gets them as `normalize_mean` / `normalize_std` metadata (comma-separated floats), written by
+`save_model` and applied by `load_model`. The reserved key `memloss_format` marks our files, so a foreign safetensors file is refused.
 Nothing here unpickles (no torch.load), so loading a model file cannot run code.
 """
 
@@ -33,7 +35,34 @@ def save_model(path: Path | str, model: nn.Module, meta: dict[str, str]) -> None
     if missing:
         raise ValueError(f"model metadata lacks {sorted(missing)}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={**meta, MODEL_FORMAT_KEY: MODEL_FORMAT}))
+    meta = {**meta, **normalization_meta(model, tensors), MODEL_FORMAT_KEY: MODEL_FORMAT}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def normalization_meta(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """`normalize_mean`/`normalize_std` for a model whose `normalize` buffers are not in `state`, else {}."""
+    normalize = getattr(model, "normalize", None)
+    if normalize is None or "normalize.mean" in state:
+        return {}
+    return {f"normalize_{name}": ",".join(repr(v) for v in getattr(normalize, name).flatten().tolist())
+            for name in ("mean", "std")}
+
+
+def _apply_normalization(path: Path | str, model: nn.Module, meta: dict[str, str]) -> None:
+    """Sets the model's mean/std buffers from `normalize_mean`/`normalize_std` metadata, when present."""
+    if "normalize_mean" not in meta:
+        return
+    normalize = getattr(model, "normalize", None)
+    if normalize is None:
+        raise CheckpointError(f"{path}: normalize_mean metadata but {meta['arch']} has no normalize layer")
+    for name in ("mean", "std"):
+        buffer = getattr(normalize, name)
+        try:
+            values = torch.tensor([float(v) for v in meta[f"normalize_{name}"].split(",")], dtype=buffer.dtype)
+            buffer.copy_(values.view_as(buffer))
+        except (KeyError, ValueError, RuntimeError):
+            raise CheckpointError(f"{path}: bad normalize_{name} metadata for {buffer.numel()} channels; "
+                                  f"use a model file written by memloss") from None
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, str]]:
@@ -49,6 +78,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} does not match a {meta['arch']} for {meta['dataset']} ({first}); "
                               f"use a model file written by memloss") from None
+    _apply_normalization(path, model, meta)
     return model.to(device).eval(), meta
 
 

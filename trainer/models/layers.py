@@ -10,12 +10,13 @@ from memloss.trainer.data.registry import DatasetInfo
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std per channel; `mean`/`std` are float32 [1, C, 1, 1] buffers (saved in the state_dict)."""
+    """(x - mean) / std per channel; `mean`/`std` are float32 [1, C, 1, 1] buffers, saved in the state_dict unless
+    `persistent` is False (the wide ResNets: the RobustBench zoo keeps them out of its state dicts)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], persistent: bool = True) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=persistent)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -1,4 +1,5 @@
-"""The classifiers: CIFAR ResNet-18, PreAct ResNet-18 and a small CNN, all taking [0, 1] images.
+"""The classifiers: CIFAR ResNet-18, PreAct ResNet-18, a small CNN and the published wide ResNets (WRN-28-10,
+WRN-34-10, WRN-70-16 and their SiLU "-swish" variants, models/wide_resnet.py), all taking [0, 1] images.
 
 Normalization is each model's first layer (`Normalize`, mean/std in buffers, the RobustBench convention), so attacks
 work in pixel space and the state_dict carries the statistics. Every model splits into `features(x) -> [B, D]`
@@ -14,23 +15,28 @@ and a linear layer on the 512 pooled values) keeps a coarse spatial layout, whic
 enough for 10-step PGD training on 2 CPU cores.
 """
 
+from functools import partial
+
+from torch import nn
+
 from memloss.errors import MemlossError
 from memloss.trainer.data.registry import DatasetInfo
-from memloss.trainer.models.layers import Classifier
 from memloss.trainer.models.resnet import preact_resnet18, resnet18
 from memloss.trainer.models.small_cnn import small_cnn
+from memloss.trainer.models.wide_resnet import WIDE_RESNETS, wide_resnet
 
-ARCHES: tuple[str, ...] = ("resnet18", "preact_resnet18", "small_cnn")
+ARCHES: tuple[str, ...] = ("resnet18", "preact_resnet18", "small_cnn", *WIDE_RESNETS)
 
 
 class ModelError(MemlossError):
     """An unknown architecture name."""
 
 
-_BUILDERS = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "small_cnn": small_cnn}
+_BUILDERS = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "small_cnn": small_cnn,
+             **{name: partial(wide_resnet, name) for name in WIDE_RESNETS}}
 
 
-def build_model(arch: str, info: DatasetInfo) -> Classifier:
+def build_model(arch: str, info: DatasetInfo) -> nn.Module:
     """A freshly initialised `arch` for inputs of `info.shape` in [0, 1], `info.num_classes` outputs."""
     if arch not in _BUILDERS:
         raise ModelError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHES)}")

@@ -14,6 +14,7 @@ from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatMode
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
+from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples
 from memloss.trainer.training.metrics import MetricSums
 from memloss.trainer.training.progress import Reporter
@@ -71,6 +72,8 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
     result.loss.backward()
     s.optimizer.step()
     s.scheduler.step()
+    if s.ema is not None:
+        s.ema.update(s.model)
     if s.writer is not None and result.x_adv is not None:
         t0 = time.perf_counter()
         s.writer.push(idx, result.x_adv.float() - x_view, views)
@@ -100,6 +103,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         reporter.step(position)
     if bool(nonfinite):
         _diverged(s, epoch, step)
+    if s.ema is not None:
+        s.ema.copy_buffers(s.model)  # BN statistics are copied, not averaged (the published update_bn)
     if s.writer is not None:
         t1 = time.perf_counter()
         s.writer.flush()
@@ -116,25 +121,35 @@ def _diverged(s: Session, epoch: int, step: int) -> None:
                            f"the last good state is {s.run_dir / 'last.state.pt'}; lower --lr or check the data")
 
 
-def evaluate_epoch(s: Session, epoch: int) -> dict[str, float]:
-    """Clean and PGD-20 accuracy on the test points: the evaluator's `pgd20` (Linf α = 2/255, L2 15/255, uniform
-    start), the paper's early-stopping attack."""
+def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
+    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack."""
     t = s.cfg.threat
     cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
     gen = torch.Generator(device=s.device).manual_seed(s.cfg.run.seed + 7919 * epoch)
-    s.model.eval()
+    model = s.model if model is None else model
+    model.eval()
     clean = robust = torch.zeros((), device=s.device)
     for start in range(0, len(s.eval_y), EVAL_BATCH):
         x = s.eval_x[start:start + EVAL_BATCH].to(s.device).float().div_(255.0)
         y = s.eval_y[start:start + EVAL_BATCH].to(s.device)
         with maybe_autocast(s.step.autocast, s.device):
             with torch.no_grad():
-                clean = clean + (s.model(x).argmax(1) == y).sum()
-            _, ok = pgd_robust(s.model, x, y, cfg, "ce", generator=gen)
+                clean = clean + (model(x).argmax(1) == y).sum()
+            _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)
         robust = robust + ok.sum()
     n = len(s.eval_y)
     clean_acc, robust_acc = (torch.stack([clean, robust]).float() / n).tolist()
     return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
+
+
+def evaluate_ema(s: Session, epoch: int) -> dict[str, float]:
+    """The weight average's own clean and PGD-20 accuracy (same attack and random starts), as `ema_*` keys; {}
+    without --ema."""
+    if s.ema is None:
+        return {}
+    evaluated = evaluate_epoch(s, epoch, s.ema.model)
+    return {"ema_test_clean_acc": evaluated["test_clean_acc"], "ema_test_pgd20_acc": evaluated["test_pgd20_acc"]}
 
 
 def _meta(s: Session, epoch: int) -> dict[str, str]:
@@ -170,4 +185,15 @@ def finish_epoch(s: Session, epoch: int, record: dict[str, Any]) -> None:
     if record["test_pgd20_acc"] >= s.best_robust:
         s.best_robust, s.best_epoch = record["test_pgd20_acc"], epoch
         save_model(s.run_dir / BEST_WEIGHTS, s.model, _meta(s, epoch))
+    if s.ema is not None:
+        _save_ema(s, s.ema, epoch, record)
     save_state(s.run_dir, training_state(s, epoch))
+
+
+def _save_ema(s: Session, ema: WeightAverage, epoch: int, record: dict[str, Any]) -> None:
+    """last-ema.safetensors, and best-ema.safetensors selected on the average's own PGD-20 accuracy."""
+    meta = {**_meta(s, epoch), "weights": "ema", "ema_decay": repr(ema.decay)}
+    save_model(s.run_dir / EMA_LAST_WEIGHTS, ema.model, meta)
+    if record["ema_test_pgd20_acc"] >= ema.best_robust:
+        ema.best_robust, ema.best_epoch = record["ema_test_pgd20_acc"], epoch
+        save_model(s.run_dir / EMA_BEST_WEIGHTS, ema.model, meta)

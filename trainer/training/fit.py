@@ -14,7 +14,8 @@ from typing import Any, Mapping
 from memloss.errors import ConfigError
 from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.training.epoch import evaluate_epoch, finish_epoch, start_commit, train_epoch, wait_commit
+from memloss.trainer.training.epoch import (evaluate_ema, evaluate_epoch, finish_epoch, start_commit, train_epoch,
+                                            wait_commit)
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.runs import create_run_dir, default_run_dir, load_state, read_config_record, read_metrics
 from memloss.trainer.training.session import Session, open_session, restore
@@ -83,7 +84,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> Fi
         for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
             trained = train_epoch(s, epoch, reporter)
             commit = start_commit(s)
-            evaluated = evaluate_epoch(s, epoch)
+            evaluated = {**evaluate_epoch(s, epoch), **evaluate_ema(s, epoch)}
             record = {"epoch": epoch, **trained, **evaluated, "store_commit_wait_s": wait_commit(commit),
                       "lr": s.scheduler.get_last_lr()[0]}
             finish_epoch(s, epoch, record)

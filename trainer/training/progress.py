@@ -14,6 +14,8 @@ def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
     """One human line per epoch from a metrics record."""
     parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}",
              f"clean {record['test_clean_acc']:.4f}", f"pgd20 {record['test_pgd20_acc']:.4f}"]
+    if record.get("ema_test_pgd20_acc") is not None:
+        parts.append(f"ema pgd20 {record['ema_test_pgd20_acc']:.4f}")
     if record.get("forgetting") is not None:
         parts.append(f"forgetting {record['forgetting']:.4f}")
     if record.get("mem_loss") is not None:

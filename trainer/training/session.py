@@ -28,6 +28,7 @@ from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.models.files import load_model, resolve_checkpoint
 from memloss.trainer.models.registry import build_model
+from memloss.trainer.training.ema import WeightAverage, make_weight_average
 from memloss.trainer.training.memory import DeferredWriter
 from memloss.trainer.training.regstate import MeowState, TEState
 from memloss.trainer.training.step import StepSetup
@@ -52,6 +53,7 @@ class Session:
     generator: torch.Generator
     store: Any | None = None
     writer: DeferredWriter | None = None
+    ema: WeightAverage | None = None
     orders: dict[int, np.ndarray] = field(default_factory=dict)
     start_epoch: int = 1
     best_robust: float = -1.0
@@ -91,7 +93,7 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
         helper, _ = load_model(resolve_checkpoint(cfg.method.helper), device)  # type: ignore[arg-type]
         helper.eval().requires_grad_(False)
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
-    return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma),
+    return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
                      _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
                      autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"))
 
@@ -136,6 +138,7 @@ def open_session(cfg: TrainConfig, run_dir: Path) -> Session:
     regs = _regularizers(cfg, model, info, train.n, eval_x[:1], device)
     session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
                       _step_setup(cfg, model, device, regs), generator, extras=regs)
+    session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
     session.store = _store(cfg, train, run_dir)
     order = session.order_for if session.store is not None else None
     session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
@@ -151,7 +154,8 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "scheduler": s.scheduler.state_dict(), "generator": s.generator.get_state(),
             "cpu_rng": torch.get_rng_state(), "best_robust": s.best_robust, "best_epoch": s.best_epoch,
             "store_epoch": epoch if s.store is not None else -1,
-            "extras": {k: v.state_dict() for k, v in s.extras.items()}}
+            "extras": {k: v.state_dict() for k, v in s.extras.items()},
+            "ema": s.ema.state_dict() if s.ema is not None else None}
 
 
 def restore(s: Session, state: dict[str, Any]) -> None:
@@ -164,4 +168,6 @@ def restore(s: Session, state: dict[str, Any]) -> None:
     s.best_robust, s.best_epoch = float(state["best_robust"]), int(state["best_epoch"])
     for name, extra in s.extras.items():
         extra.load_state_dict(state["extras"][name])
+    if s.ema is not None:
+        s.ema.load_state_dict(state["ema"])
     s.start_epoch = int(state["epoch"]) + 1
