@@ -138,13 +138,21 @@ def test_forward_backward_features_and_normalization_inside(arch: str) -> None:
         assert not torch.allclose(model(x), before)
 
 
-def test_model_files_record_and_restore_the_normalization(tmp_path: Path) -> None:
+@pytest.fixture
+def small_wrns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers WRN-10-2 (both definitions) for the file round trips: the same classes and code paths as the
+    published sizes (whose keys and loads are checked above) at 1 % of the bytes."""
+    monkeypatch.setitem(WIDE_RESNETS, "wrn-10-2", (10, 2, False))
+    monkeypatch.setitem(WIDE_RESNETS, "wrn-10-2-swish", (10, 2, True))
+
+
+def test_model_files_record_and_restore_the_normalization(small_wrns: None, tmp_path: Path) -> None:
     info = dataset_info("synthetic", 8)
-    model = build_model("wrn-28-10", info).eval()
+    model = build_model("wrn-10-2", info).eval()
     with torch.no_grad():
         model.normalize.mean.fill_(0.25)
         model.normalize.std.fill_(0.5)
-    save_model(tmp_path / "m.safetensors", model, {"arch": "wrn-28-10", "dataset": "synthetic", "resolution": "8"})
+    save_model(tmp_path / "m.safetensors", model, {"arch": "wrn-10-2", "dataset": "synthetic", "resolution": "8"})
     loaded, meta = load_model(tmp_path / "m.safetensors")
     assert meta["normalize_mean"] == "0.25,0.25,0.25" and meta["normalize_std"] == "0.5,0.5,0.5"
     x = torch.rand(2, *info.shape)
@@ -152,26 +160,27 @@ def test_model_files_record_and_restore_the_normalization(tmp_path: Path) -> Non
         assert torch.equal(loaded(x), model(x))
 
 
-def test_a_zoo_checkpoint_imports_and_a_memloss_export_goes_back(wrn: nn.Module, tmp_path: Path) -> None:
+def test_a_zoo_checkpoint_imports_and_a_memloss_export_goes_back(small_wrns: None, tmp_path: Path) -> None:
     """DM-Improves-AT's checkpoint layout (model_state_dict, DataParallel + Sequential prefixes) → memloss model file
     → the same outputs; `memloss export` of it → the zoo's class loads model.pt strictly, same outputs again."""
     from memloss.trainer.evaluation.export import export
     from memloss.trainer.models.zoo import import_zoo_checkpoint
 
-    zoo = _zoo_model("wrn-28-10-swish").eval()
-    zoo.load_state_dict(wrn.state_dict())
+    torch.manual_seed(0)
+    zoo = _zoo_model("wrn-10-2-swish").eval()
+    _randomize_bn(zoo)
     torch.save({"model_state_dict": {f"module.0.{k}": v for k, v in zoo.state_dict().items()}}, tmp_path / "dm.pt")
-    path = import_zoo_checkpoint(tmp_path / "dm.pt", "wrn-28-10-swish", "cifar10", tmp_path / "wang.safetensors",
+    path = import_zoo_checkpoint(tmp_path / "dm.pt", "wrn-10-2-swish", "cifar10", tmp_path / "wang.safetensors",
                                  norm="Linf", eps="8/255")
     ours, meta = load_model(path)
-    x = torch.rand(1, 3, 32, 32)
+    x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         expected = zoo(x)
         assert torch.allclose(ours(x), expected, atol=1e-5) and meta["eps"] == "8/255"
     result = export(path, "robustbench", tmp_path / "out")
     card = json.loads(result.card.read_text())
     assert card["robustbench_zoo"]["class"] == "DMWideResNet" and card["normalization"]["buffers"] == []
-    back = _zoo_model("wrn-28-10-swish").eval()
+    back = _zoo_model("wrn-10-2-swish").eval()
     back.load_state_dict(torch.load(result.pt, weights_only=True), strict=True)
     with torch.no_grad():
         assert torch.allclose(back(x), expected, atol=1e-5)
@@ -185,20 +194,21 @@ def test_zoo_state_dicts_lose_wrappers_and_the_unused_sub_block1() -> None:
     assert state == {"conv1.weight": t}
 
 
-def test_a_classic_zoo_checkpoint_imports_without_normalization(tmp_path: Path) -> None:
+def test_a_classic_zoo_checkpoint_imports_without_normalization(small_wrns: None, tmp_path: Path) -> None:
     """The zoo's classic WideResNet (TRADES-era, e.g. with sub_block1) takes raw inputs: mean 0, std 1 on import."""
     from memloss.trainer.models.files import CheckpointError
     from memloss.trainer.models.zoo import import_zoo_checkpoint
 
-    zoo = _robustbench("wide_resnet").WideResNet(depth=28, widen_factor=10, sub_block1=True).eval()
+    zoo = _robustbench("wide_resnet").WideResNet(depth=10, widen_factor=2, sub_block1=True).eval()
+    _randomize_bn(zoo)
     torch.save(zoo.state_dict(), tmp_path / "carmon.pt")
-    ours, _ = load_model(import_zoo_checkpoint(tmp_path / "carmon.pt", "wrn-28-10", "cifar10", tmp_path / "c.st"))
+    ours, _ = load_model(import_zoo_checkpoint(tmp_path / "carmon.pt", "wrn-10-2", "cifar10", tmp_path / "c.st"))
     assert ours.normalize.mean.abs().sum() == 0 and torch.all(ours.normalize.std == 1)
-    x = torch.rand(1, 3, 32, 32)
+    x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(ours(x), zoo(x), atol=1e-5)
-    with pytest.raises(CheckpointError, match="does not hold a wrn-34-10"):
-        import_zoo_checkpoint(tmp_path / "carmon.pt", "wrn-34-10", "cifar10", tmp_path / "bad.st")
+    with pytest.raises(CheckpointError, match="does not hold a wrn-10-2-swish"):
+        import_zoo_checkpoint(tmp_path / "carmon.pt", "wrn-10-2-swish", "cifar10", tmp_path / "bad.st")
 
 
 @pytest.mark.heavy

@@ -89,6 +89,9 @@ def _run_workers(samples: Samples, writer: Any, allocator: Any, tables: tuple[Pa
 
     ctx = mp.get_context("fork")
     work, errors, done = ctx.Queue(), ctx.Queue(), ctx.Value("Q", 0)
+    # If the workers stop early, chunk ranges stay queued; without this the exit of this process would wait forever
+    # for them to be read. On success the workers have read every item (and the sentinels) before they exit.
+    work.cancel_join_thread()
     for item in _chunks(len(samples), chunk):
         work.put(item)
     for _ in range(workers):

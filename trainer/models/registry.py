@@ -15,8 +15,6 @@ and a linear layer on the 512 pooled values) keeps a coarse spatial layout, whic
 enough for 10-step PGD training on 2 CPU cores.
 """
 
-from functools import partial
-
 from torch import nn
 
 from memloss.errors import MemlossError
@@ -32,12 +30,13 @@ class ModelError(MemlossError):
     """An unknown architecture name."""
 
 
-_BUILDERS = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "small_cnn": small_cnn,
-             **{name: partial(wide_resnet, name) for name in WIDE_RESNETS}}
+_BUILDERS = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "small_cnn": small_cnn}
 
 
 def build_model(arch: str, info: DatasetInfo) -> nn.Module:
     """A freshly initialised `arch` for inputs of `info.shape` in [0, 1], `info.num_classes` outputs."""
+    if arch in WIDE_RESNETS:
+        return wide_resnet(arch, info)
     if arch not in _BUILDERS:
         raise ModelError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHES)}")
     return _BUILDERS[arch](info)
