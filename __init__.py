@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "ToyConfig": "memloss.trainer.experiments.toy.config",
     "DemoConfig": "memloss.trainer.experiments.demo.run",
     "run_demo": "memloss.trainer.experiments.demo.run",
+    "compare": "memloss.trainer.experiments.compare.run",
     "MemlossError": "memloss.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
@@ -80,6 +81,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from memloss.trainer.evaluation.export import export
     from memloss.trainer.evaluation.results import EvalConfig, EvalResult
     from memloss.trainer.evaluation.run import evaluate
+    from memloss.trainer.experiments.compare.run import compare
     from memloss.trainer.experiments.demo.run import DemoConfig, run_demo
     from memloss.trainer.experiments.toy.config import ToyConfig
     from memloss.trainer.experiments.toy.run import run_toy

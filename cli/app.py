@@ -23,6 +23,7 @@ def _register(name: str, command: Callable[..., None]) -> None:
 
 
 def _register_all() -> None:
+    from memloss.cli.compare import compare
     from memloss.cli.demo import demo
     from memloss.cli.evaluate import evaluate, export
     from memloss.cli.inspect_store import inspect_store
@@ -33,6 +34,7 @@ def _register_all() -> None:
     _register("inspect-store", inspect_store)
     _register("evaluate", evaluate)
     _register("export", export)
+    _register("compare", compare)
     _register("toy", toy)
     _register("demo", demo)
 

@@ -7,7 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from memloss.cli.common import threads_option
+from memloss.cli.endings import interruptible_run, print_summary
+
 Opt = typer.Option
+# Options of this invocation only (how to run, not what to train): not part of the run's config.
+RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every")
 
 
 def train(
@@ -16,11 +21,11 @@ def train(
     store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL (default: RUN_DIR/memory.zarr)")] = None,
     method: Annotated[Optional[str], Opt(help="Base method: standard | at | trades | mart | hat (default: trades)")] = None,
     beta: Annotated[Optional[float], Opt(help="Robust-term weight β (default: the paper's for dataset and method)")] = None,
-    beta_prime: Annotated[Optional[str], Opt(help="MemLoss weight β′: one value for all slots, or one per slot like 2,1,0.5 (default: 2; HAT: 1)")] = None,
+    beta_prime: Annotated[Optional[str], Opt(help="MemLoss weight β′: one value for every memory age, or one per age like 2,1,0.5 (age k = the adversarial examples of epoch n−k) (default: 2; HAT: 1)")] = None,
     gamma: Annotated[Optional[float], Opt(help="HAT helper-term weight γ (default: 0.5)")] = None,
     memloss_variant: Annotated[Optional[str], Opt(help="MemLoss term: v1 (weighted, paper eq. 5) | v2 | v3 (default: v1)")] = None,
     reg: Annotated[Optional[str], Opt(help="Extra regularizer: none | te | meow (default: none)")] = None,
-    helper: Annotated[Optional[str], Opt(help="HAT helper: a checkpoint (.safetensors or run directory) of a model trained with --method standard")] = None,
+    helper: Annotated[Optional[str], Opt(help="HAT helper: a model trained with --method standard: a .safetensors file, or its run directory (then its last.safetensors)")] = None,
     memory_view: Annotated[Optional[str], Opt(help="recorded: memory example = its own epoch's view + δ (as the official code) | aligned: δ moved into the current view (default: recorded)")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs (default: 70 CIFAR, 22 SVHN, 10 digits, 5 synthetic)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Batch size (default: 128; digits 64)")] = None,
@@ -40,16 +45,18 @@ def train(
     memory_budget: Annotated[Optional[str], Opt(help="RAM for the store's window of memory, e.g. 2GiB, 512MB (default: 2GiB)")] = None,
     track_forgetting: Annotated[Optional[bool], Opt("--track-forgetting/--no-track-forgetting", help="Log accuracy on the previous epoch's adversarial examples; for K=0 keeps a store just for this")] = None,
     data_dir: Annotated[Optional[str], Opt(help="Dataset directory (default: $MEMLOSS_DATA or ~/.cache/memloss/data)")] = None,
-    n: Annotated[Optional[int], Opt(help="synthetic only: number of training samples")] = None,
-    resolution: Annotated[Optional[int], Opt(help="synthetic only: image side in pixels")] = None,
+    n: Annotated[Optional[int], Opt(help="Training samples: the first N of the training split; synthetic: N generated (default: all; synthetic 1024)")] = None,
+    resolution: Annotated[Optional[int], Opt(help="synthetic only: image side in pixels (default: 32)")] = None,
     config: Annotated[Optional[Path], Opt(help="TOML file with any of these options; command-line values win")] = None,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped")] = None,
+    threads: Annotated[str, threads_option()] = "auto",
+    log_every: Annotated[int, Opt(help="Steps between the per-step TensorBoard scalars; 0 = per epoch only (default: 50)", show_default=False)] = 50,
 ) -> None:
     """Train a model adversarially, with the MemLoss term when --k > 0.
 
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
-    overrides = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    overrides = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
     from memloss.trainer.config.defaults import resolve_config
     from memloss.trainer.training.fit import fit, resume_config
 
@@ -57,4 +64,6 @@ def train(
         cfg = resume_config(resume, overrides, config)
     else:
         cfg = resolve_config(overrides, config)
-    fit(cfg, resume=resume)
+    with interruptible_run(cfg, resume):
+        result = fit(cfg, resume=resume, threads=threads, log_every=log_every)
+    print_summary(result)

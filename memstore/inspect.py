@@ -1,4 +1,5 @@
-"""Inspection of a store: a JSON-able summary, a rich rendering of it, and a PNG of code and scale distributions.
+"""Inspection of a store: a JSON-able summary, a rich rendering of it, and the code and scale distributions that
+`memloss.trainer.plots.store` draws.
 
 Works read-only, also on a store that a running training is writing: it reports the last committed state and
 counts only rows whose epoch stamp equals their slot's committed epoch. Rows are read block by block, so RAM stays
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 from zarr.core.sync import sync
 
-from memloss.errors import MemlossError
 from memloss.memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle
 
 DEFAULT_SAMPLE_COORDS = 50_000_000  # per slot; about 50 MB of codes read
@@ -189,69 +189,65 @@ def _bytes_on_disk(handle: ZarrHandle) -> tuple[dict[str, int], dict[int, int]]:
 
 
 def render_summary(summary: dict[str, Any]) -> Any:
-    """A rich renderable (tables) of a `summarize` result."""
+    """A rich renderable (tables that fit 80 columns) of a `summarize` result. Terms: the store is a ring of K+1
+    *ring slots*; each holds the perturbations of one epoch (the memory of age k in epoch n is epoch n−k)."""
     from rich.console import Group
     from rich.table import Table
 
     head = Table(title=f"memory store {summary['url']}", show_header=False)
-    d, t = summary["dataset"], summary["threat"]
+    d, t, lay = summary["dataset"], summary["threat"], summary["layout"]
+    ratio = summary["ratio_vs_float32"]
     rows = [
         ("format", f"{summary['format']} v{summary['format_version']} (memloss {summary['memloss_version']})"),
-        ("dataset", f"{d['name']}  N={d['n']}  shape={tuple(d['shape'])}  labels sha256 {d['labels_sha256'][:12]}"),
-        ("threat model", f"{t['norm']} eps={t['eps']} ({t['eps_float']:.6g})"),
-        ("K / slots", f"{summary['k']} / {summary['slots']}"),
+        ("dataset", f"{d['name']}, N = {d['n']}, shape {tuple(d['shape'])}"),
+        ("labels sha256", d["labels_sha256"][:16]),
+        ("threat model", f"{t['norm']} ε = {t['eps']} ({t['eps_float']:.6g})"),
+        ("K / ring slots", f"{summary['k']} / {summary['slots']}"),
         ("committed epochs", ", ".join(map(str, summary["committed_epochs"])) or "none"),
-        ("bytes on disk", f"{summary['bytes_on_disk']:,} (float32 equivalent {summary['float32_equivalent_bytes']:,},"
-                          f" ratio {summary['ratio_vs_float32']})"),
-        ("layout", f"block {summary['layout']['block_size']} samples x {summary['layout']['num_blocks']} blocks,"
-                   f" codecs {summary['layout']['codecs']}"),
+        ("bytes on disk", f"{_size(summary['bytes_on_disk'])} ({ratio}x smaller than float32)" if ratio
+         else _size(summary["bytes_on_disk"])),
+        ("layout", f"{lay['num_blocks']} blocks of {lay['block_size']} samples"),
+        ("codecs", str(lay["codecs"])),
     ]
     for key, value in rows:
         head.add_row(key, str(value))
-    slots = Table(title="slots")
-    cols = {"slot": "slot", "epoch": "epoch", "valid_entries": "valid", "bytes_per_coord": "B/coord",
-            "ratio_vs_float32": "x f32", "mean_abs_delta_over_eps": "mean |d|/eps", "at_eps_fraction": "at +-eps",
-            "code_entropy_bits": "H(code) bits", "sampled_blocks": "blocks read"}
+    slots = Table(title="ring slots (one epoch each)", caption=summary.get("stats_note"))
+    cols = {"slot": "ring\nslot", "epoch": "holds\nepoch", "valid_entries": "valid\nrows",
+            "bytes_per_coord": "bytes/\ncoord", "ratio_vs_float32": "vs\nf32", "mean_abs_delta_over_eps": "mean\n|δ|/ε",
+            "at_eps_fraction": "at ±ε", "code_entropy_bits": "H(code)\nbits"}
     for label in cols.values():
-        slots.add_column(label)
+        slots.add_column(label, justify="right")
     for s in summary["per_slot"]:
-        slots.add_row(*("-" if s[c] is None else str(s[c]) for c in cols))
+        slots.add_row(*(_cell(s[c]) for c in cols))
     return Group(head, slots)
 
 
-def plot_store(url: UrlLike, png_path: str | Path, *, sample_coords: int = DEFAULT_SAMPLE_COORDS) -> Path:
-    """Writes a PNG with the histogram of δ codes per committed slot and the distribution of scales s/ε."""
-    import matplotlib
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _size(nbytes: int) -> str:
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= factor:
+            return f"{nbytes / factor:.2f} {unit} ({nbytes:,} B)"
+    return f"{nbytes} B"
+
+
+def slot_distributions(url: UrlLike, *, sample_coords: int = DEFAULT_SAMPLE_COORDS) -> dict[str, Any]:
+    """What the store figure draws: per ring slot holding a committed epoch, the histogram of δ codes (int64 [256],
+    code 128 = 0, 1 and 255 = ∓ the sample's scale s) and a sample of per-sample scales s/ε (float [≤100 000]);
+    plus the dataset name, threat model and K."""
     handle = open_handle(url, expect=None, read_only=True)
     stats = _all_slot_stats(handle, sample_coords, seed=0)
-    png = Path(png_path)
-    if not png.parent.exists():
-        raise MemlossError(f"directory {png.parent} does not exist; create it or choose another --plot path")
-    fig, (ax_codes, ax_scale) = plt.subplots(1, 2, figsize=(11, 4))
     eps = handle.spec.threat.eps_float
-    for slot, st in sorted(stats.items()):
-        label = f"slot {slot} (epoch {handle.state.slot_epochs[slot]})"
-        ax_codes.step(np.arange(256), np.maximum(st.hist, 0.5), where="mid", label=label)
-        if st.scales:
-            ratios = np.concatenate(st.scales) / eps
-            # Fixed edges: every scale may equal ε exactly (saturated PGD), which leaves no data range for bins=50.
-            edges = np.linspace(0.0, max(1.0, float(ratios.max())), 51)
-            ax_scale.hist(ratios, bins=edges, histtype="step", label=label)
-    ax_codes.set(yscale="log", xlabel="code (128 = 0, 1/255 = -s/+s)", ylabel="count", title="delta codes")
-    ax_scale.set(xlabel="scale s / eps", ylabel="samples", title="per-sample scale")
-    if stats:
-        ax_codes.legend(fontsize=7)
-        ax_scale.legend(fontsize=7)
-    else:
-        ax_codes.text(0.5, 0.5, "no committed epoch yet", ha="center", transform=ax_codes.transAxes)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    slots = {slot: {"epoch": handle.state.slot_epochs[slot], "hist": st.hist,
+                    "scale_over_eps": np.concatenate(st.scales) / eps if st.scales else np.zeros(0)}
+             for slot, st in sorted(stats.items())}
+    threat = handle.spec.threat.to_dict()
+    return {"url": handle.url, "dataset": handle.spec.fingerprint.name, "norm": threat["norm"],
+            "eps": str(threat["eps"]), "k": handle.spec.k, "slots": slots}
 
 
 def entropy_bits(hist: np.ndarray) -> float:

@@ -13,3 +13,19 @@ torch.set_num_threads(1)
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory shared by the whole test session (digits/synthetic .beton files are built once)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """Three tiny synthetic runs in one folder, each evaluated (eval.json, PGD-20 on 16 points): two seeds of K=1
+    (k1-s0, k1-s1) and one of K=0 (k0-s0); TensorBoard scalars every 2 steps."""
+    import memloss
+
+    root = tmp_path_factory.mktemp("runs")
+    for k, seed in ((1, 0), (1, 1), (0, 0)):
+        cfg = memloss.train_config(dataset="synthetic", n=128, resolution=8, batch_size=32, eval_n=16,
+                                   attack_steps=2, epochs=3, k=k, seed=seed, out=str(root / f"k{k}-s{seed}"),
+                                   data_dir=str(data_dir))
+        run = memloss.fit(cfg, quiet=True, threads=1, log_every=2)
+        memloss.evaluate(run.run_dir, attacks="pgd20,cw", n=16, data_dir=data_dir, out=run.run_dir / "eval.json")
+    return root

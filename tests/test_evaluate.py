@@ -193,13 +193,19 @@ def test_resume_after_interrupt_matches_uninterrupted_run(checkpoint: Path, tmp_
         def __init__(self, batches: int) -> None:
             self.left, self.begun = batches, {}
 
-        def begin(self, task: str, total: int, completed: int) -> None:
+        def begin(self, task: str, total: float, completed: float = 0, unit: str = "batches") -> None:
             self.begun[task] = completed
 
-        def advance(self, task: str) -> None:
+        def advance(self, task: str, amount: float = 1) -> None:
             self.left -= 1
             if self.left == 0:
                 raise KeyboardInterrupt
+
+        def status(self, task: str, text: str, *, log: bool = True) -> None:
+            pass
+
+        def end(self, task: str) -> None:
+            pass
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg, StopAfter(5))
@@ -212,7 +218,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(checkpoint: Path, tmp_
 
     watcher = StopAfter(-1)
     resumed = evaluate(cfg, watcher)
-    assert watcher.begun == {"pgd20": 4, "cw": 1} and watcher.left == -1 - 3
+    assert watcher.begun == {"pgd20": 64, "cw": 16} and watcher.left == -1 - 3  # points restored
     assert resumed.resumed_batches == 5 and not state.exists() and out.exists()
     fresh = evaluate(EvalConfig(checkpoint, attacks=("pgd20", "cw"), n=64, batch_size=16, seed=1, device="cpu"))
     for a, b in zip(resumed.attacks, fresh.attacks):
@@ -292,7 +298,7 @@ def test_cli_evaluate_prints_table_and_writes_json(checkpoint: Path, tmp_path: P
     result = CliRunner().invoke(cli_app(), ["evaluate", str(checkpoint), "--attacks", "pgd20,cw", "--n", "20",
                                             "--batch-size", "10", "--eps", "8/255", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for text in ("clean", "pgd20", "cw", "worst case", "ε = 8/255", "pgd20: batch 2/2"):
+    for text in ("clean", "pgd20", "cw", "worst case", "ε = 8/255", "pgd20: 20/20 points  robust"):
         assert text in result.output
     assert json.loads(out.read_text())["eps"] == "8/255"
 
@@ -327,3 +333,4 @@ def test_autoattack_log_goes_to_file_and_warnings_are_kept(tmp_path: Path) -> No
     text = (tmp_path / "sub" / "r.aa.log").read_text()
     assert "successfully perturbed" in text and "after the run" not in text
     assert not logger.handlers
+

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from memloss.cli.inspect_store import inspect_store
 from memloss.errors import MemlossError
 from memloss.memstore.codecs import DEFAULT_CODES_CODEC
-from memloss.memstore.inspect import plot_store, render_summary, summarize
+from memloss.memstore.inspect import render_summary, summarize
+from memloss.trainer.plots.store import plot_store
 from memloss.memstore.quant import quantize
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store
@@ -75,8 +76,8 @@ def test_sampled_statistics_say_so(tmp_path: Path) -> None:
 def test_plot_writes_png(tmp_path: Path) -> None:
     url = tmp_path / "s.zarr"
     fill_store(url, epochs=2)
-    png = plot_store(url, tmp_path / "p.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png, pdf = plot_store(url, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
 
 
 def test_summary_refuses_non_store(tmp_path: Path) -> None:
@@ -103,6 +104,6 @@ def test_cli_json_table_plot_and_errors(tmp_path: Path) -> None:
     res = runner.invoke(cli_app(), ["inspect-store", str(url), "--plot", str(tmp_path / "p.png")])
     assert res.exit_code == 0 and "8/255" in res.stdout and (tmp_path / "p.png").exists()
     res = runner.invoke(cli_app(), ["inspect-store", str(tmp_path / "missing")])
-    assert isinstance(res.exception, MemlossError) and "no memory store" in str(res.exception)
+    assert isinstance(res.exception, MemlossError) and "no memory store or run directory" in str(res.exception)
     res = runner.invoke(cli_app(), ["inspect-store", "--help"])
     assert res.exit_code == 0 and "--plot" in res.stdout

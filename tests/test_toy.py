@@ -104,6 +104,7 @@ def test_plots_and_json_are_written(quick_result: ToyResult, tmp_path: Path) -> 
     assert [p.name for p in paths] == ["toy_panels.png", "toy_clean_boundary.png", "toy_forgetting.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     saved = json.loads(save_toy_result(quick_result, tmp_path / "figs").read_text())
     assert saved["summary"]["AT"]["final_forgetting"] == quick_result.runs["AT"].forgetting[-1]
     assert saved["config"]["epochs"] == quick_result.config.epochs
@@ -130,6 +131,6 @@ def test_cli_quick_writes_json_and_pngs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["toy", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "AT+MemLoss" in result.output
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "toy_result.json", "toy_panels.png", "toy_clean_boundary.png", "toy_forgetting.png"
-    }
+    figures = {f"toy_{name}.{ext}" for name in ("panels", "clean_boundary", "forgetting") for ext in ("png", "pdf")}
+    assert {p.name for p in tmp_path.iterdir()} == {"toy_result.json", *figures}
+    assert "AT+MemLoss: 12/12 epochs" in result.output  # plain progress lines when not a terminal

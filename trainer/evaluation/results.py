@@ -1,32 +1,25 @@
-"""The evaluation's configuration (`EvalConfig`), its results (`AttackResult`, `EvalResult`, JSON-able) and the
-progress protocol the CLI implements (`ProgressSink`)."""
+"""The evaluation's configuration (`EvalConfig`) and its results (`AttackResult`, `EvalResult`, JSON-able). Progress
+goes to a `memloss.trainer.common.progress.ProgressSink`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from memloss.trainer.common.threads import ThreadChoice, Threads, parse_threads
 from memloss.trainer.evaluation.sweep import SweepSpec, check_sweeps
 from memloss.trainer.methods.eval_attacks import EvaluationError, ThreatModel, check_norm, parse_attacks, parse_eps
-
-
-class ProgressSink(Protocol):
-    """Receives progress: `begin` once per task (an attack, or 'clean') with its batch count and the batches already
-    done (restored on resume), then `advance` after each batch."""
-
-    def begin(self, task: str, total: int, completed: int) -> None: ...
-
-    def advance(self, task: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """What `evaluate` runs. norm/eps None = the threat model stored in the checkpoint; eps is a string, echoed
     exactly ('8/255', '0.1'). n None = the whole test set. out None = no results file, no state file, no resume.
-    device 'auto' = CUDA when available."""
+    device 'auto' = CUDA when available. threads: torch's CPU threads, an int, 'auto' (the fastest count measured
+    by a short probe, or $OMP_NUM_THREADS when set) or None (the process's current setting)."""
 
     checkpoint: Path
     attacks: tuple[str, ...] | str = ("aa", "pgd+", "cw")
@@ -40,12 +33,14 @@ class EvalConfig:
     out: Path | None = None
     data_dir: Path | None = None
     plot: Path | None = None
+    threads: Threads = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "threads", parse_threads(self.threads))
         object.__setattr__(self, "attacks", tuple(str(a) for a in parse_attacks(self.attacks)))
         check_sweeps(self.sweeps)
         if not self.attacks and not self.sweeps:
-            raise EvaluationError("nothing to run: give --attacks (aa, pgd+, cw, pgd20, all) or --sweep")
+            raise EvaluationError("nothing to run: give --attacks (e.g. aa, pgd+, cw, pgd20, all) or --sweep")
         if self.n is not None and self.n < 1:
             raise EvaluationError(f"--n must be ≥ 1, got {self.n}")
         if self.batch_size < 1:
@@ -103,6 +98,7 @@ class EvalResult:
     versions: dict[str, str]
     resumed_batches: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    threads: ThreadChoice | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -132,4 +128,6 @@ class EvalResult:
             "sweeps": {k: [r.to_dict() for r in rows] for k, rows in self.sweeps.items()},
             "warnings": list(self.warnings), "suspicious": bool(self.warnings), "versions": self.versions,
             "resumed_batches": self.resumed_batches, "files": self.files,
+            "threads": self.threads.threads if self.threads else None,
+            "threads_chosen_by": self.threads.how if self.threads else None,
         }

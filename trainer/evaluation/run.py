@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,9 +26,12 @@ from torch import nn
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
+from memloss.trainer.common.progress import ProgressSink, SilentProgress
+from memloss.trainer.common.threads import choose_threads, model_probe, using_threads
 from memloss.trainer.evaluation.aa_log import autoattack_log
+from memloss.trainer.evaluation.aa_progress import AttackProgress, following_autoattack
 from memloss.trainer.evaluation.inputs import load_eval_model, load_points, resolve_threat
-from memloss.trainer.evaluation.results import AttackResult, EvalConfig, EvalResult, ProgressSink
+from memloss.trainer.evaluation.results import AttackResult, EvalConfig, EvalResult
 from memloss.trainer.evaluation.state import EvalState, side_file
 from memloss.trainer.methods.eval_attacks import (
     ATTACKS,
@@ -42,6 +46,7 @@ from memloss.trainer.models.files import read_model_meta, resolve_checkpoint
 
 # Tolerance of the probability-output check (AutoAttack's check_range_output uses the same).
 PROB_TOL = 1e-5
+PROBE_POINTS = 128
 
 
 def batches(n: int, size: int) -> list[slice]:
@@ -92,15 +97,23 @@ def attack_batch(spec: AttackSpec, model: nn.Module, xb: torch.Tensor, yb: torch
 
 def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: np.ndarray,
              parts: list[slice], state: EvalState, ctx: RunContext) -> AttackResult:
-    """Every batch of one attack, skipping the batches the state already holds."""
-    done = sum(state.get(spec.name, i) is not None for i in range(len(parts)))
-    ctx.progress.begin(spec.name, len(parts), done)
-    for i, part in enumerate(parts):
-        if state.get(spec.name, i) is not None:
-            continue
-        xb, yb = to_input(x[part], ctx.device), y[part].to(ctx.device)
-        state.put(spec.name, i, attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i))
-        ctx.progress.advance(spec.name)
+    """Every batch of one attack, skipping the batches the state already holds. Progress is in points, with the
+    running robust accuracy (and, for AutoAttack, the sub-attack running)."""
+    follow = AttackProgress(ctx.progress, spec.name, spec.subattacks)
+    done = [state.get(spec.name, i) for i in range(len(parts))]
+    follow.points_done = sum(p.stop - p.start for p, r in zip(parts, done) if r is not None)
+    follow.robust_done = sum(sum(r["robust"]) for r in done if r is not None)
+    ctx.progress.begin(spec.name, len(y), follow.points_done, unit="points")
+    with following_autoattack(follow) if spec.family == "autoattack" else nullcontext():
+        for i, part in enumerate(parts):
+            if done[i] is not None:
+                continue
+            follow.start_batch(part.stop - part.start)
+            xb, yb = to_input(x[part], ctx.device), y[part].to(ctx.device)
+            record = attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i)
+            state.put(spec.name, i, record)
+            follow.end_batch(sum(record["robust"]))
+    ctx.progress.end(spec.name)
     records = [state.get(spec.name, i) for i in range(len(parts))]
     return collect(spec, [r for r in records if r is not None])
 
@@ -112,14 +125,6 @@ def collect(spec: AttackSpec, records: list[dict[str, Any]]) -> AttackResult:
         seconds=sum(r["seconds"] for r in records),
         max_perturbation=max(r["max_perturbation"] for r in records),
         x_min=min(r["x_min"] for r in records), x_max=max(r["x_max"] for r in records))
-
-
-class _Silent:
-    def begin(self, task: str, total: int, completed: int) -> None:
-        pass
-
-    def advance(self, task: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -170,10 +175,12 @@ def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None,
     state = EvalState(side_file(cfg.out, ".state.json") if cfg.out else None,
                       settings_of(cfg, sha, meta, threat, len(y), specs))
     restored = state.restored()
-    ctx = RunContext(device, cfg.seed, progress or _Silent())
+    ctx = RunContext(device, cfg.seed, progress or SilentProgress())
     parts = batches(len(y), cfg.batch_size)
-    log = side_file(cfg.out, ".aa.log") if cfg.out and "aa" in cfg.attacks else None
-    with autoattack_log(log) as aa_warnings:
+    uses_aa = any(s.family == "autoattack" for s in specs)
+    log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa else None
+    threads = choose_threads(cfg.threads, _probe(model, x, y, cfg.batch_size, device), device)
+    with using_threads(threads.threads), autoattack_log(log) as aa_warnings:
         correct, warnings = clean_pass(model, x, y, parts, device)
         results = {s.name: run_spec(s, model, x, y, correct, parts, state, ctx) for s in specs}
     warnings += aa_warnings
@@ -183,20 +190,31 @@ def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None,
         attacks=tuple(results[s.name] for s in attacks),
         sweeps={k: tuple(results[s.name] for s in rows) for k, rows in sweeps.items()},
         warnings=tuple(warnings), versions=package_versions(), resumed_batches=restored,
-        files={"aa_log": str(log)} if log else {})
+        files={"aa_log": str(log)} if log else {}, threads=threads)
     return finish(cfg, result, state)
+
+
+def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+           device: torch.device) -> Callable[[], None]:
+    """One attack step (forward and backward) on the first evaluation batch (at most PROBE_POINTS points, which
+    bounds the probe's cost on large models), for `--threads auto`."""
+    n = min(batch_size, len(y), PROBE_POINTS)
+    return model_probe(model, to_input(x[:n], device), y[:n].to(device))
 
 
 def finish(cfg: EvalConfig, result: EvalResult, state: EvalState) -> EvalResult:
     """Writes the plot and the results JSON, then drops the state file (the run is complete)."""
     files = dict(result.files)
     if cfg.plot is not None:
-        from memloss.trainer.evaluation.sweep import plot_sweeps
+        from memloss.trainer.plots.sweep import plot_sweeps
 
         curves = {kind: [(r.params["steps" if kind == "steps" else "restarts"], r.robust_accuracy) for r in rows]
                   for kind, rows in result.sweeps.items()}
-        files["plot"] = str(plot_sweeps(curves, cfg.plot, f"{result.arch} {result.dataset} "
-                                                          f"{result.threat.norm} ε={result.threat.eps_text}"))
+        title = (f"gradient-masking check: {Path(result.checkpoint).parent.name}/{Path(result.checkpoint).name} "
+                 f"({result.arch}), {result.dataset}, {result.threat.norm} ε = {result.threat.eps_text}, "
+                 f"{result.n} points")
+        png, pdf = plot_sweeps(curves, cfg.plot, title)
+        files["plot"], files["plot_pdf"] = str(png), str(pdf)
     if cfg.out is not None:
         files["results"] = str(cfg.out)
     result = dataclasses.replace(result, files=files)

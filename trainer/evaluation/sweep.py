@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Sequence
 
 from memloss.trainer.methods.eval_attacks import AttackSpec, EvaluationError, ThreatModel, pgd_ce_spec
@@ -65,29 +64,3 @@ def check_sweeps(sweeps: Sequence[SweepSpec]) -> None:
     kinds = [s.kind for s in sweeps]
     if len(set(kinds)) != len(kinds):
         raise EvaluationError("give each --sweep kind (steps, restarts) at most once")
-
-
-def plot_sweeps(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
-    """Writes a PNG with one panel per sweep kind: robust accuracy (%) against the swept value (log x axis).
-    `curves` maps kind → [(value, robust accuracy in [0,1])]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False)
-    for ax, (kind, points) in zip(axes[0], curves.items()):
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, [100 * v for v in ys], marker="o")
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [str(v) for v in xs])
-        ax.minorticks_off()
-        ax.set_xlabel(f"PGD-CE {kind}")
-        ax.set_ylabel("robust accuracy (%)")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -3,6 +3,9 @@ frozen `AttackSpec`s run batch by batch.
 
 - `aa`: AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through the official attack code (PyPI
   `pyautoattack`, import name `pyautoattack`); AutoAttack already keeps the per-point worst case of its 4 attacks.
+- `apgd-ce`, `apgd-t`, `fab-t`, `square`: one sub-attack of the standard version alone, with the standard version's
+  settings (as AutoAttack's own `run_standard_evaluation_individual` runs them), to study gradient masking.
+- `aa-rand`: AutoAttack's `rand` version for randomized defenses (apgd-ce and apgd-dlr, 20 EOT iterations).
 - `pgd+`: PGD-CE, 40 steps of 0.01 (L2: 30/255), uniform start, 5 restarts; robust only if every restart fails.
 - `cw`: the same PGD on the CW margin loss, 1 restart.
 - `pgd20`: PGD-CE, 20 steps of 2/255 (L2: 15/255, the paper's L2 training step), uniform start: the early-stopping
@@ -40,6 +43,17 @@ class AttackName(StrEnum):
     PGD_PLUS = "pgd+"
     CW = "cw"
     PGD20 = "pgd20"
+    APGD_CE = "apgd-ce"
+    APGD_T = "apgd-t"
+    FAB_T = "fab-t"
+    SQUARE = "square"
+    AA_RAND = "aa-rand"
+
+
+# `--attacks all`: the paper's evaluation and the early-stopping attack (the single AutoAttack attacks are in aa).
+ALL_ATTACKS = (AttackName.AA, AttackName.PGD_PLUS, AttackName.CW, AttackName.PGD20)
+STANDARD_SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+RAND_SUBATTACKS = ("apgd-ce", "apgd-dlr")
 
 
 def check_norm(norm: str) -> str:
@@ -91,13 +105,16 @@ class AttackSpec:
     step_size: float | None = None
     start: str | None = None
     seed_key: str | None = None
+    aa_version: str = "standard"
+    subattacks: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
         """The JSON-able parameters recorded in the results and compared on resume."""
-        out = {k: v for k, v in asdict(self).items() if k != "threat" and v is not None}
+        skip = ("threat", "aa_version", "subattacks")
+        out = {k: v for k, v in asdict(self).items() if k not in skip and v is not None}
         out.update(norm=self.threat.norm, eps=self.threat.eps_text)
         if self.family == "autoattack":
-            out.update(package="pyautoattack", version="standard", attacks=["apgd-ce", "apgd-t", "fab-t", "square"])
+            out.update(package="pyautoattack", version=self.aa_version, attacks=list(self.subattacks))
         return out
 
     def pgd_config(self) -> PGDConfig:
@@ -119,11 +136,18 @@ def _pgd20(threat: ThreatModel) -> AttackSpec:
     return AttackSpec("pgd20", "pgd", threat, objective="ce", steps=20, restarts=1, step_size=step, start="uniform")
 
 
+def _autoattack(name: str, version: str = "standard",
+                subattacks: tuple[str, ...] = STANDARD_SUBATTACKS) -> Callable[[ThreatModel], AttackSpec]:
+    return lambda t: AttackSpec(name, "autoattack", t, aa_version=version, subattacks=subattacks)
+
+
 ATTACKS: dict[AttackName, Callable[[ThreatModel], AttackSpec]] = {
-    AttackName.AA: lambda t: AttackSpec("aa", "autoattack", t),
+    AttackName.AA: _autoattack("aa"),
     AttackName.PGD_PLUS: lambda t: pgd_ce_spec("pgd+", t, restarts=5),
     AttackName.CW: lambda t: pgd_ce_spec("cw", t, objective="cw"),
     AttackName.PGD20: _pgd20,
+    **{AttackName(a): _autoattack(a, subattacks=(a,)) for a in STANDARD_SUBATTACKS},
+    AttackName.AA_RAND: _autoattack("aa-rand", "rand", RAND_SUBATTACKS),
 }
 
 
@@ -133,7 +157,7 @@ def parse_attacks(text: str | tuple[str, ...] | list[str]) -> tuple[AttackName, 
     names: list[AttackName] = []
     for item in (i.strip().lower() for i in items if i.strip()):
         if item == "all":
-            names.extend(n for n in AttackName if n not in names)
+            names.extend(n for n in ALL_ATTACKS if n not in names)
             continue
         if item not in AttackName._value2member_map_:
             raise EvaluationError(f"unknown attack {item!r}; valid: {', '.join(AttackName)}, all")
@@ -154,19 +178,22 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
     (x_adv float [B,C,H,W] in [0,1] within eps of x, robust bool [B]: still classified as y on x_adv).
     AutoAttack gets `seed` itself (as a direct call with the same seed would); PGD a per-(attack, batch) seed."""
     if spec.family == "autoattack":
-        return _run_autoattack(spec.threat, model, x, y, seed=seed)
+        return _run_autoattack(spec, model, x, y, seed=seed)
     generator = torch.Generator(device=x.device).manual_seed(attack_seed(seed, spec.seed_key or spec.name, batch))
     return pgd_robust(model, x, y, spec.pgd_config(), objective=spec.objective or "ce", generator=generator)
 
 
-def _run_autoattack(threat: ThreatModel, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+def _run_autoattack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from pyautoattack import AutoAttack
 
     # frozen_eval: eval mode, and no parameter .grad filled by AutoAttack's loss.backward().
     with frozen_eval(model):
-        adversary = AutoAttack(model, norm=threat.norm, eps=threat.eps, version="standard", seed=seed,
+        adversary = AutoAttack(model, norm=spec.threat.norm, eps=spec.threat.eps, version=spec.aa_version, seed=seed,
                                device=x.device)
+        # A single sub-attack keeps the version's settings (restarts, target classes, queries), exactly as
+        # AutoAttack's own run_standard_evaluation_individual runs it.
+        adversary.attacks_to_run = list(spec.subattacks)
         x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
     return x_adv, y_adv == y
 

@@ -114,11 +114,12 @@ def _build_from_meta(path: Path | str, meta: dict[str, str]) -> nn.Module:
         raise CheckpointError(f"{path}: bad resolution {meta.get('resolution')!r} in its metadata") from None
 
 
-def resolve_checkpoint(path: Path | str) -> Path:
-    """A .safetensors file, or a run directory (then its best.safetensors)."""
+def resolve_checkpoint(path: Path | str, in_run_dir: str = "best.safetensors") -> Path:
+    """A .safetensors file, or a run directory (then its file `in_run_dir`: best.safetensors, the model selected
+    by PGD-20, for evaluation; last.safetensors for HAT's helper, whose PGD-20 means nothing)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.safetensors"
+        path = path / in_run_dir
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
     return path

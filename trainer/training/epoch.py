@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -100,7 +100,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         nonfinite |= ~torch.isfinite(loss)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
             _diverged(s, epoch, step)
-        reporter.step(position)
+        reporter.step(position, loss, len(y))
     if bool(nonfinite):
         _diverged(s, epoch, step)
     if s.ema is not None:
@@ -121,9 +121,11 @@ def _diverged(s: Session, epoch: int, step: int) -> None:
                            f"the last good state is {s.run_dir / 'last.state.pt'}; lower --lr or check the data")
 
 
-def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None) -> dict[str, float]:
+def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
-    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack."""
+    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack. `on_batch(points)` is
+    called after each batch (progress)."""
     t = s.cfg.threat
     cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
     gen = torch.Generator(device=s.device).manual_seed(s.cfg.run.seed + 7919 * epoch)
@@ -138,17 +140,19 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None)
                 clean = clean + (model(x).argmax(1) == y).sum()
             _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)
         robust = robust + ok.sum()
+        if on_batch is not None:
+            on_batch(len(y))
     n = len(s.eval_y)
     clean_acc, robust_acc = (torch.stack([clean, robust]).float() / n).tolist()
     return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
 
 
-def evaluate_ema(s: Session, epoch: int) -> dict[str, float]:
+def evaluate_ema(s: Session, epoch: int, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """The weight average's own clean and PGD-20 accuracy (same attack and random starts), as `ema_*` keys; {}
     without --ema."""
     if s.ema is None:
         return {}
-    evaluated = evaluate_epoch(s, epoch, s.ema.model)
+    evaluated = evaluate_epoch(s, epoch, s.ema.model, on_batch=on_batch)
     return {"ema_test_clean_acc": evaluated["test_clean_acc"], "ema_test_pgd20_acc": evaluated["test_pgd20_acc"]}
 
 

@@ -7,15 +7,18 @@ points picks the best checkpoint, the store commits the epoch, and checkpoints, 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from memloss.errors import ConfigError
+from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
 from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.training.epoch import (evaluate_ema, evaluate_epoch, finish_epoch, start_commit, train_epoch,
                                             wait_commit)
+from memloss.trainer.training.logbook import DEFAULT_LOG_EVERY, Logbook, wall_clock
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.runs import create_run_dir, default_run_dir, load_state, read_config_record, read_metrics
 from memloss.trainer.training.session import Session, open_session, restore
@@ -29,6 +32,8 @@ class FitResult:
     records: list[dict[str, Any]]
     best_epoch: int
     best_robust: float
+    store: str | None = None
+    threads: int | None = None
 
 
 def resume_config(run_dir: Path, overrides: Mapping[str, Any], config_file: Path | None = None) -> TrainConfig:
@@ -69,8 +74,12 @@ def _run_dir(cfg: TrainConfig, resume: Path | None) -> Path:
     return run_dir
 
 
-def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> FitResult:
-    """Trains `cfg` (or continues the run in `resume`) and returns the run's records."""
+def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threads: Threads = None,
+        log_every: int = DEFAULT_LOG_EVERY) -> FitResult:
+    """Trains `cfg` (or continues the run in `resume`) and returns the run's records.
+
+    threads: torch's CPU threads, an int, 'auto' (the fastest count measured on the model, or $OMP_NUM_THREADS when
+    set) or None (the process's setting). log_every: steps between the per-step TensorBoard scalars (0: none)."""
     run_dir = _run_dir(cfg, resume)
     s = open_session(cfg, run_dir)
     try:
@@ -79,21 +88,47 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False) -> Fi
             restore(s, state)
             _check_store_caught_up(s, int(state["store_epoch"]))
         s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
-        reporter = Reporter(cfg.optim.epochs, len(s.loader), quiet)
-        reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
-        for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
-            trained = train_epoch(s, epoch, reporter)
-            commit = start_commit(s)
-            evaluated = {**evaluate_epoch(s, epoch), **evaluate_ema(s, epoch)}
-            record = {"epoch": epoch, **trained, **evaluated, "store_commit_wait_s": wait_commit(commit),
-                      "lr": s.scheduler.get_last_lr()[0]}
-            finish_epoch(s, epoch, record)
-            reporter.end_epoch(record)
+        choice = choose_threads(threads, _thread_probe(s), s.device)
+        logbook = Logbook(run_dir, len(s.loader), s.start_epoch, log_every, lr=lambda: s.scheduler.get_last_lr()[0])
+        with using_threads(choice.threads), Reporter(cfg.optim.epochs, len(s.loader), quiet, logbook) as reporter:
+            reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
+            reporter.message(choice.describe())
+            for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
+                _epoch(s, epoch, reporter)
     finally:
         s.committer.shutdown(wait=True)
         if s.store is not None:
             s.store.close()
         s.loader.close()
-    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust)
+    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust, store=_store_url(cfg, run_dir),
+                     threads=choice.threads)
 
 
+def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
+    """Trains, evaluates (overlapping the store's commit) and saves one epoch; its metrics row carries the wall
+    clock and the time of each phase."""
+    started = time.time()
+    trained = train_epoch(s, epoch, reporter)
+    commit = start_commit(s)
+    reporter.start_eval(len(s.eval_y), models=2 if s.ema is not None else 1)
+    t0 = time.perf_counter()
+    evaluated = {**evaluate_epoch(s, epoch, on_batch=reporter.eval_step),
+                 **evaluate_ema(s, epoch, on_batch=reporter.eval_step)}
+    eval_seconds = time.perf_counter() - t0
+    record = {"epoch": epoch, **trained, **evaluated, "eval_seconds": eval_seconds,
+              "store_commit_wait_s": wait_commit(commit), "lr": s.scheduler.get_last_lr()[0]}
+    record["epoch_total_seconds"] = time.time() - started
+    record.update(wall_clock(started))
+    finish_epoch(s, epoch, record)
+    reporter.end_epoch(record)
+
+
+def _thread_probe(s: Session) -> Callable[[], None]:
+    """One forward and backward of the model on a training-sized batch of test points (for `threads='auto'`)."""
+    n = min(s.cfg.data.batch_size, len(s.eval_y))
+    x = s.eval_x[:n].to(s.device).float().div_(255.0)
+    return model_probe(s.model, x, s.eval_y[:n].to(s.device))
+
+
+def _store_url(cfg: TrainConfig, run_dir: Path) -> str | None:
+    return (cfg.run.store or str(run_dir / "memory.zarr")) if cfg.uses_store else None

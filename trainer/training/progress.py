@@ -1,70 +1,108 @@
-"""Progress reporting: a rich progress bar with throughput and ETA on a terminal, plain lines otherwise."""
+"""What a training run shows and logs as it goes: a live bar per epoch (steps, samples/s, ETA) and one for the
+per-epoch PGD-20 on the test points, a line per epoch, and the closing summary; on a terminal through rich, plain
+lines otherwise. The `Logbook` (TensorBoard) is fed at the same boundaries.
+
+Per-step calls carry host-side counters and the step's loss tensor, which only the logbook reads, once per
+`log_every` steps: showing progress never syncs the device.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+import torch
+
+from memloss.trainer.common.progress import PlainProgress, ProgressSink, RichProgress, SilentProgress, rich_progress
+from memloss.trainer.training.logbook import Logbook
+
+
+def pct(value: float | None) -> str:
+    """An accuracy in [0,1] in percent, as every memloss command shows accuracies."""
+    return "—" if value is None else f"{100 * value:.2f}%"
 
 
 def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """One human line per epoch from a metrics record."""
+    """One human line per epoch from a metrics record (accuracies and forgetting in percent)."""
     parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}",
-             f"clean {record['test_clean_acc']:.4f}", f"pgd20 {record['test_pgd20_acc']:.4f}"]
+             f"clean {pct(record['test_clean_acc'])}", f"pgd20 {pct(record['test_pgd20_acc'])}"]
     if record.get("ema_test_pgd20_acc") is not None:
-        parts.append(f"ema pgd20 {record['ema_test_pgd20_acc']:.4f}")
+        parts.append(f"ema pgd20 {pct(record['ema_test_pgd20_acc'])}")
     if record.get("forgetting") is not None:
-        parts.append(f"forgetting {record['forgetting']:.4f}")
+        parts.append(f"forgetting {pct(record['forgetting'])}")
     if record.get("mem_loss") is not None:
         parts.append(f"memloss {record['mem_loss']:.4f}")
     parts += [f"{record['samples_per_s']:.0f} samples/s", f"store wait {100 * record['store_wait_frac']:.1f}%",
               f"{record['epoch_seconds']:.1f}s"]
+    if record.get("eval_seconds") is not None:
+        parts.append(f"+ eval {record['eval_seconds']:.1f}s")
     return "  ".join(parts)
 
 
 class Reporter:
-    """Shows training progress. Per-step updates carry host-side counters only (no device sync)."""
+    """Shows training progress and feeds the logbook. Use as a context manager around the epochs."""
 
-    def __init__(self, epochs: int, steps_per_epoch: int, quiet: bool = False) -> None:
-        self.epochs, self.steps = epochs, steps_per_epoch
-        self.quiet = quiet
-        self.console = Console(stderr=False)
-        self.live = sys.stdout.isatty() and not quiet
-        self._progress: Progress | None = None
-        self._task: Any = None
+    def __init__(self, epochs: int, steps_per_epoch: int, quiet: bool = False, logbook: Logbook | None = None,
+                 live: bool | None = None) -> None:
+        self.epochs, self.steps, self.quiet, self.logbook = epochs, steps_per_epoch, quiet, logbook
+        self.live = (sys.stdout.isatty() if live is None else live) and not quiet
+        self._stack = ExitStack()
+        self._console: Any = None
+        # Plain mode: no begin/end lines (the epoch line follows), a progress line every 10 s of a long phase.
+        self.sink: ProgressSink = SilentProgress() if quiet else PlainProgress(announce=False)
+        self._task = ""
         self._t0 = time.perf_counter()
+
+    def __enter__(self) -> Reporter:
+        if self.live:
+            from rich.console import Console
+
+            self._console = Console()
+            self.sink = RichProgress(self._stack.enter_context(rich_progress(self._console)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        if self.logbook is not None:
+            self.logbook.close()
 
     def start_epoch(self, epoch: int) -> None:
         self._t0 = time.perf_counter()
-        if not self.live:
-            return
-        self._progress = Progress(TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
-                                  transient=True)
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=self.steps, rate="")
+        self._task = f"epoch {epoch}/{self.epochs}"
+        self.sink.begin(self._task, self.steps, unit="steps")
+        if self.logbook is not None:
+            self.logbook.start_epoch()
 
-    def step(self, samples_so_far: int) -> None:
-        if self._progress is None:
-            return
+    def step(self, samples_so_far: int, loss: torch.Tensor | None = None, batch: int = 0) -> None:
+        """After one optimizer step; `samples_so_far` in this epoch, `batch` the step's size (host ints)."""
         rate = samples_so_far / max(time.perf_counter() - self._t0, 1e-9)
-        self._progress.update(self._task, advance=1, rate=f"{rate:.0f} samples/s")
+        self.sink.advance(self._task)
+        self.sink.status(self._task, f"{rate:.0f} samples/s", log=False)
+        if self.logbook is not None:
+            self.logbook.step(loss, batch)
+
+    def start_eval(self, points: int, models: int = 1) -> None:
+        """The per-epoch PGD-20 begins on `points` test points, for `models` models (2 with the EMA)."""
+        self.sink.end(self._task)
+        self._task = f"  PGD-20 on {points} test points" + (f" × {models} models" if models > 1 else "")
+        self.sink.begin(self._task, points * models, unit="points")
+
+    def eval_step(self, points: int) -> None:
+        self.sink.advance(self._task, points)
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-        if not self.quiet:
-            self.message(format_epoch_line(record, self.epochs))
+        self.sink.end(self._task)
+        if self.logbook is not None:
+            self.logbook.epoch(record)
+        self.message(format_epoch_line(record, self.epochs))
 
     def message(self, text: str) -> None:
-        """A line for the user: through rich on a terminal, plain (unwrapped, flushed) otherwise."""
+        """A line for the user: above the bars on a terminal, plain (unwrapped, flushed) otherwise."""
         if self.quiet:
             return
-        if self.live:
-            self.console.print(text, highlight=False)
+        if self._console is not None:
+            self._console.print(text, highlight=False, soft_wrap=True)
         else:
             print(text, flush=True)

@@ -90,7 +90,9 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
         raise ConfigError("--method standard makes no adversarial examples; use --k 0 without --track-forgetting")
     helper = None
     if method.needs_helper:
-        helper, _ = load_model(resolve_checkpoint(cfg.method.helper), device)  # type: ignore[arg-type]
+        # A run directory gives its final weights: best.safetensors is picked by PGD-20, meaningless for a
+        # standard (non-robust) helper.
+        helper, _ = load_model(resolve_checkpoint(cfg.method.helper, "last.safetensors"), device)  # type: ignore[arg-type]
         helper.eval().requires_grad_(False)
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),

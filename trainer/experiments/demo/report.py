@@ -21,46 +21,45 @@ def summary_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# Rows that are not accuracies or rates; every other row (clean, each attack, worst case, forgetting) is a
+# fraction in [0,1], shown in percent as `memloss evaluate` shows accuracies.
+PLAIN_ROWS = ("run", "k", "train s", "eval s", "store MB", "store vs float32")
+
+
 def render_rows(rows: list[dict[str, Any]]) -> Any:
-    """A rich Table of `summary_rows` output, one column per run (fits an 80-column terminal)."""
+    """A rich Table of `summary_rows` output, one column per run (fits an 80-column terminal); accuracies and
+    rates in percent."""
     from rich.table import Table
 
-    table = Table(title="memloss demo: digits, same seed and budget")
+    table = Table(title="memloss demo: digits, same seed and budget (accuracies in %)")
     table.add_column("")
     for row in rows:
         table.add_column(str(row["run"]), justify="right")
     for key in list(rows[0])[1:]:
-        table.add_row(key, *(_cell(row[key]) for row in rows))
+        percent = key not in PLAIN_ROWS
+        label = f"{key} (%)" if percent else key
+        table.add_row(label, *(_cell(row[key], percent) for row in rows))
     return table
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, percent: bool = False) -> str:
     if value is None:
         return "—"
+    if percent:
+        return f"{100 * value:.2f}"
     if isinstance(value, float):
-        return f"{value:.4f}" if value <= 1.0 else f"{value:.1f}"
+        return f"{value:.1f}"
     return str(value)
 
 
 def plot_curves(runs: Sequence[Any], png: Path) -> Path:
-    """Per-epoch test clean and PGD-20 accuracy, forgetting rate and MemLoss term of every run, one PNG."""
-    import matplotlib
+    """Per-epoch test clean and PGD-20 accuracy, forgetting, training loss and MemLoss term of every run, as PNG
+    and PDF; returns the PNG's path."""
+    from memloss.trainer.plots.curves import Series, curves_figure
+    from memloss.trainer.plots.style import save_figure, threat_text
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("test_clean_acc", "clean accuracy (test)"), ("test_pgd20_acc", "PGD-20 accuracy (test)"),
-              ("forgetting", "forgetting: error on epoch n−1's adv. examples"), ("mem_loss", "MemLoss term")]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    for ax, (key, title) in zip(axes, panels):
-        for i, run in enumerate(runs):
-            points = [(r["epoch"], r[key]) for r in run.fit.records if r.get(key) is not None]
-            if points:  # one colour per run in every panel
-                ax.plot(*zip(*points), marker="o", label=run.name, color=f"C{i}")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    threat = runs[0].evaluation.threat
+    series = [Series(run.name, [run.fit.records]) for run in runs]
+    title = f"memloss demo: TRADES vs MemLoss+TRADES on digits, {threat_text(threat.norm, threat.eps_text)}"
+    figure = curves_figure(series, title)
+    return save_figure(figure, png)[0]

@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from memloss.errors import ConfigError
+from memloss.trainer.common.progress import progress_display
+from memloss.trainer.common.threads import Threads, parse_threads
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training.fit import FitResult, fit
 
@@ -25,7 +25,8 @@ RUNS = (("TRADES", 0), ("MemLoss+TRADES", None))  # None: the demo's K
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """epochs/eval_n/attacks: the shared budget of both runs; quick: a CI-sized version (2 epochs, 48 points)."""
+    """epochs/eval_n/attacks: the shared budget of both runs; quick: a CI-sized version (2 epochs, 48 points);
+    threads: torch's CPU threads for training and evaluation (an int, or 'auto': measured by a short probe)."""
 
     out: Path | None = None
     epochs: int = 8
@@ -35,8 +36,10 @@ class DemoConfig:
     seed: int = 0
     data_dir: str | None = None
     quick: bool = False
+    threads: Threads = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "threads", parse_threads(self.threads))
         if self.epochs < 1 or self.k < 1:
             raise ConfigError(f"demo needs epochs ≥ 1 and k ≥ 1, got epochs={self.epochs}, k={self.k}")
 
@@ -74,7 +77,7 @@ def _train(cfg: DemoConfig, out: Path, name: str, k: int) -> tuple[FitResult, fl
     tcfg = resolve_config({"dataset": "digits", "method": "trades", "k": k, "epochs": epochs, "seed": cfg.seed,
                            "track_forgetting": True, "out": str(out / name), "data_dir": cfg.data_dir})
     t0 = time.perf_counter()
-    result = fit(tcfg)
+    result = fit(tcfg, threads=cfg.threads)
     return result, time.perf_counter() - t0
 
 
@@ -85,30 +88,26 @@ def _evaluate(cfg: DemoConfig, run_dir: Path) -> tuple[Any, float]:
     _, n = cfg.budget
     t0 = time.perf_counter()
     data_dir = Path(cfg.data_dir) if cfg.data_dir else None
-    result = evaluate(EvalConfig(run_dir / "best.safetensors", attacks=cfg.attacks, n=n, seed=cfg.seed,
-                                 out=run_dir / "eval.json", data_dir=data_dir))
+    eval_cfg = EvalConfig(run_dir / "best.safetensors", attacks=cfg.attacks, n=n, seed=cfg.seed,
+                          out=run_dir / "eval.json", data_dir=data_dir, threads=cfg.threads)
+    with progress_display() as sink:
+        result = evaluate(eval_cfg, sink)
     return result, time.perf_counter() - t0
 
 
 def _store_summary(run_dir: Path) -> dict[str, Any]:
-    from memloss.memstore.inspect import plot_store, summarize
+    from memloss.memstore.inspect import summarize
+    from memloss.trainer.plots.store import plot_store
 
     store = run_dir / "memory.zarr"
-    plot_store(store, run_dir / "store.png")
+    plot_store(store, run_dir / "store.png", title=f"memory store of the demo run {run_dir.name}")
     return summarize(store)
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Trains, evaluates and inspects both runs into cfg.out_dir(), writes demo.json and the plots."""
     result = DemoResult(cfg.out_dir())
-    previous = torch.get_num_threads()
-    # The digits CNN is tiny: one intra-op thread is fastest, and on 2 cores it leaves the other to the FFCV decoder
-    # and the store's background I/O (measured: 55 ms vs 169 ms per PGD-10 batch with 1 vs 2 threads, cores busy).
-    torch.set_num_threads(1)
-    try:
-        _run_all(cfg, result)
-    finally:
-        torch.set_num_threads(previous)
+    _run_all(cfg, result)
     return result
 
 
@@ -130,4 +129,4 @@ def _run_all(cfg: DemoConfig, result: DemoResult) -> None:
 def _config_dict(cfg: DemoConfig) -> dict[str, Any]:
     epochs, n = cfg.budget
     return {"epochs": epochs, "k": cfg.k, "eval_n": n, "attacks": list(cfg.attacks), "seed": cfg.seed,
-            "quick": cfg.quick}
+            "quick": cfg.quick, "threads": cfg.threads}

@@ -1,6 +1,7 @@
 """Figures of the toy problem: the paper's figure 2 (clean boundary) and figure 3 (three panels) for the AT run,
-and the forgetting curves of both runs. Colours follow the paper: sky-blue region = predicted class 0 (blue
-points), orange region = predicted class 1 (green points)."""
+and the forgetting and robust-accuracy curves of both runs, in the house style (trainer/plots/style.py), as PNG and
+PDF. Regions: predicted class 0 light blue, class 1 light orange; points: class 0 blue, class 1 vermillion (the
+Okabe-Ito palette); circles are clean points, crosses adversarial examples, red rings the misclassified ones."""
 
 from __future__ import annotations
 
@@ -10,99 +11,108 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from memloss.trainer.experiments.toy.result import PanelData, ToyResult, ensure_out_dir
+from memloss.trainer.plots.style import PALETTE, epoch_axis, new_figure, save_figure, series_style, styled
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-_POINT_COLORS = ("tab:blue", "tab:green")
-_REGION_COLORS = ("lightskyblue", "orange")
+_POINT_COLORS = (PALETTE[0], PALETTE[3])  # blue, vermillion
+_REGION_COLORS = ("#cfe3f1", "#f8e1b5")  # light blue, light orange
+_AXES = ("x₁ (input, [0, 1])", "x₂ (input, [0, 1])")
 
 
 def _draw_boundary(ax: Axes, axis: np.ndarray, prob: np.ndarray) -> None:
     """Filled predicted-class regions of σ(z) [G, G] over axis × axis, and the σ = 0.5 line."""
     from matplotlib.colors import ListedColormap
 
-    ax.contourf(axis, axis, prob > 0.5, levels=[-0.5, 0.5, 1.5], cmap=ListedColormap(_REGION_COLORS), alpha=0.45)
+    ax.contourf(axis, axis, prob > 0.5, levels=[-0.5, 0.5, 1.5], cmap=ListedColormap(_REGION_COLORS))
     ax.contour(axis, axis, prob, levels=[0.5], colors="black", linewidths=1.2)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel=_AXES[0], ylabel=_AXES[1])
+    ax.grid(False)
 
 
 def _draw_points(ax: Axes, points: np.ndarray, y: np.ndarray, wrong: np.ndarray | None, marker: str) -> None:
     """Points coloured by true class; misclassified ones (if `wrong` is given) ringed in red."""
+    kind = "adv. example" if marker == "x" else "clean point"
     for label in (0, 1):
         sel = y == label
-        ax.scatter(points[sel, 0], points[sel, 1], s=10, c=_POINT_COLORS[label], marker=marker, linewidths=0.8)
+        ax.scatter(points[sel, 0], points[sel, 1], s=12, c=_POINT_COLORS[label], marker=marker, linewidths=0.9,
+                   label=f"{kind}, class {label}")
     if wrong is not None and wrong.any():
-        ax.scatter(points[wrong, 0], points[wrong, 1], s=40, facecolors="none", edgecolors="red", linewidths=0.8,
+        ax.scatter(points[wrong, 0], points[wrong, 1], s=42, facecolors="none", edgecolors="red", linewidths=0.8,
                    label="misclassified")
-        ax.legend(loc="lower left", fontsize=7)
 
 
-def _panel(ax: Axes, p: PanelData, prob: np.ndarray, adv: np.ndarray, wrong: np.ndarray, title: str) -> None:
-    _draw_boundary(ax, p.axis, prob)
-    _draw_points(ax, adv, p.y, wrong, marker="x")
-    ax.set_title(f"{title}\nerror {wrong.mean():.1%}", fontsize=9)
+def _legend(fig: Figure, ax: Axes) -> None:
+    """One legend for the figure: the point kinds of `ax`, the two predicted regions and the boundary."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Patch(color=_REGION_COLORS[0], label="predicted class 0"),
+                Patch(color=_REGION_COLORS[1], label="predicted class 1"),
+                Line2D([], [], color="black", label="decision boundary σ(z) = 0.5")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3)
 
 
-def plot_panels(p: PanelData, path: Path) -> Path:
+def panels_figure(p: PanelData, eps: float) -> Figure:
     """Figure 3: (a) boundary n−1 with adversarial examples of n−1; (b) n with n; (c) n with n−1."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 4.6))
-    axes = fig.subplots(1, 3)
     n = p.epoch
-    _panel(axes[0], p, p.prob_prev, p.adv_prev, p.wrong[0],
-           f"(a) boundary of epoch {n - 1}, adv. examples of epoch {n - 1}")
-    _panel(axes[1], p, p.prob_cur, p.adv_cur, p.wrong[1], f"(b) boundary of epoch {n}, adv. examples of epoch {n}")
-    _panel(axes[2], p, p.prob_cur, p.adv_prev, p.wrong[2], f"(c) boundary of epoch {n}, adv. examples of epoch {n - 1}")
-    fig.suptitle("PGD-AT on the 2-D toy: boundaries of two consecutive epochs and their adversarial examples")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    titles = (f"(a) boundary of epoch {n - 1},\nadv. examples of epoch {n - 1}",
+              f"(b) boundary of epoch {n},\nadv. examples of epoch {n}",
+              f"(c) boundary of epoch {n},\nadv. examples of epoch {n - 1}")
+    probs, advs = (p.prob_prev, p.prob_cur, p.prob_cur), (p.adv_prev, p.adv_cur, p.adv_prev)
+    with styled():
+        fig, axes = new_figure(1, 3, panel=(4.0, 4.9))
+        for i, ax in enumerate(axes):
+            _draw_boundary(ax, p.axis, probs[i])
+            _draw_points(ax, advs[i], p.y, p.wrong[i], marker="x")
+            ax.set_title(f"{titles[i]}: error {p.wrong[i].mean():.1%}")
+        _legend(fig, axes[0])
+        fig.suptitle(f"2-D toy (two moons), PGD-AT run, Linf ε = {eps:g}: forgetting between epochs {n - 1} and {n}")
+    return fig
 
 
-def plot_clean_boundary(p: PanelData, path: Path) -> Path:
+def clean_boundary_figure(p: PanelData, eps: float) -> Figure:
     """Figure 2: the boundary of epoch n on the clean training points."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 5))
-    ax = fig.subplots()
-    _draw_boundary(ax, p.axis, p.prob_cur)
-    _draw_points(ax, p.x, p.y, None, marker="o")
-    ax.set_title(f"Decision boundary on clean data after epoch {p.epoch} (AT)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    with styled():
+        fig, (ax,) = new_figure(1, 1, panel=(5.6, 6.0))
+        _draw_boundary(ax, p.axis, p.prob_cur)
+        _draw_points(ax, p.x, p.y, None, marker="o")
+        ax.set_title(f"clean training points, boundary after epoch {p.epoch}")
+        _legend(fig, ax)
+        fig.suptitle(f"2-D toy (two moons), PGD-AT run, Linf ε = {eps:g}")
+    return fig
 
 
-def plot_curves(result: ToyResult, path: Path) -> Path:
-    """Forgetting per epoch (left) and test robust accuracy per epoch (right) of both runs."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4))
-    left, right = fig.subplots(1, 2)
-    for name, run in result.runs.items():
-        left.plot(range(2, len(run.forgetting) + 2), run.forgetting, label=name, linewidth=1)
-        right.plot(range(1, len(run.robust_acc) + 1), run.robust_acc, label=name, linewidth=1)
-    left.axvline(result.panels.epoch, color="gray", linestyle=":", label=f"plotted epoch {result.panels.epoch}")
-    left.set(xlabel="epoch n", ylabel="error of epoch n−1's adv. examples under epoch n", title="Forgetting")
-    right.set(xlabel="epoch", ylabel="accuracy", title=f"Test robust accuracy (PGD-{result.config.eval_steps})")
-    for ax in (left, right):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+def curves_figure(result: ToyResult) -> Figure:
+    """Forgetting per epoch (left) and test robust accuracy per epoch (right) of both runs, in percent."""
+    cfg = result.config
+    with styled():
+        fig, (left, right) = new_figure(1, 2, panel=(4.6, 3.4))
+        for i, (name, run) in enumerate(result.runs.items()):
+            style = {**series_style(i), "marker": None}
+            left.plot(range(2, len(run.forgetting) + 2), [100 * v for v in run.forgetting], label=name,
+                      linewidth=1.2, **style)
+            right.plot(range(1, len(run.robust_acc) + 1), [100 * v for v in run.robust_acc], label=name,
+                       linewidth=1.2, **style)
+        left.axvline(result.panels.epoch, color="grey", linestyle=":", label="epoch drawn in the panels")
+        left.set(ylabel="error on epoch n−1's adv. examples (%)", title="forgetting")
+        right.set(ylabel="accuracy (%)", title=f"test robust accuracy (PGD-{cfg.eval_steps})")
+        for ax in (left, right):
+            epoch_axis(ax, "epoch n" if ax is left else "epoch")
+            ax.legend()
+        fig.suptitle(f"2-D toy (two moons), AT vs AT+MemLoss, Linf ε = {cfg.eps:g}, {cfg.epochs} epochs")
+    return fig
 
 
 def plot_toy(result: ToyResult, out_dir: Path) -> list[Path]:
-    """Writes toy_panels.png (figure 3), toy_clean_boundary.png (figure 2) and toy_forgetting.png into out_dir
-    (created if missing; existing files of these names are overwritten) and returns their paths."""
+    """Writes toy_panels (figure 3), toy_clean_boundary (figure 2) and toy_forgetting as PNG and PDF into out_dir
+    (created if missing; existing files of these names are overwritten) and returns the PNG paths."""
     ensure_out_dir(out_dir)
-    return [
-        plot_panels(result.panels, out_dir / "toy_panels.png"),
-        plot_clean_boundary(result.panels, out_dir / "toy_clean_boundary.png"),
-        plot_curves(result, out_dir / "toy_forgetting.png"),
-    ]
+    eps = result.config.eps
+    figures = {"toy_panels": panels_figure(result.panels, eps),
+               "toy_clean_boundary": clean_boundary_figure(result.panels, eps),
+               "toy_forgetting": curves_figure(result)}
+    return [save_figure(fig, out_dir / f"{name}.png")[0] for name, fig in figures.items()]

@@ -65,12 +65,14 @@ class PanelData:
 
 @dataclass(frozen=True)
 class ToyResult:
-    """Both runs, the panel data of the AT run and the wall time of the whole experiment in seconds."""
+    """Both runs, the panel data of the AT run, the wall time of the whole experiment in seconds and the torch
+    CPU threads it ran with."""
 
     config: ToyConfig
     runs: dict[str, RunTrace]
     panels: PanelData
     wall_time_s: float
+    threads: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: the config, the summaries, the per-epoch curves, the plotted epoch and the wall time."""
@@ -80,6 +82,7 @@ class ToyResult:
             "curves": {name: dataclasses.asdict(run) for name, run in self.runs.items()},
             "panel_epoch": self.panels.epoch,
             "wall_time_s": self.wall_time_s,
+            "threads": self.threads,
         }
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memloss.trainer.common.progress import ProgressSink, SilentProgress
+from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
 from memloss.trainer.experiments.toy.config import RUN_NAMES, ToyConfig
 from memloss.trainer.experiments.toy.data import ToyData, make_toy_data
 from memloss.trainer.experiments.toy.model import TwoLogitMLP, build_toy_model, error_rate, wrong_mask
@@ -100,7 +100,7 @@ def _test_metrics(model: nn.Module, test: ToyData, attack: PGDConfig, gen: torch
 
 
 def _train_run(
-    name: str, cfg: ToyConfig, train: ToyData, test: ToyData, use_memloss: bool
+    name: str, cfg: ToyConfig, train: ToyData, test: ToyData, use_memloss: bool, progress: ProgressSink
 ) -> tuple[RunTrace, _Snapshots]:
     """One full run from the shared initial weights; metrics are tensors until the end (no per-step syncs)."""
     model = build_toy_model(cfg.hidden, cfg.seed)
@@ -110,6 +110,7 @@ def _train_run(
     snaps = _Snapshots(states=[], adv=[])
     rows: dict[str, list[Tensor]] = defaultdict(list)
     own_wrong = torch.zeros(0, dtype=torch.bool)
+    progress.begin(name, cfg.epochs, unit="epochs")
     for _ in range(cfg.epochs):
         memory = snaps.adv[-1] if (use_memloss and snaps.adv) else None
         adv, loss = _run_epoch(model, opt, train, cfg, generators, memory)
@@ -121,6 +122,8 @@ def _train_run(
             rows[key].append(value)
         snaps.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         snaps.adv.append(adv)
+        progress.advance(name)
+    progress.end(name)
     c = {k: torch.stack(v).tolist() for k, v in rows.items()}
     trace = RunTrace(name, c["forgetting"], c["forgotten"], c["own_error"], c["clean"], c["robust"], c["loss"])
     return trace, snaps
@@ -162,26 +165,20 @@ def _panel_data(cfg: ToyConfig, train: ToyData, trace: RunTrace, snaps: _Snapsho
     )
 
 
-def run_toy(cfg: ToyConfig) -> ToyResult:
+def run_toy(cfg: ToyConfig, progress: ProgressSink | None = None, threads: Threads = "auto") -> ToyResult:
     """Runs AT and AT+MemLoss on the same two-moons data (train seed `cfg.seed`, test seed `cfg.seed + 1000`)
-    on the CPU and returns their per-epoch forgetting and accuracies, and the panel data of the AT run."""
+    on the CPU and returns their per-epoch forgetting and accuracies, and the panel data of the AT run.
+    progress: where epochs are reported (None: nowhere); threads: torch's CPU threads (an int, 'auto' = measured
+    on a training step, None = unchanged). The toy's [8, 64] matrices gain nothing from threads, and on a busy
+    machine idle-spinning OpenMP workers made the same run 35x slower (12 epochs, 8.7 s vs 314 s)."""
     start = time.perf_counter()
     train = make_toy_data(cfg.n_train, cfg.noise, cfg.seed)
     test = make_toy_data(cfg.n_test, cfg.noise, cfg.seed + 1000)
-    with _single_thread():
-        at, at_snaps = _train_run(RUN_NAMES[0], cfg, train, test, use_memloss=False)
-        mem, _ = _train_run(RUN_NAMES[1], cfg, train, test, use_memloss=True)
+    sink = progress or SilentProgress()
+    probe = model_probe(build_toy_model(cfg.hidden, cfg.seed), train.x[:cfg.batch_size], train.y[:cfg.batch_size])
+    choice = choose_threads(threads, probe, torch.device("cpu"))
+    with using_threads(choice.threads):
+        at, at_snaps = _train_run(RUN_NAMES[0], cfg, train, test, use_memloss=False, progress=sink)
+        mem, _ = _train_run(RUN_NAMES[1], cfg, train, test, use_memloss=True, progress=sink)
         panels = _panel_data(cfg, train, at, at_snaps)
-    return ToyResult(cfg, {at.name: at, mem.name: mem}, panels, time.perf_counter() - start)
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread, restored on exit: the toy's [8, 64] matrices gain nothing from threads, and on a busy
-    machine idle-spinning OpenMP workers made the same run 35x slower (measured: 12 epochs, 8.7 s vs 314 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return ToyResult(cfg, {at.name: at, mem.name: mem}, panels, time.perf_counter() - start, choice.threads)
