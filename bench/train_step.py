@@ -1,27 +1,28 @@
-"""Benchmark of one training step: TRADES vs TRADES+MemLoss (K = 1, 3, 8), with the Zarr store and with the in-RAM
-store (prints figures; not a test).
+"""Benchmark of one training step at large K: TRADES against TRADES+MemLoss for K = 1, 4, 16, 64 × m = all, 1, 4
+slots per step × separate/fused memory forward, per-step and per-window slot draws, and the forgetting monitor's
+cost, in one run (prints figures; not a test).
 
-Every configuration runs the trainer's own per-batch path, `memloss.trainer.training.epoch._train_batch` (the real augmentation,
-`build_memory_examples`, `train_step` with a `StepSetup` built by trainer/training/session.py's helpers, the optimizer and
-schedule, `DeferredWriter`), on synthetic CIFAR-shaped data (3×32×32, 10 classes) held on the device; the FFCV
-loader is left out, so data loading is not timed.
+Every configuration runs the trainer's own per-batch path, `memloss.trainer.training.epoch._train_batch` (the real
+augmentation, the store read, the slot draw, `build_memory_examples`, `train_step` with a `StepSetup` built by
+trainer/training/session.py's helpers, the forgetting monitor, the optimizer and schedule, `DeferredWriter`), on
+synthetic CIFAR-shaped data (3×32×32, 10 classes) held on the device; the FFCV loader is left out, so data loading
+is not timed. The store is the in-RAM one (bench/store.py measures the Zarr store); configurations with the same K
+and per-step draws share one, each per-window configuration has its own (its epoch begins with its draws; a store
+held in RAM has one window, so that is one draw per epoch, which lets the store copy only the drawn ages).
 
-Steady state: for MemLoss-K the memory is filled first through the real write path (quantize → DeferredWriter →
-store) for epochs 1..K with random δ in the ε-ball (a step's cost does not depend on δ's values), each epoch
-committed; epoch K+1 then begins, so every one of the K slots holds memory for every sample, and its steps are timed.
-TRADES has no store, as in the trainer with --k 0. After a few untimed warm-up steps per configuration, the timed
-steps run in rounds that interleave the configurations (rotating their order), and every figure is the median over
-rounds of a within-round value (ms/step, ratio to TRADES of the same round, store wait fraction), so load from other
-jobs hits all configurations alike. On CUDA a round is timed with CUDA events, synchronizing only around it. On
-the CPU device the ratios and targets use the process CPU time (all threads, so the Zarr store's background
-threads count), which other jobs on a shared machine disturb far less than wall time; wall-time ratios are shown
-beside them.
-
-"store wait" is the host time inside store.read and writer.push/flush, measured exactly as `train_epoch` reports
-`store_wait_frac`; on CPU it includes quantizing δ (DeferredWriter writes at once there).
+Steady state: the memory is filled first through the real write path (quantize → DeferredWriter → store) for
+epochs 1..K with random δ in the ε-ball (a step's cost does not depend on δ's values), each epoch committed; epoch
+K+1 then begins, so every slot holds memory for every sample, and its steps are timed. TRADES has no store, as
+in the trainer with --k 0; "TRADES + monitor" keeps a K=1 store for the forgetting monitor only, as --k 0
+--track-forgetting does. The monitor watches every 8th sample, as on a training set of more than 8192 samples.
+After a few untimed warm-up steps per configuration, the timed steps run in rounds that interleave the
+configurations (rotating their order), and every figure is the median over rounds of a within-round value, so load
+from other jobs hits all configurations alike. On CUDA a round is timed with CUDA events, synchronizing only around
+it. On the CPU device the ratios and targets use the process CPU time (all threads), which other jobs on a shared
+machine disturb far less than wall time; wall-time ratios are shown beside them.
 
 Usage: python bench/train_step.py [--device auto|cpu|cuda] [--model small_cnn|resnet18] [--n N] [--batch-size 128]
-       [--steps 20] [--warmup 2] [--repeats 5] [--ks 1,3,8] [--threads 1] [--quick]
+       [--steps 12] [--warmup 2] [--repeats N] [--ks 1,4,16,64] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
@@ -29,33 +30,38 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from memloss.errors import MemlossError
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.data.sources import load_tensors
-from memloss.trainer.training.epoch import FORGETTING_EVERY, _train_batch
+from memloss.trainer.training.epoch import _train_batch
 from memloss.trainer.training.metrics import MetricSums
 
 # bench/ is not a package: put this folder on the path for the set-up module next to this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step_setup import (  # noqa: E402
-    K_COST_PER_SLOT,
-    STORE_WAIT_TARGET,
+    SEED,
     BenchConfig,
     BenchError,
     Measure,
+    MonitorClock,
     Row,
     Runner,
     Variant,
-    make_runner,
+    begin_timed_epoch,
+    check_steady_state,
+    fill_memory,
+    grid,
+    make_session,
+    make_store,
 )
 
 EPOCH_SAMPLES = 50_000  # a CIFAR-10 training epoch, for the extrapolated seconds per epoch
@@ -69,18 +75,16 @@ def _run_steps(r: Runner, count: int) -> Measure:
     """
     device = r.session.device
     batches = []
-    first = r.position
     for host_idx in r.batches[r.position:r.position + count]:
         idx = torch.from_numpy(host_idx).to(device)
         batches.append((r.x[idx], r.y[idx], idx, host_idx if r.session.store is not None else None))
     r.position += count
     sums, wait = MetricSums(), [0.0]
     clock = _cuda_clock if device.type == "cuda" else _host_clock
-    # The forgetting monitor runs on every FORGETTING_EVERY-th batch, as in train_epoch.
-    wall, cpu = clock(lambda: [_train_batch(r.session, *batch, sums, wait,
-                                            monitor=(first + i) % FORGETTING_EVERY == 0)
-                               for i, batch in enumerate(batches)])
-    return Measure(wall, cpu, wait[0])
+    r.clock = r.clock or MonitorClock(r.session)
+    r.clock.take()
+    wall, cpu = clock(lambda: [_train_batch(r.session, *batch, sums, wait) for batch in batches])
+    return Measure(wall, cpu, wait[0], r.clock.take())
 
 
 def _host_clock(work: Callable[[], object]) -> tuple[float, float]:
@@ -104,24 +108,18 @@ def _cuda_clock(work: Callable[[], object]) -> tuple[float, float]:
 
 def _round(runners: list[Runner], rows: dict[Variant, Row], count: int, rotation: int) -> None:
     """One round: `count` timed steps of every configuration (order rotated by `rotation`); records within-round
-    ms/step, wait fraction, ratios to TRADES and (Zarr) to the in-RAM store of the same K."""
+    ms/step, wait fraction and ratios to TRADES."""
     turn = runners[rotation % len(runners):] + runners[:rotation % len(runners)]
     got = {r.variant: _run_steps(r, count) for r in turn}
-    base = got[Variant(0, None)]
+    base = got[Variant(0, monitor=False)]
     for v, row in rows.items():
         m = got[v]
         row.round_ms.append(1000.0 * m.wall / count)
         row.round_cpu_ms.append(1000.0 * m.cpu / count)
         row.round_wait.append(m.wait / m.wall)
+        row.round_monitor.append(m.monitor / m.wall)
         row.round_ratio_wall.append(m.wall / base.wall)
         row.round_ratio_cpu.append(m.cpu / base.cpu)
-        ram = got.get(Variant(v.k, "ram")) if v.backend == "zarr" else None
-        if ram is not None:
-            row.round_vs_ram.append((m.cpu / ram.cpu if row.by_cpu else m.wall / ram.wall) - 1.0)
-
-
-def _variants(ks: Sequence[int]) -> list[Variant]:
-    return [Variant(0, None)] + [Variant(k, b) for k in ks for b in ("zarr", "ram")]
 
 
 def _data(bc: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -130,12 +128,38 @@ def _data(bc: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x.to(bc.device), y.to(bc.device), y
 
 
+def _runners(bc: BenchConfig, variants: list[Variant], data: tuple[torch.Tensor, ...], tmp: Path) -> list[Runner]:
+    """One runner per configuration; configurations with the same K and per-step draws share a filled store."""
+    x, y, y_cpu = data
+    shared: dict[int, tuple[object, np.ndarray]] = {}
+    runners = []
+    for v in variants:
+        if v.k == 0 and not v.monitor:
+            s, order = make_session(bc, v, None, tmp), np.random.default_rng(SEED).permutation(bc.n)
+        else:
+            k = max(v.k, 1)
+            reuse = shared.get(k) if v.draw == "step" else None
+            s = make_session(bc, v, reuse[0] if reuse else make_store(k, y_cpu), tmp)  # type: ignore[arg-type]
+            if reuse is None:
+                fill_memory(s, x, k)
+                order = begin_timed_epoch(s, k + 1)
+                check_steady_state(s.store, order[:bc.batch_size], drawn=v.draw == "window")  # type: ignore[arg-type]
+                if v.draw == "step":
+                    shared[k] = (s.store, order)
+            else:
+                order = reuse[1]
+                if s.monitor is not None:
+                    s.monitor.begin_epoch(k + 1)
+        batches = [order[i:i + bc.batch_size] for i in range(0, bc.batch_size * bc.steps_per_config, bc.batch_size)]
+        runners.append(Runner(v, s, batches, x, y))
+    return runners
+
+
 def benchmark(bc: BenchConfig) -> list[Row]:
     """Builds every configuration, warms each up, then times `bc.steps` steps each in `bc.repeats` rounds."""
-    x, y, y_cpu = _data(bc)
-    variants = _variants(bc.ks)
+    variants = grid(bc.ks)
     with tempfile.TemporaryDirectory(prefix="memloss-bench-") as tmp:
-        runners = [make_runner(bc, v, x, y, y_cpu, Path(tmp)) for v in variants]
+        runners = _runners(bc, variants, _data(bc), Path(tmp))
         try:
             for r in runners:
                 if bc.warmup:
@@ -145,9 +169,8 @@ def benchmark(bc: BenchConfig) -> list[Row]:
             for i, count in enumerate(per_round):
                 _round(runners, rows, count, i)
         finally:
-            for r in runners:
-                if r.session.store is not None:
-                    r.session.store.close()
+            for store in {id(r.session.store): r.session.store for r in runners if r.session.store}.values():
+                store.close()
     return list(rows.values())
 
 
@@ -160,23 +183,25 @@ def format_table(rows: list[Row], batch_size: int) -> str:
     """The results table: medians over rounds of within-round figures."""
     clock = "process CPU time" if rows[0].by_cpu else "CUDA-event time"
     head = (f"{'configuration':34s} {'ms/step':>8s} {'cpu ms':>7s} {'ratio':>6s} {'(wall)':>6s} {'target':>6s} "
-            f"{'store wait':>10s} {'zarr-RAM':>8s} {'s/50k ep*':>9s}  met?")
+            f"{'store wait':>10s} {'monitor':>7s} {'s/50k ep*':>9s}  met?")
     lines = [head, "-" * len(head)]
     for row in rows:
-        v = row.variant
-        target = f"≤{row.target_ratio:.2f}" if v.k else "-"
-        wait = f"{100 * row.wait:9.2f}%" if v.backend else "-"
-        vs_ram = f"{100 * statistics.median(row.round_vs_ram):+7.1f}%" if row.round_vs_ram else "-"
-        met = ("yes" if row.meets_targets() else "NO") if v.k else "-"
+        v, met = row.variant, row.meets_target()
+        target = f"≤{v.target:.2f}" if v.target else "-"
+        wait = f"{100 * row.wait:9.2f}%" if row.wait else "-"
+        monitor = f"{100 * row.monitor:6.2f}%" if row.monitor else "-"
         lines.append(f"{v.name:34s} {row.ms:8.1f} {row.cpu_ms:7.1f} {row.ratio:6.3f} {row.ratio_wall:6.3f} "
-                     f"{target:>6s} {wait:>10s} {vs_ram:>8s} {_epoch_seconds(row, batch_size):9.1f}  {met}")
+                     f"{target:>6s} {wait:>10s} {monitor:>7s} {_epoch_seconds(row, batch_size):9.1f}  "
+                     f"{'-' if met is None else 'yes' if met else 'NO'}")
     lines += [f"ms/step: wall (CUDA events on a GPU); cpu ms: process CPU time per step, all threads; ratio: to "
-              f"TRADES on {clock}, (wall): on wall time; zarr-RAM: extra step time of the Zarr store over the in-RAM",
-              f"store at the same K ({clock}); store wait: host time in store.read + writer.push/flush, % of wall.",
-              f"targets: ratio ≤ 1 + {K_COST_PER_SLOT}·K; Zarr store wait ≤ {100 * STORE_WAIT_TARGET:.0f} % "
-              "of the step. All figures: medians over rounds of within-round values.",
-              "* s/50k ep: seconds per 50 000-sample TRADES-style epoch at this step time, extrapolated from the "
-              "steady-state wall step time (no data loading, evaluation or store commit)."]
+              f"TRADES on {clock}, (wall): on wall time; store wait: host time in store.read + writer.push/flush,",
+              "% of wall; monitor: time in the forgetting monitor, % of wall (CUDA events on a GPU). m: memory "
+              "slots per step (all = K); separate/fused: one train-mode forward per slot / one for all;",
+              "window: slots drawn per store window instead of per step. targets: all K slots: ratio ≤ 1 + 0.09·K; "
+              "m slots: ratio ≤ 1.5; TRADES + monitor: monitor ≤ 3 %.",
+              "All figures: medians over rounds of within-round values.",
+              "* s/50k ep: seconds per 50 000-sample epoch at this step time, extrapolated from the steady-state "
+              "wall step time (no data loading, evaluation or store commit)."]
     return "\n".join(lines)
 
 
@@ -186,13 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="small_cnn (default on CPU) or resnet18 (default on CUDA)")
     p.add_argument("--n", type=int, default=None, help="samples in the dataset and store (default: just enough)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (CPU 20, CUDA 100)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (CPU 12, CUDA 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration (CPU 2, CUDA 10)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds the timed steps are "
                    "split into (CPU: --steps, CUDA: 5)")
-    p.add_argument("--ks", default="1,3,8", help="MemLoss depths, comma-separated")
+    p.add_argument("--ks", default="1,4,16,64", help="MemLoss depths, comma-separated")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (torch.set_num_threads)")
-    p.add_argument("--budget-mb", type=int, default=2048, help="the Zarr store's memory budget (trainer default)")
     p.add_argument("--quick", action="store_true", help="few steps (4 timed, 1 warm-up, 2 rounds): a smoke run")
     return p
 
@@ -202,7 +226,7 @@ def parse_config(argv: Sequence[str] | None) -> BenchConfig:
     a = _parser().parse_args(argv)
     device = resolve_device(a.device)
     cuda = device.type == "cuda"
-    steps = a.steps or (4 if a.quick else 100 if cuda else 20)
+    steps = a.steps or (4 if a.quick else 100 if cuda else 12)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 10 if cuda else 2)
     # CPU: one step per configuration per round (load from other jobs changes within seconds); CUDA: 5 rounds,
     # since each round synchronizes the device.
@@ -210,10 +234,10 @@ def parse_config(argv: Sequence[str] | None) -> BenchConfig:
     try:
         ks = tuple(int(k) for k in a.ks.split(","))
     except ValueError:
-        raise BenchError(f"--ks must be comma-separated integers like 1,3,8, got {a.ks!r}") from None
+        raise BenchError(f"--ks must be comma-separated integers like 1,4,16,64, got {a.ks!r}") from None
     n = a.n or a.batch_size * (warmup + steps)
     return BenchConfig(device, a.model or ("resnet18" if cuda else "small_cnn"), n, a.batch_size, steps, warmup,
-                       repeats, ks, a.threads, a.budget_mb * 1024**2)
+                       repeats, ks, a.threads)
 
 
 def _describe(bc: BenchConfig) -> str:

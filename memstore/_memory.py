@@ -26,6 +26,10 @@ class InMemoryStore(MemStore):
         super().__init__(spec, layout, seed, state, window_blocks=layout.num_blocks, read_only=False)
         self._rows = Entries.empty(n, shape, lead=(spec.k + 1,))
 
+    @property
+    def _reads_any_slots(self) -> bool:
+        return True  # rows are gathered per slot from RAM: undrawn ages are never copied
+
     def _save_state(self, state: RingState) -> None:
         self._state = state
 

@@ -8,6 +8,7 @@ shared logic here; the backends only move rows (`_read_entries`, `_write_entries
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from memloss.memstore.spec import StoreSpec
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
 
+# Which memory ages (0 = epoch n−1, …, K−1) window w of the epoch's plan reads (per-window slot draws).
+AgesOfWindow = Callable[[int], Sequence[int]]
+
 
 class MemStore(ABC):
     """Memory of the last K epochs; see the module docstring. Use as a context manager or call close()."""
@@ -33,6 +37,7 @@ class MemStore(ABC):
         self._state, self._window_blocks, self._read_only = state, int(window_blocks), read_only
         self._epoch: int | None = None
         self._plan: EpochPlan | None = None
+        self._drawn: np.ndarray | None = None  # bool [windows, K]: ages each window reads (None = all)
         self._closed = False
 
     # ---- properties -------------------------------------------------------------------------------------------
@@ -89,20 +94,26 @@ class MemStore(ABC):
         return self._read_only
 
     # ---- public API ---------------------------------------------------------------------------------------------
-    def begin_epoch(self, epoch: int) -> np.ndarray:
+    def begin_epoch(self, epoch: int, ages: AgesOfWindow | None = None) -> np.ndarray:
         """Starts epoch `epoch` (>= 0): returns its order (int64 permutation of range(N), deterministic in (seed,
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
-        `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written)."""
+        `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
+
+        `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
+        ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in
+        `EpochPlan.windows`; a store that keeps everything in RAM has one window). It is called once per window
+        here; during the epoch, rows of ages not drawn for their sample's window come back with valid False."""
         self._check_usable()
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise StoreError(f"epoch must be an integer >= 0, got {epoch!r}")
         epoch = int(epoch)
         self._abandon_epoch()
+        plan = plan_epoch(self._layout, self._window_blocks, self._seed, epoch)
+        drawn = None if ages is None else self._draw_table(ages, len(plan.windows))
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
             self._save_state(self._state)
-        self._plan = plan_epoch(self._layout, self._window_blocks, self._seed, epoch)
-        self._epoch = epoch
+        self._plan, self._drawn, self._epoch = plan, drawn, epoch
         self._start_epoch(self._plan, self._read_slots(epoch))
         return self._plan.order.copy()
 
@@ -112,6 +123,10 @@ class MemStore(ABC):
         epoch = self._require_epoch()
         idx_np = as_index(idx, self.n)
         wanted = self._read_slots(epoch)
+        drawn = self._drawn_rows(idx_np)
+        if drawn is not None and self._reads_any_slots:  # read only the ages some window of the batch drew
+            needed = drawn.any(axis=1)
+            wanted = [(k, slot) for k, slot in wanted if needed[k]]
         if len(wanted) == self.k:  # every memory slot committed: the backend's fresh arrays are the batch
             out = self._read_entries(idx_np, [slot for _, slot in wanted])
         else:
@@ -125,8 +140,11 @@ class MemStore(ABC):
         target = np.array([epoch - 1 - k if epoch - 1 - k >= 0 else _NEVER for k in range(self.k)],
                           dtype=np.int32)[:, None]
         valid = out.epoch == target
+        if drawn is not None:
+            valid &= drawn
         if not valid.all():
             invalid = ~valid
+            invalid[np.setdiff1d(np.arange(self.k), [k for k, _ in wanted])] = False  # unread: already empty rows
             out.codes[invalid], out.scale[invalid], out.offset[invalid], out.flip[invalid] = 128, 0, 0, False
         return MemoryBatch(
             codes=torch.from_numpy(out.codes),
@@ -156,7 +174,7 @@ class MemStore(ABC):
         self._finish_epoch(epoch)
         self._state = self._state.after_commit(epoch)
         self._save_state(self._state)
-        self._epoch, self._plan = None, None
+        self._epoch, self._plan, self._drawn = None, None, None
 
     def close(self) -> None:
         """Drains background work (raising its error, if any) and releases the store; idempotent."""
@@ -178,6 +196,31 @@ class MemStore(ABC):
             pass
 
     # ---- helpers --------------------------------------------------------------------------------------------------
+    def _draw_table(self, ages: AgesOfWindow, windows: int) -> np.ndarray:
+        """bool [windows, K]: the ages each window reads, from the caller's `ages(window)`."""
+        table = np.zeros((windows, self.k), dtype=bool)
+        for w in range(windows):
+            got = np.asarray(list(ages(w)))
+            if got.size and (got.dtype.kind not in "iu" or got.min() < 0 or got.max() >= self.k):
+                raise StoreError(f"ages({w}) must give memory ages in [0, {self.k}) (0 = epoch n−1), "
+                                 f"got {got.tolist()}")
+            table[w, got.astype(np.int64)] = True
+        return table
+
+    def _drawn_rows(self, idx: np.ndarray) -> np.ndarray | None:
+        """bool [K, B]: whether each sample's window drew each age (None when every age is read)."""
+        if self._drawn is None:
+            return None
+        assert self._plan is not None
+        window = self._plan.window_of_block[self._layout.position[idx] // self._layout.block_size]
+        return self._drawn[window].T
+
+    @property
+    def _reads_any_slots(self) -> bool:
+        """True when `_read_entries` serves any subset of the read slots (then undrawn ages are not read at all);
+        backends that load whole windows of every read slot keep False and the rows are masked after reading."""
+        return False
+
     def _read_slots(self, epoch: int) -> list[tuple[int, int]]:
         """(k, ring slot) for each memory slot k whose epoch n−1−k is committed."""
         out = []
@@ -233,3 +276,4 @@ class MemStore(ABC):
 
     def _raise_background_error(self) -> None:
         """Raises StoreError if a background thread failed (backends with threads override)."""
+

@@ -76,3 +76,26 @@ def test_parse_bytes() -> None:
     assert parse_bytes("2GB") == 2 * 10**9 and parse_bytes("512MiB") == 512 * 2**20 and parse_bytes("1000") == 1000
     with pytest.raises(ConfigError, match="not a size"):
         parse_bytes("lots")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"k": 2, "memory_slots_per_step": 3}, "--memory-slots-per-step must be between 1 and k = 2"),
+    ({"k": 0, "memory_slots_per_step": 1}, "needs a memory term"),
+    ({"k": 4, "memory_slot_draw": "window"}, "--memory-slot-draw window needs --memory-slots-per-step"),
+    ({"k": 4, "memory_slot_draw": "epoch"}, "unknown memory slot draw 'epoch'"),
+    ({"k": 2, "memory_forward": "batched"}, "unknown memory forward"),
+    ({"k": 2, "beta_prime": "2,1", "beta_prime_decay": 0.5}, "either --beta-prime-decay or one --beta-prime"),
+    ({"k": 2, "beta_prime_decay": -0.5}, "--beta-prime-decay must be a finite number ≥ 0"),
+    ({"k": 1, "memloss_clean_grad": "stop", "memloss_variant": "v3"}, "v3 has no p(x)"),
+    ({"k": 1, "memloss_clean_grad": "none"}, "unknown memloss clean gradient"),
+])
+def test_large_k_options_refuse_impossible_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_config(overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_beta_prime_decay_gives_a_geometric_schedule() -> None:
+    cfg = resolve_config({"k": 4, "beta_prime": "2", "beta_prime_decay": 0.5})
+    assert cfg.method.beta_prime_per_slot() == (2.0, 1.0, 0.5, 0.25)
+    assert resolve_config({"k": 3, "beta_prime_decay": 1.0}).method.beta_prime_per_slot() == (2.0, 2.0, 2.0)

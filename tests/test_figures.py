@@ -72,7 +72,7 @@ def test_toy_figures_have_axes_legends_and_titles(tmp_path: Path) -> None:
     from memloss.trainer.experiments.toy.plot import clean_boundary_figure, curves_figure, panels_figure, plot_toy
     from memloss.trainer.experiments.toy.run import run_toy
 
-    result = run_toy(ToyConfig.quick(), threads=1)
+    result = run_toy(ToyConfig.quick(seeds=2), threads=1)
     panels = panels_figure(result.panels, 0.1)
     assert [ax.get_xlabel() for ax in panels.axes] == ["x₁ (input, [0, 1])"] * 3
     assert {"adv. example, class 0", "misclassified", "predicted class 1"} <= set(_texts(panels))
@@ -80,8 +80,9 @@ def test_toy_figures_have_axes_legends_and_titles(tmp_path: Path) -> None:
     boundary = clean_boundary_figure(result.panels, 0.1)
     assert "clean point, class 1" in _texts(boundary)
     curves = curves_figure(result)
-    left, right = curves.axes
-    assert left.get_ylabel() == "error on epoch n−1's adv. examples (%)" and right.get_ylabel() == "accuracy (%)"
-    assert all(float(t).is_integer() for t in right.get_xticks()) and right.get_legend() is not None
+    forgetting, learning, old, robust = curves.axes
+    assert old.get_ylabel() == "epoch n−1's adv. examples wrong under n (%)" and robust.get_ylabel() == "accuracy (%)"
+    assert all(float(t).is_integer() for t in robust.get_xticks()) and forgetting.get_legend() is not None
+    assert len(forgetting.collections) == 2  # a ± 1 std band per method over the two seeds
     assert sorted(p.name for p in tmp_path.iterdir()) == [] and len(plot_toy(result, tmp_path)) == 3
     assert len(list(tmp_path.glob("*.pdf"))) == 3

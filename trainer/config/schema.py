@@ -19,6 +19,9 @@ VARIANT_NAMES = ("v1", "v2", "v3")
 REG_NAMES = ("none", "te", "meow")
 NORM_NAMES = ("Linf", "L2")
 MEMORY_VIEWS = ("recorded", "aligned")
+SLOT_DRAWS = ("step", "window")
+MEMORY_FORWARDS = ("separate", "fused")
+CLEAN_GRADS = ("through", "stop")
 ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn", "wrn-28-10", "wrn-34-10", "wrn-70-16", "wrn-28-10-swish",
               "wrn-34-10-swish", "wrn-70-16-swish")
 
@@ -89,12 +92,20 @@ class MethodConfig:
     helper: str | None = None
     memory_view: str = "recorded"
     label_smoothing: float = 0.0
+    memory_slots_per_step: int = 0  # m: memory slots each step uses (0 = all, the paper)
+    memory_slot_draw: str = "step"  # step: m slots drawn per step; window: per store window (decodes only those)
+    memory_forward: str = "separate"  # separate: one train-mode forward per slot (official BN); fused: one forward
+    beta_prime_decay: float | None = None  # γ: β′_k = β′·γ^(k−1)
+    memloss_clean_grad: str = "through"  # through: the MemLoss KL trains p(x) (paper eq. 5); stop: p(x) detached
 
     def __post_init__(self) -> None:
         _choice(self.method, METHOD_NAMES, "method")
         _choice(self.memloss_variant, VARIANT_NAMES, "memloss variant")
         _choice(self.reg, REG_NAMES, "reg")
         _choice(self.memory_view, MEMORY_VIEWS, "memory view")
+        _choice(self.memory_slot_draw, SLOT_DRAWS, "memory slot draw")
+        _choice(self.memory_forward, MEMORY_FORWARDS, "memory forward")
+        _choice(self.memloss_clean_grad, CLEAN_GRADS, "memloss clean gradient")
         if self.k < 0:
             raise ConfigError(f"k must be ≥ 0 (0 = no memory term), got {self.k}")
         if self.k > 0 and len(self.beta_prime) > self.k:
@@ -104,6 +115,7 @@ class MethodConfig:
         if self.method == "hat" and not self.helper:
             raise ConfigError("--method hat needs --helper CHECKPOINT (a model trained with --method standard)")
         self._check_label_smoothing()
+        self._check_memory_options()
 
     def _check_label_smoothing(self) -> None:
         """Label smoothing acts on the clean CE term only (the published TRADES/HAT code): at and mart have none,
@@ -115,8 +127,28 @@ class MethodConfig:
             raise ConfigError(f"--label-smoothing smooths the clean CE term of standard, trades and hat; {which} "
                               f"has none to smooth: drop --label-smoothing or use --method trades")
 
+    def _check_memory_options(self) -> None:
+        m = self.memory_slots_per_step
+        if m and self.k == 0:
+            raise ConfigError("--memory-slots-per-step needs a memory term (--k ≥ 1)")
+        if m < 0 or m > self.k:
+            raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (0 = all slots), got {m}")
+        if self.memory_slot_draw == "window" and m == 0:
+            raise ConfigError("--memory-slot-draw window needs --memory-slots-per-step m (the slots each window uses)")
+        decay = self.beta_prime_decay
+        if decay is not None:
+            if not 0 <= decay < float("inf"):
+                raise ConfigError(f"--beta-prime-decay must be a finite number ≥ 0, got {decay}")
+            if len(self.beta_prime) > 1:
+                raise ConfigError("give either --beta-prime-decay or one --beta-prime value per slot, not both")
+        if self.memloss_clean_grad == "stop" and self.memloss_variant == "v3":
+            raise ConfigError("--memloss-clean-grad stop needs --memloss-variant v1 or v2 (v3 has no p(x) in its KL)")
+
     def beta_prime_per_slot(self) -> tuple[float, ...]:
-        """β′_k for k = 1..K: a single value applies to every slot; a shorter list leaves later slots at 0."""
+        """β′_k for k = 1..K: a single value applies to every slot (times γ^(k−1) with `beta_prime_decay` γ); a
+        shorter list leaves later slots at 0."""
+        if self.beta_prime_decay is not None:
+            return tuple(self.beta_prime[0] * self.beta_prime_decay**k for k in range(self.k))
         if len(self.beta_prime) == 1:
             return self.beta_prime * self.k
         return self.beta_prime + (0.0,) * (self.k - len(self.beta_prime))

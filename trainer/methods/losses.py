@@ -24,7 +24,8 @@ Formulas: shared/spec/algorithms.md, Part A; constants of MART from its official
   v2: the same without the weight
   v3: beta'_k·(1/B)·sum_i valid_ki·KL_i(p(x''_k) || p(x_adv))
   A slot without memory (valid False) contributes exactly 0 and no gradient (the paper replaces x''_k by x,
-  which also gives KL = 0). The division is by the full B, valid or not.
+  which also gives KL = 0). The division is by the full B, valid or not. With slot sampling each drawn slot's
+  beta'_k is multiplied by its importance weight S/m (unbiased); clean_grad "stop" detaches p(x) (v1, v2).
 
 The trainer calls one function, ``total_loss(method, inputs, params, memory=..., memloss=..., extra=...)``.
 """

@@ -31,7 +31,8 @@ def total_loss(
         if memloss is None:
             raise ValueError("total_loss got memory inputs but no MemLossConfig")
         term = memloss_term(inputs.logits_clean, memory.logits_mem, inputs.y, memory.valid, memloss.beta_prime,
-                            memloss.variant, inputs.logits_adv)
+                            memloss.variant, inputs.logits_adv, slots=memory.slots,
+                            slot_weights=memory.slot_weights, clean_grad=memloss.clean_grad)
         loss = loss + term.loss
         metrics.update(term.metrics)
     for term in (extra or {}).values():

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 PANELS: tuple[tuple[str, str, bool], ...] = (
     ("test_clean_acc", "clean accuracy, test (%)", True),
     ("test_pgd20_acc", "PGD-20 accuracy, test (%)", True),
-    ("forgetting", "forgetting: error on epoch n−1's\nadversarial examples (%)", True),
+    ("forgetting_events", "forgetting events on epoch n−1's\nadversarial examples (%)", True),
+    ("learning_events", "learning events on epoch n−1's\nadversarial examples (%)", True),
+    ("old_error", "old-example error: epoch n−1's\nadversarial examples wrong now (%)", True),
     ("loss", "training loss (mean per sample)", False),
     ("mem_loss", "MemLoss term (mean per sample)", False),
 )

@@ -15,7 +15,7 @@ from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
 from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
-from memloss.trainer.training.memory import MemoryExamples, build_memory_examples
+from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
 from memloss.trainer.training.metrics import MetricSums
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, save_state, write_metrics
@@ -25,68 +25,63 @@ from memloss.trainer.training.step import maybe_autocast, train_step
 EVAL_BATCH = 256
 NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
 
-# The forgetting monitor costs an extra eval-mode forward; measuring it on every 4th batch keeps that under 1 % of a
-# TRADES step while still covering a quarter of the training set each epoch.
-FORGETTING_EVERY = 4
-
 
 class TrainingDiverged(MemlossError):
     """The loss became NaN or Inf."""
 
 
-def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: list[float]) -> MemoryExamples | None:
+def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any,
+                     wait: list[float]) -> tuple[Any, MemoryExamples | None]:
+    """The store's MemoryBatch of the batch and the memory examples of the slots the step uses (None: no term)."""
     t0 = time.perf_counter()
     batch = s.store.read(idx)  # type: ignore[union-attr]
     wait[0] += time.perf_counter() - t0
-    slots = max(s.cfg.method.k, 1)
-    return build_memory_examples(x, batch, views, s.info.crop_padding, s.cfg.method.memory_view, slots)
-
-
-def _forgetting(s: Session, memory: MemoryExamples | None, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Error of the current model (eval mode) on the memory examples of epoch n−1: the paper's forgetting."""
-    if memory is None or memory.slots[0] != 0:
-        return {}
-    s.model.eval()
-    with torch.no_grad(), maybe_autocast(s.step.autocast, y.device):
-        wrong = (s.model(memory.x[0]).argmax(1) != y) & memory.valid[0]
-    s.model.train()
-    # The count is known on the host; the tensor lives on y's device so that every metric sum stays on one device.
-    count = torch.tensor(float(memory.valid_counts[0]), device=y.device)
-    return {"forget_wrong": wrong.sum().float(), "forget_count": count}
+    k = s.cfg.method.k
+    if k == 0 or s.slots is None:
+        return batch, None
+    slots, weight = s.slots.choose(valid_counts(batch, k))
+    if not slots:
+        return batch, None
+    return batch, build_memory_examples(x, batch, views, s.info.crop_padding, s.cfg.method.memory_view, k,
+                                        slots=slots, weight=weight)
 
 
 def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
-                 sums: MetricSums, wait: list[float], monitor: bool = True) -> torch.Tensor:
+                 sums: MetricSums, wait: list[float]) -> torch.Tensor:
     """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host."""
     x = x_u8.float().div_(255.0)
     if s.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     views = sample_views(len(y), s.info.crop_padding, s.info.flip, s.generator, s.device)
     x_view = apply_view(x, views, s.info.crop_padding)
-    memory = _memory_for_step(s, x, idx, views, wait) if s.store is not None else None
-    # Forgetting is measured before this batch's update: the model of epoch n before it trains on these samples.
-    forgetting = _forgetting(s, memory, y) if monitor else {}
+    batch, memory = _memory_for_step(s, x, idx, views, wait) if s.store is not None else (None, None)
     s.model.train()
-    result = train_step(s.step, x_view, y, idx_dev, memory if s.cfg.method.k > 0 else None, s.generator)
+    result = train_step(s.step, x_view, y, idx_dev, memory, s.generator)
+    if s.writer is not None and result.x_adv is not None:
+        t0 = time.perf_counter()
+        stored = s.writer.push(idx, result.x_adv.float() - x_view, views)
+        wait[0] += time.perf_counter() - t0
+        if s.monitor is not None:
+            # The model of this step, after its forwards and before its update (forgetting.py explains the events).
+            with maybe_autocast(s.step.autocast, s.device):
+                s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     s.optimizer.step()
     s.scheduler.step()
     if s.ema is not None:
         s.ema.update(s.model)
-    if s.writer is not None and result.x_adv is not None:
-        t0 = time.perf_counter()
-        s.writer.push(idx, result.x_adv.float() - x_view, views)
-        wait[0] += time.perf_counter() - t0
-    metrics = {**result.metrics, **forgetting}
-    sums.add(metrics, len(y))
+    sums.add(result.metrics, len(y))
     return result.loss.detach()
 
 
 def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     """One pass over the training set in the store's order; returns the epoch's mean metrics."""
     if s.store is not None:
-        s.orders = {epoch: s.store.begin_epoch(epoch)}
+        ages = s.slots.epoch_ages(epoch, s.store.committed_epochs) if s.slots is not None else None
+        s.orders = {epoch: s.store.begin_epoch(epoch, ages=ages)}
+    if s.monitor is not None:
+        s.monitor.begin_epoch(epoch)
     s.loader.set_epoch(epoch)
     if s.step.te is not None:
         s.step.te.begin_epoch(epoch)
@@ -96,7 +91,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     for step, (x_u8, y, idx) in enumerate(s.loader):
         host_idx = s.orders[epoch][position:position + len(y)] if s.store is not None else None
         position += len(y)
-        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait, monitor=step % FORGETTING_EVERY == 0)
+        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait)
         nonfinite |= ~torch.isfinite(loss)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
             _diverged(s, epoch, step)
@@ -110,7 +105,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         s.writer.flush()
         wait[0] += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
-    return {**sums.read(), "epoch_seconds": seconds, "samples_per_s": position / seconds,
+    monitored = s.monitor.read() if s.monitor is not None else {}
+    return {**sums.read(), **monitored, "epoch_seconds": seconds, "samples_per_s": position / seconds,
             "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
 
 

@@ -21,7 +21,7 @@ from memloss.errors import MemlossError
 
 DEFAULT_LOG_EVERY = 50  # steps; the epoch loop already reads a device flag every 50 steps (NaN check)
 _GROUPS = (("ema_test_", "test/ema_"), ("test_", "test/"), ("eval_", "test/"), ("mem_", "memory/"), ("forget", "memory/"),
-           ("store_", "store/"))
+           ("learning_events", "memory/"), ("old_error", "memory/"), ("monitor_rows", "memory/"), ("store_", "store/"))
 _TIME_KEYS = ("epoch_seconds", "eval_seconds", "epoch_total_seconds", "samples_per_s")
 _NOT_SCALARS = ("epoch", "time")
 
@@ -94,6 +94,10 @@ class Logbook:
         for key, value in record.items():
             if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(tag_of(key), value, step, walltime=wall)
+            elif key.endswith("_by_age") and isinstance(value, list):  # the forgetting monitor, per memory age
+                for age, v in enumerate(value, start=1):
+                    if v is not None:
+                        self.writer.add_scalar(f"{tag_of(key)}/age{age}", v, step, walltime=wall)
         self.writer.flush()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ current epoch's perturbations back without a per-step host sync."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,39 +20,56 @@ class MemoryExamples:
 
     x: float [S,B,C,H,W] in [0,1] on the device; valid: bool [S,B] on the device; slots: the S slot numbers
     (0 = epoch n−1, k−1 = epoch n−k) that `x` holds, in order; valid_counts: host-side count of valid entries per
-    slot (known without a device sync because the store's masks live on the host).
+    slot (known without a device sync because the store's masks live on the host); weight: the importance weight of
+    every slot held (S/m when m of the S slots holding memory were drawn; 1 when all are used).
     """
 
     x: torch.Tensor
     valid: torch.Tensor
     slots: tuple[int, ...]
     valid_counts: tuple[int, ...]
+    weight: float = 1.0
+
+
+def valid_counts(memory: Any, num_slots: int) -> list[int]:
+    """Valid rows per slot of a store MemoryBatch (host tensors: no device sync), for the first `num_slots` slots."""
+    return memory.valid[:num_slots].sum(dim=1).tolist()
+
+
+def batch_rows(memory: Any, rows: np.ndarray) -> Any:
+    """The store MemoryBatch restricted to batch positions `rows` (int64 [R], host): a MemoryBatch of R rows."""
+    index = torch.from_numpy(rows)
+    return type(memory)(*(t.index_select(1, index) for t in (memory.codes, memory.scale, memory.offset,
+                                                              memory.flip, memory.valid)))
 
 
 def build_memory_examples(x: torch.Tensor, memory: Any, current: ViewParams, pad: int, view_mode: str,
-                          num_slots: int) -> MemoryExamples | None:
-    """Rebuilds x″_k = clamp(view_k(x) + δ_k, 0, 1) for the first `num_slots` slots of a store MemoryBatch.
+                          num_slots: int, slots: Sequence[int] | None = None,
+                          weight: float = 1.0) -> MemoryExamples | None:
+    """Rebuilds x″_k = clamp(view_k(x) + δ_k, 0, 1) for the slots of a store MemoryBatch that hold memory: the
+    first `num_slots` slots, or those listed in `slots` (slot sampling: only the drawn slots are rebuilt).
 
     x: float [B,C,H,W] in [0,1], the un-augmented images on the device. view_mode "recorded" uses the view each δ_k
     was made on (the very adversarial image of that epoch, up to quantization); "aligned" moves δ_k into the current
-    view instead. Returns None when no slot holds memory for this batch.
+    view instead. `weight` is passed through to `MemoryExamples.weight`. Returns None when no slot holds memory.
     """
-    counts = memory.valid[:num_slots].sum(dim=1).tolist()  # host tensor: no device sync
-    slots = tuple(k for k in range(num_slots) if counts[k] > 0)
+    counts = valid_counts(memory, num_slots)
+    slots = tuple(k for k in (range(num_slots) if slots is None else slots) if counts[k] > 0)
     if not slots:
         return None
     device = x.device
     examples = []
     for k in slots:
         delta = dequantize(memory.codes[k].to(device, non_blocking=True), memory.scale[k].to(device, non_blocking=True))
-        made_on = ViewParams(memory.offset[k].to(device).long(), memory.flip[k].to(device))
+        made_on = ViewParams(memory.offset[k].to(device, non_blocking=True).long(),
+                             memory.flip[k].to(device, non_blocking=True))
         if view_mode == "aligned":
             base, delta = apply_view(x, current, pad), align_delta(delta, made_on, current, pad)
         else:
             base = apply_view(x, made_on, pad)
         examples.append((base + delta).clamp_(0.0, 1.0))
     valid = memory.valid[list(slots)].to(device, non_blocking=True)
-    return MemoryExamples(torch.stack(examples), valid, slots, tuple(counts[k] for k in slots))
+    return MemoryExamples(torch.stack(examples), valid, slots, tuple(counts[k] for k in slots), weight)
 
 
 class DeferredWriter:
@@ -67,13 +85,14 @@ class DeferredWriter:
         self._cuda = device.type == "cuda"
         self._pending: tuple[Any, ...] | None = None
 
-    def push(self, idx: np.ndarray, delta: torch.Tensor, views: ViewParams) -> None:
-        """Queues the write of δ [B,C,H,W] (float, on the device) made on `views` for samples `idx` (host int64)."""
+    def push(self, idx: np.ndarray, delta: torch.Tensor, views: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queues the write of δ [B,C,H,W] (float, on the device) made on `views` for samples `idx` (host int64);
+        returns the quantized δ as stored, (codes uint8 [B,C,H,W], scale float32 [B]) on the device."""
         codes, scale = quantize(delta.detach().float())
         tensors = (codes, scale, views.offset.to(torch.int16), views.flip)
         if not self._cuda:
             self._store.write(idx, *tensors)
-            return
+            return codes, scale
         host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors)
         for dst, src in zip(host, tensors):
             dst.copy_(src, non_blocking=True)
@@ -81,6 +100,7 @@ class DeferredWriter:
         event.record()
         self.flush()
         self._pending = (idx, host, event)
+        return codes, scale
 
     def flush(self) -> None:
         """Writes the pending batch (waits for its copy, which finished long ago in steady state)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 # Metrics that are sums over samples (counts), not per-batch means to be weighted by batch size.
-COUNT_METRICS = ("mem_correct", "mem_count", "forget_wrong", "forget_count")
+COUNT_METRICS = ("mem_correct", "mem_count")
 
 
 class MetricSums:
@@ -32,6 +32,4 @@ class MetricSums:
         out = {n: v / max(self.samples, 1) for n, v in sums.items() if n not in COUNT_METRICS}
         if sums.get("mem_count"):
             out["mem_acc"] = sums["mem_correct"] / sums["mem_count"]
-        if sums.get("forget_count"):
-            out["forgetting"] = sums["forget_wrong"] / sums["forget_count"]
         return out

@@ -25,13 +25,15 @@ def pct(value: float | None) -> str:
 
 
 def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """One human line per epoch from a metrics record (accuracies and forgetting in percent)."""
+    """One human line per epoch from a metrics record (accuracies, events and errors in percent)."""
     parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}",
              f"clean {pct(record['test_clean_acc'])}", f"pgd20 {pct(record['test_pgd20_acc'])}"]
     if record.get("ema_test_pgd20_acc") is not None:
         parts.append(f"ema pgd20 {pct(record['ema_test_pgd20_acc'])}")
-    if record.get("forgetting") is not None:
-        parts.append(f"forgetting {pct(record['forgetting'])}")
+    # The forgetting monitor on the previous epoch's adversarial examples (age 1): events and old-example error.
+    for key, label in (("forgetting_events", "forget ev"), ("learning_events", "learn ev"), ("old_error", "old err")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {pct(record[key])}")
     if record.get("mem_loss") is not None:
         parts.append(f"memloss {record['mem_loss']:.4f}")
     parts += [f"{record['samples_per_s']:.0f} samples/s", f"store wait {100 * record['store_wait_frac']:.1f}%",

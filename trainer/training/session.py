@@ -29,8 +29,10 @@ from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.models.files import load_model, resolve_checkpoint
 from memloss.trainer.models.registry import build_model
 from memloss.trainer.training.ema import WeightAverage, make_weight_average
+from memloss.trainer.training.forgetting import ForgettingMonitor
 from memloss.trainer.training.memory import DeferredWriter
 from memloss.trainer.training.regstate import MeowState, TEState
+from memloss.trainer.training.slots import SlotSampler
 from memloss.trainer.training.step import StepSetup
 
 
@@ -54,6 +56,8 @@ class Session:
     store: Any | None = None
     writer: DeferredWriter | None = None
     ema: WeightAverage | None = None
+    slots: SlotSampler | None = None  # which memory slots each step uses (--memory-slots-per-step)
+    monitor: ForgettingMonitor | None = None  # forgetting/learning events, whenever a store exists
     orders: dict[int, np.ndarray] = field(default_factory=dict)
     start_epoch: int = 1
     best_robust: float = -1.0
@@ -97,7 +101,8 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
                      _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
-                     autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"))
+                     autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"),
+                     memory_forward=cfg.method.memory_forward, clean_grad=cfg.method.memloss_clean_grad)
 
 
 def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
@@ -146,8 +151,16 @@ def open_session(cfg: TrainConfig, run_dir: Path) -> Session:
     session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
                                  num_workers=d.num_workers)
     if session.store is not None:
-        session.writer = DeferredWriter(session.store, device)
+        attach_memory(session)
     return session
+
+
+def attach_memory(s: Session) -> None:
+    """The parts that follow the store: the deferred writer, the slot sampler and the forgetting monitor."""
+    m = s.cfg.method
+    s.writer = DeferredWriter(s.store, s.device)
+    s.slots = SlotSampler(m.k, m.memory_slots_per_step, m.memory_slot_draw, s.cfg.run.seed)
+    s.monitor = ForgettingMonitor(s.store.n, s.store.k, s.device)  # type: ignore[union-attr]
 
 
 def training_state(s: Session, epoch: int) -> dict[str, Any]:
@@ -157,7 +170,9 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "cpu_rng": torch.get_rng_state(), "best_robust": s.best_robust, "best_epoch": s.best_epoch,
             "store_epoch": epoch if s.store is not None else -1,
             "extras": {k: v.state_dict() for k, v in s.extras.items()},
-            "ema": s.ema.state_dict() if s.ema is not None else None}
+            "ema": s.ema.state_dict() if s.ema is not None else None,
+            "memory": {name: part.state_dict() for name, part in (("slots", s.slots), ("monitor", s.monitor))
+                       if part is not None}}
 
 
 def restore(s: Session, state: dict[str, Any]) -> None:
@@ -172,4 +187,8 @@ def restore(s: Session, state: dict[str, Any]) -> None:
         extra.load_state_dict(state["extras"][name])
     if s.ema is not None:
         s.ema.load_state_dict(state["ema"])
+    saved = state.get("memory", {})  # absent in states written before slot sampling and the monitor existed
+    for name, part in (("slots", s.slots), ("monitor", s.monitor)):
+        if part is not None and name in saved:
+            part.load_state_dict(saved[name])
     s.start_epoch = int(state["epoch"]) + 1

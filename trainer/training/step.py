@@ -41,6 +41,8 @@ class StepSetup:
     autocast: bool
     te: TEState | None = None
     meow: MeowState | None = None
+    memory_forward: str = "separate"  # separate: one train-mode forward per slot; fused: one for all slots
+    clean_grad: str = "through"  # whether the MemLoss KL back-propagates into p(x)
 
 
 @dataclass
@@ -97,12 +99,23 @@ def _forwards(s: StepSetup, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tenso
     return _Forwards(inputs, clean.features if clean else None, adv.features if adv else None)
 
 
+def _memory_logits(s: StepSetup, x_mem: torch.Tensor) -> torch.Tensor:
+    """Train-mode logits [S,B,C] of the memory examples x_mem [S,B,C,H,W]. `separate`: one forward per slot, BN
+    statistics per slot (the official code's one forward per input kind); `fused`: one forward of all S·B examples,
+    BN statistics over all of them (fewer, larger kernels; the same logits for a model without BN)."""
+    if s.memory_forward == "fused" and x_mem.shape[0] > 1:
+        logits = s.model(x_mem.flatten(0, 1))
+        return logits.view(x_mem.shape[0], x_mem.shape[1], -1)
+    return torch.stack([s.model(xm) for xm in x_mem])
+
+
 def _memory_inputs(s: StepSetup, memory: MemoryExamples | None) -> tuple[MemoryInputs, MemLossConfig] | None:
     if memory is None or s.beta_prime is None:
         return None
-    logits_mem = torch.stack([s.model(xm) for xm in memory.x])
-    config = MemLossConfig(tuple(s.beta_prime[k] for k in memory.slots), s.variant)
-    return MemoryInputs(logits_mem, memory.valid), config
+    weights = (memory.weight,) * len(memory.slots)
+    inputs = MemoryInputs(_memory_logits(s, memory.x), memory.valid, memory.slots, weights)
+    config = MemLossConfig(tuple(s.beta_prime[k] for k in memory.slots), s.variant, s.clean_grad)
+    return inputs, config
 
 
 def _meow_base(s: StepSetup, f: _Forwards) -> LossOutput | None:

@@ -7,23 +7,31 @@ from typing import Any, Sequence
 
 
 def summary_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
-    """One row per demo run: clean, each attack, worst case, forgetting, times, store size vs float32."""
+    """One row per demo run: clean, each attack, worst case, the forgetting monitor (mean over epochs ≥ 2 of the
+    forgetting and learning events and the old-example error on epoch n−1's adversarial examples), times, store size
+    vs float32."""
     rows = []
     for run in runs:
-        ev, last = run.evaluation, run.fit.records[-1]
-        forgetting = [r["forgetting"] for r in run.fit.records if r.get("forgetting") is not None]
+        ev = run.evaluation
         row = {"run": run.name, "k": run.k, "clean": ev.clean_accuracy,
                **{a.name: a.robust_accuracy for a in ev.attacks}, "worst case": ev.worst_case_accuracy,
-               "forgetting (mean)": sum(forgetting) / len(forgetting) if forgetting else None,
-               "forgetting (last)": last.get("forgetting"), "train s": run.train_seconds, "eval s": run.eval_seconds,
+               **{label: _mean(run.fit.records, key) for key, label in MONITOR_ROWS},
+               "train s": run.train_seconds, "eval s": run.eval_seconds,
                "store MB": run.store["bytes_on_disk"] / 1e6, "store vs float32": run.store["ratio_vs_float32"]}
         rows.append(row)
     return rows
 
 
-# Rows that are not accuracies or rates; every other row (clean, each attack, worst case, forgetting) is a
-# fraction in [0,1], shown in percent as `memloss evaluate` shows accuracies.
+# Rows that are not accuracies or rates; every other row (clean, each attack, worst case, the forgetting
+# monitor's events and error) is a fraction in [0,1], shown in percent as `memloss evaluate` shows accuracies.
 PLAIN_ROWS = ("run", "k", "train s", "eval s", "store MB", "store vs float32")
+MONITOR_ROWS = (("forgetting_events", "forget events"), ("learning_events", "learn events"),
+                ("old_error", "old-example error"))
+
+
+def _mean(records: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def render_rows(rows: list[dict[str, Any]]) -> Any:
@@ -53,8 +61,8 @@ def _cell(value: Any, percent: bool = False) -> str:
 
 
 def plot_curves(runs: Sequence[Any], png: Path) -> Path:
-    """Per-epoch test clean and PGD-20 accuracy, forgetting, training loss and MemLoss term of every run, as PNG
-    and PDF; returns the PNG's path."""
+    """Per-epoch test clean and PGD-20 accuracy, the forgetting monitor's events and old-example error, training
+    loss and MemLoss term of every run, as PNG and PDF; returns the PNG's path."""
     from memloss.trainer.plots.curves import Series, curves_figure
     from memloss.trainer.plots.style import save_figure, threat_text
 

@@ -1,5 +1,6 @@
-"""Figures of the toy problem: the paper's figure 2 (clean boundary) and figure 3 (three panels) for the AT run,
-and the forgetting and robust-accuracy curves of both runs, in the house style (trainer/plots/style.py), as PNG and
+"""Figures of the toy problem: the paper's figure 2 (clean boundary) and figure 3 (three panels) for the base run
+of the first seed, and the per-epoch curves of both methods (forgetting and learning events, old-example error,
+robust accuracy; mean over seeds with a ± 1 std band), in the house style (trainer/plots/style.py), as PNG and
 PDF. Regions: predicted class 0 light blue, class 1 light orange; points: class 0 blue, class 1 vermillion (the
 Okabe-Ito palette); circles are clean points, crosses adversarial examples, red rings the misclassified ones."""
 
@@ -56,7 +57,7 @@ def _legend(fig: Figure, ax: Axes) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
 
 
-def panels_figure(p: PanelData, eps: float) -> Figure:
+def panels_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
     """Figure 3: (a) boundary n−1 with adversarial examples of n−1; (b) n with n; (c) n with n−1."""
     n = p.epoch
     titles = (f"(a) boundary of epoch {n - 1},\nadv. examples of epoch {n - 1}",
@@ -70,11 +71,11 @@ def panels_figure(p: PanelData, eps: float) -> Figure:
             _draw_points(ax, advs[i], p.y, p.wrong[i], marker="x")
             ax.set_title(f"{titles[i]}: error {p.wrong[i].mean():.1%}")
         _legend(fig, axes[0])
-        fig.suptitle(f"2-D toy (two moons), PGD-AT run, Linf ε = {eps:g}: forgetting between epochs {n - 1} and {n}")
+        fig.suptitle(f"2-D toy (two moons), {method} run, Linf ε = {eps:g}: forgetting between epochs {n - 1} and {n}")
     return fig
 
 
-def clean_boundary_figure(p: PanelData, eps: float) -> Figure:
+def clean_boundary_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
     """Figure 2: the boundary of epoch n on the clean training points."""
     with styled():
         fig, (ax,) = new_figure(1, 1, panel=(5.6, 6.0))
@@ -82,37 +83,47 @@ def clean_boundary_figure(p: PanelData, eps: float) -> Figure:
         _draw_points(ax, p.x, p.y, None, marker="o")
         ax.set_title(f"clean training points, boundary after epoch {p.epoch}")
         _legend(fig, ax)
-        fig.suptitle(f"2-D toy (two moons), PGD-AT run, Linf ε = {eps:g}")
+        fig.suptitle(f"2-D toy (two moons), {method} run, Linf ε = {eps:g}")
     return fig
 
 
+# (RunTrace field, first epoch of its list, panel title, y label)
+_CURVES = (("forgetting_events", 2, "forgetting events", "right under model n−1, wrong under n (%)"),
+           ("learning_events", 2, "learning events", "wrong under model n−1, right under n (%)"),
+           ("old_error", 2, "old-example error", "epoch n−1's adv. examples wrong under n (%)"),
+           ("robust_acc", 1, "test robust accuracy (PGD-{steps})", "accuracy (%)"))
+
+
 def curves_figure(result: ToyResult) -> Figure:
-    """Forgetting per epoch (left) and test robust accuracy per epoch (right) of both runs, in percent."""
+    """Per epoch, both methods: forgetting events, learning events and old-example error on epoch n−1's adversarial
+    examples (percent of the training points) and test robust accuracy; mean over seeds, band ± 1 std."""
     cfg = result.config
     with styled():
-        fig, (left, right) = new_figure(1, 2, panel=(4.6, 3.4))
-        for i, (name, run) in enumerate(result.runs.items()):
-            style = {**series_style(i), "marker": None}
-            left.plot(range(2, len(run.forgetting) + 2), [100 * v for v in run.forgetting], label=name,
-                      linewidth=1.2, **style)
-            right.plot(range(1, len(run.robust_acc) + 1), [100 * v for v in run.robust_acc], label=name,
-                       linewidth=1.2, **style)
-        left.axvline(result.panels.epoch, color="grey", linestyle=":", label="epoch drawn in the panels")
-        left.set(ylabel="error on epoch n−1's adv. examples (%)", title="forgetting")
-        right.set(ylabel="accuracy (%)", title=f"test robust accuracy (PGD-{cfg.eval_steps})")
-        for ax in (left, right):
-            epoch_axis(ax, "epoch n" if ax is left else "epoch")
-            ax.legend()
-        fig.suptitle(f"2-D toy (two moons), AT vs AT+MemLoss, Linf ε = {cfg.eps:g}, {cfg.epochs} epochs")
+        fig, axes = new_figure(1, len(_CURVES), panel=(4.0, 3.4))
+        for ax, (key, first, title, ylabel) in zip(axes, _CURVES):
+            for i, (name, traces) in enumerate(result.runs.items()):
+                values = 100 * np.array([getattr(t, key) for t in traces])
+                mean = values.mean(axis=0)
+                std = values.std(axis=0, ddof=1) if len(traces) > 1 else np.zeros_like(mean)
+                epochs = np.arange(first, first + values.shape[1])
+                style = {**series_style(i), "marker": None}
+                ax.plot(epochs, mean, label=name, linewidth=1.2, **style)
+                ax.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0)
+            ax.set(ylabel=ylabel, title=title.format(steps=cfg.eval_steps))
+            epoch_axis(ax, "epoch n")
+        axes[0].legend()
+        seeds = f"seeds {cfg.seed}–{cfg.seed + cfg.seeds - 1}, band ± 1 std" if cfg.seeds > 1 else f"seed {cfg.seed}"
+        fig.suptitle(f"2-D toy (two moons), {' vs '.join(result.runs)}, Linf ε = {cfg.eps:g}, {cfg.epochs} epochs, "
+                     f"{seeds}")
     return fig
 
 
 def plot_toy(result: ToyResult, out_dir: Path) -> list[Path]:
-    """Writes toy_panels (figure 3), toy_clean_boundary (figure 2) and toy_forgetting as PNG and PDF into out_dir
-    (created if missing; existing files of these names are overwritten) and returns the PNG paths."""
+    """Writes toy_panels (figure 3), toy_clean_boundary (figure 2) and toy_forgetting (the curves) as PNG and PDF
+    into out_dir (created if missing; existing files of these names are overwritten) and returns the PNG paths."""
     ensure_out_dir(out_dir)
-    eps = result.config.eps
-    figures = {"toy_panels": panels_figure(result.panels, eps),
-               "toy_clean_boundary": clean_boundary_figure(result.panels, eps),
+    eps, method = result.config.eps, result.config.names[0]
+    figures = {"toy_panels": panels_figure(result.panels, eps, method),
+               "toy_clean_boundary": clean_boundary_figure(result.panels, eps, method),
                "toy_forgetting": curves_figure(result)}
     return [save_figure(fig, out_dir / f"{name}.png")[0] for name, fig in figures.items()]
