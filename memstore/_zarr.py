@@ -18,7 +18,7 @@ import zarr
 
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentSlots
-from memloss.memstore._zarr_chunks import WriteJob, read_chunks, write_chunks
+from memloss.memstore._zarr_chunks import WriteJob, read_rows, write_chunks
 from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
@@ -144,9 +144,7 @@ class ZarrMemStore(MemStore):
     def _load_resident(self, slots: list[int]) -> None:
         """Runs on the reader thread: every chunk of ring `slots`, decoded straight into the resident rows."""
         assert self._resident is not None
-        rows = self._resident.rows
-        spans = [self._layout.block_rows(b) for b in range(self._layout.num_blocks)]
-        read_chunks(self._arrays, spans, slots, rows, lambda si, j: (slots[si], slice(*spans[j])))
+        read_rows(self._arrays, slots, slice(None), self._resident.rows, slots)
 
     def _settle_load(self, raise_error: bool) -> None:
         """Waits for a running resident load; on success its slots count as held (RAM equals disk)."""
@@ -186,11 +184,9 @@ class ZarrMemStore(MemStore):
 
     def _load_window(self, blocks: np.ndarray, slots: list[int]) -> _Window:
         """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots`."""
-        spans = [self._layout.block_rows(int(b)) for b in blocks]
-        rows = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in spans])
+        rows = np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
         out = Entries.uninitialized(rows.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
-        local = np.cumsum([0] + [stop - start for start, stop in spans])
-        read_chunks(self._arrays, spans, slots, out, lambda si, j: (si, slice(int(local[j]), int(local[j + 1]))))
+        read_rows(self._arrays, slots, rows, out, list(range(len(slots))))
         return _Window(rows=rows, entries=out)
 
     def _window(self, w: int) -> _Window:

@@ -1,19 +1,28 @@
 """Chunk I/O of the Zarr backend: whole chunks of the codes, scale and info arrays read and written concurrently on
-zarr's event loop, and the packing of (epoch, dy, dx, flip) into the int32 "info" array."""
+zarr's event loop, the codec pipeline that decodes them, and the packing of (epoch, dy, dx, flip) into the int32
+"info" array.
+
+zarr-python's own codec pipeline spends about 2-4 ms of Python and thread hand-offs per 512 KB chunk (three arrays)
+where Zstandard alone decodes it in 0.6 ms (docs/benchmarks.md). On a local path the store's arrays therefore use
+the `zarrs` pipeline (Rust, chunks decoded in parallel on `decode_threads()` threads, CRC-32C checked), which
+reads and writes the very same files; other locations (fsspec URLs) keep zarr's pipeline.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 from memloss.memstore.entries import NO_EPOCH, Entries
-from memloss.memstore.order import DECODE_GROUP_BLOCKS
 
 
 def pack_info(entries: Entries) -> np.ndarray:
@@ -26,6 +35,33 @@ def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
     out.epoch[where] = info[..., 0]
     out.offset[where] = info[..., 1:3]
     out.flip[where] = info[..., 3] > 0
+
+
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+
+def decode_threads() -> int:
+    """Threads that decode and encode chunks: the cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def open_arrays(group: zarr.Group, names: tuple[str, ...]) -> dict[str, zarr.Array]:
+    """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path (see module doc).
+    The setting is scoped to these array objects: zarr's global configuration is left as it was."""
+    if not isinstance(group.store, LocalStore) or not zarrs_available():
+        return {name: group[name] for name in names}
+    settings = {"codec_pipeline.path": ZARRS_PIPELINE, "codec_pipeline.strict": False,
+                "codec_pipeline.validate_checksums": True, "threading.max_workers": decode_threads()}
+    with zarr.config.set(settings):
+        return {name: group[name] for name in names}
+
+
+def zarrs_available() -> bool:
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def run_all(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
@@ -47,20 +83,21 @@ class WriteJob:
     entries: Entries | None
 
 
-def read_chunks(arrays: dict[str, zarr.Array], spans: list[tuple[int, int]], slots: list[int], out: Entries,
-                 where: Callable[[int, int], tuple[int, slice]]) -> None:
-    """Reads the chunks of row spans [start, stop) × ring `slots` (DECODE_GROUP_BLOCKS blocks per slot at a time, which
-    bounds the decode temporaries) into `out` at where(slot index, span index)."""
-    a = {name: arrays[name].async_array for name in ("codes", "scale", "info")}
-    names = ("codes", "scale", "info")
-    for g in range(0, len(spans), DECODE_GROUP_BLOCKS):
-        jobs = [(si, j) for j in range(g, min(g + DECODE_GROUP_BLOCKS, len(spans))) for si in range(len(slots))]
-        coros = [a[name].getitem((slots[si], slice(*spans[j]))) for si, j in jobs for name in names]
-        got = run_all(coros)
-        for n, (si, j) in enumerate(jobs):
-            dest = where(si, j)
-            out.codes[dest], out.scale[dest] = got[3 * n], got[3 * n + 1]
-            unpack_info(got[3 * n + 2], out, dest)
+def read_rows(arrays: dict[str, zarr.Array], slots: list[int], rows: np.ndarray | slice, out: Entries,
+              dest: list[int]) -> None:
+    """Decodes storage `rows` (sorted int64 [R] made of whole blocks, or a slice) of ring `slots` straight into
+    `out` at lead index dest[i] for slots[i] (out.codes[dest[i]] is [R, C, H, W]): one orthogonal selection per slot
+    and array, so the codec pipeline gets every chunk of a window in one call and decodes them in parallel."""
+    buf = default_buffer_prototype().nd_buffer
+    coros = []
+    for slot, d in zip(slots, dest):
+        sel = (slice(slot, slot + 1), rows)  # a slice keeps the slot axis: zarrs decodes in place only without drops
+        coros += [arrays["codes"].async_array.get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.codes[d:d + 1])),
+                  arrays["scale"].async_array.get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.scale[d:d + 1])),
+                  arrays["info"].async_array.get_orthogonal_selection(sel)]
+    got = run_all(coros)
+    for i, d in enumerate(dest):
+        unpack_info(got[3 * i + 2][0], out, (d,))
 
 
 def write_chunks(arrays: dict[str, zarr.Array], jobs: list[WriteJob]) -> None:

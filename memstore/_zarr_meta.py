@@ -21,6 +21,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from memloss.errors import MemlossError
+from memloss.memstore._zarr_chunks import open_arrays
 from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
@@ -131,7 +132,7 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
     }
     group.attrs.update({ATTR: meta})  # written last: a store is a memloss store only once it is complete
     layout = BlockLayout.from_members(members, b)
-    arrays = {name: group[name] for name in ARRAYS}
+    arrays = open_arrays(group, ARRAYS)
     return ZarrHandle(text, group, arrays, spec, layout, int(seed), RingState([None] * (spec.k + 1), []), meta)
 
 
@@ -161,7 +162,7 @@ def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool) -> Zarr
         check_codecs(name, array_meta.get("codecs", []))
     try:
         group = zarr.open_group(store, mode="r" if read_only else "r+")
-        arrays = {name: group[name] for name in ARRAYS}
+        arrays = open_arrays(group, ARRAYS)
         members = group["members"][:]
     except MemlossError:
         raise

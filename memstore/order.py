@@ -90,7 +90,7 @@ def plan_epoch(layout: BlockLayout, window_blocks: int, seed: int, epoch: int) -
     return EpochPlan(epoch=int(epoch), order=np.concatenate(parts), windows=windows, window_of_block=window_of_block)
 
 
-DECODE_GROUP_BLOCKS = 4  # blocks per slot decoded at once while loading a window
+DECODE_GROUP_BLOCKS = 4  # decode temporaries budgeted per read slot while loading a window (chunks in flight)
 WRITE_BATCH_BLOCKS = 8  # chunks the writer encodes concurrently (zarr compresses each on its own thread)
 
 
