@@ -6,6 +6,8 @@ memory budget, so its order covers the whole dataset in one window (a uniform ra
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import numpy as np
 
 from memloss.memstore.base import MemStore
@@ -30,8 +32,11 @@ class InMemoryStore(MemStore):
     def _reads_any_slots(self) -> bool:
         return True  # rows are gathered per slot from RAM: undrawn ages are never copied
 
-    def _save_state(self, state: RingState) -> None:
+    def _save_state(self, state: RingState) -> Future[None]:
         self._state = state
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         slot = plan.epoch % self.num_slots

@@ -1,5 +1,6 @@
 """Background threads of the Zarr store: one reader (prefetches whole windows) and one writer (write-behind of
-whole blocks). Their errors are kept and re-raised in the caller's thread at its next store call."""
+whole blocks, and the ring-state updates in their order). Their errors are kept and re-raised in the caller's
+thread at its next store call."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 _STOP = object()
+
+
+@dataclass
+class _Call:
+    """A function the writer runs once every job queued before it is written; `done` holds its outcome."""
+
+    fn: Callable[[], None]
+    done: Future[None] = field(default_factory=Future)
 
 
 class BackgroundWriter(Generic[T]):
@@ -36,6 +46,13 @@ class BackgroundWriter(Generic[T]):
     def submit(self, job: T) -> None:
         self._queue.put(job)
 
+    def call(self, fn: Callable[[], None]) -> Future[None]:
+        """Runs `fn` on the writer thread after every job submitted before it (e.g. the ring state that points at
+        them). The future completes then, with `fn`'s error or an earlier write's; either also sets `error`."""
+        item = _Call(fn)
+        self._queue.put(item)
+        return item.done
+
     def drain(self) -> None:
         """Blocks until every submitted job has been written (or discarded after a failure)."""
         self._queue.join()
@@ -59,17 +76,38 @@ class BackgroundWriter(Generic[T]):
     def _run(self) -> None:
         while True:
             items = self._take()
-            jobs = [item for item in items if item is not _STOP]
-            try:
-                if jobs and self._error is None:
-                    self._write(jobs)
-            except BaseException as exc:  # reported to the caller's thread by the store
-                self._error = exc
-            finally:
-                for _ in items:
-                    self._queue.task_done()
-            if len(jobs) < len(items):
+            pending: list[Any] = []
+            for item in items:
+                if isinstance(item, _Call) or item is _STOP:
+                    self._write_guarded(pending)
+                    pending = []
+                    if isinstance(item, _Call):
+                        self._run_call(item)
+                else:
+                    pending.append(item)
+            self._write_guarded(pending)
+            for _ in items:
+                self._queue.task_done()
+            if items[-1] is _STOP:
                 return
+
+    def _write_guarded(self, jobs: list[Any]) -> None:
+        try:
+            if jobs and self._error is None:
+                self._write(jobs)
+        except BaseException as exc:  # reported to the caller's thread by the store
+            self._error = exc
+
+    def _run_call(self, item: _Call) -> None:
+        if self._error is None:
+            try:
+                item.fn()
+            except BaseException as exc:
+                self._error = exc
+        if self._error is not None:
+            item.done.set_exception(self._error)
+        else:
+            item.done.set_result(None)
 
 
 class BackgroundReader:

@@ -18,6 +18,7 @@ import zarr
 
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentSlots
+from memloss.memstore._windows import WindowReader
 from memloss.memstore._zarr_chunks import WriteJob, read_rows, write_chunks
 from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
 from memloss.memstore.base import MemStore
@@ -25,14 +26,6 @@ from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
 from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
 from memloss.memstore.ring import RingState
-
-
-@dataclass
-class _Window:
-    """Rows (sorted storage rows [R]) of one window for the read slots, with their entries [S', R, ...]."""
-
-    rows: np.ndarray
-    entries: Entries
 
 
 @dataclass
@@ -61,7 +54,8 @@ class ZarrMemStore(MemStore):
             queued = handle.layout.num_blocks if resident else window_blocks
             self._writer = BackgroundWriter(lambda jobs: write_chunks(self._arrays, jobs), maxsize=queued, name="memstore-write",
                                             batch=WRITE_BATCH_BLOCKS)
-        self._windows: dict[int, Future[_Window]] = {}
+        self._windows = WindowReader(handle.layout, handle.spec.fingerprint.shape, handle.arrays, self._reader)
+        self._landed: Future[None] | None = None  # the last ring-state save (a commit may still be landing)
         self._read_slot_ids: list[int] = []
         self._buffers: dict[int, _BlockBuffer] = {}
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
@@ -83,11 +77,11 @@ class ZarrMemStore(MemStore):
         return self._handle.group
 
     # ---- state ------------------------------------------------------------------------------------------------
-    def _save_state(self, state: RingState) -> None:
-        if self._writer is not None:
-            self._writer.drain()  # data first, then the attributes that point at it
-        self._raise_background_error()
-        save_ring_state(self._handle, state)
+    def _save_state(self, state: RingState) -> Future[None]:
+        assert self._writer is not None
+        handle = self._handle
+        self._landed = self._writer.call(lambda: save_ring_state(handle, state))  # after the rows it points at
+        return self._landed
 
     # ---- epochs -----------------------------------------------------------------------------------------------
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
@@ -97,18 +91,16 @@ class ZarrMemStore(MemStore):
         if self._use_resident:
             self._start_resident(plan.epoch)
             return
-        if self._read_slot_ids:
-            for w in range(min(2, len(plan.windows))):
-                self._schedule(w)
+        self._windows.start(plan, self._read_slot_ids, self._landed)
 
     def _abandon_epoch(self) -> None:
+        # Rows already queued still drain, before the next ring-state save (the writer keeps their order).
         self._buffers = {}
-        self._drop_windows(keep_from=None)
+        self._windows.drop(keep_from=None)
         self._settle_load(raise_error=False)  # the new epoch may write into a slot the load is filling
-        if self._writer is not None:
-            self._writer.drain()
 
     def _finish_epoch(self, epoch: int) -> None:
+        """Queues the epoch's remaining blocks; the commit's state save lands after them (see `_save_state`)."""
         assert self._writer is not None
         slot = epoch % self.num_slots
         for block in np.flatnonzero(~self._flushed):
@@ -120,11 +112,9 @@ class ZarrMemStore(MemStore):
                 entries = buf.entries if buf is not None else None
             self._writer.submit(WriteJob(slot, start, stop, entries))
             self._flushed[block] = True
-        self._writer.drain()
-        self._raise_background_error()
-        self._drop_windows(keep_from=None)
+        self._windows.drop(keep_from=None)
         if self._resident is not None:
-            self._resident.held[slot] = epoch  # every row is on storage now: RAM and disk agree
+            self._resident.held[slot] = epoch  # the slot's rows are final; storage gets them in the background
 
     # ---- resident fast path -------------------------------------------------------------------------------------
     def _start_resident(self, epoch: int) -> None:
@@ -175,63 +165,22 @@ class ZarrMemStore(MemStore):
             self._writer.submit(WriteJob(slot, start, stop, self._resident.block(slot, int(block))))
 
     # ---- reads ------------------------------------------------------------------------------------------------
-    def _schedule(self, w: int) -> None:
-        plan = self._plan
-        if plan is None or w in self._windows or not 0 <= w < len(plan.windows):
-            return
-        blocks, slots = np.sort(plan.windows[w]), list(self._read_slot_ids)
-        self._windows[w] = self._reader.submit(lambda: self._load_window(blocks, slots))
-
-    def _load_window(self, blocks: np.ndarray, slots: list[int]) -> _Window:
-        """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots`."""
-        rows = np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
-        out = Entries.uninitialized(rows.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
-        read_rows(self._arrays, slots, rows, out, list(range(len(slots))))
-        return _Window(rows=rows, entries=out)
-
-    def _window(self, w: int) -> _Window:
-        self._schedule(w)
-        try:
-            return self._windows[w].result()
-        except Exception as exc:
-            raise self._read_error(exc) from exc
-
     def _read_error(self, exc: BaseException) -> StoreError:
         text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         return StoreError(f"cannot read memory from {self.url} ({text}); the store is corrupt: delete or restore it")
-
-    def _drop_windows(self, keep_from: int | None) -> None:
-        """Forgets windows below `keep_from` (all when None), waiting for a running load to finish."""
-        for w in [w for w in self._windows if keep_from is None or w < keep_from]:
-            fut = self._windows.pop(w)
-            if not fut.cancel():
-                fut.exception()  # wait; its error belongs to a window nobody will read
 
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
         if slots != self._read_slot_ids:
             raise StoreError("internal error: read slots changed during the epoch")
         if self._use_resident:
             return self._read_resident(idx, slots)
-        plan = self._plan
-        assert plan is not None
-        pos = self._layout.position[idx]
-        wins = plan.window_of_block[pos // self._layout.block_size]
-        touched = np.unique(wins)
         out = Entries.empty(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
-        if touched.size == 0:
-            return out
-        self._drop_windows(keep_from=int(touched[0]))
-        for w in touched:
-            self._gather(self._window(int(w)), wins == w, pos, out)
-        if touched.size == 1:
-            self._schedule(int(touched[0]) + 1)
+        try:
+            self._windows.gather(self._layout.position[idx], out)
+        except Exception as exc:
+            self._raise_background_error()  # a failed commit is the cause a window load reports
+            raise self._read_error(exc) from exc
         return out
-
-    @staticmethod
-    def _gather(window: _Window, sel: np.ndarray, pos: np.ndarray, out: Entries) -> None:
-        local = np.searchsorted(window.rows, pos[sel])
-        for name in ENTRY_FIELDS:
-            getattr(out, name)[:, sel] = getattr(window.entries, name)[:, local]
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
@@ -274,15 +223,16 @@ class ZarrMemStore(MemStore):
             exc = self._writer.error
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
-        futures = [*self._windows.values(), *([self._load[0]] if self._load is not None else [])]
-        for fut in futures:
-            if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                raise self._read_error(fut.exception()) from fut.exception()  # type: ignore[arg-type]
+        failed = self._windows.failed()
+        if failed is None and self._load is not None and self._load[0].done():
+            failed = self._load[0].exception()
+        if failed is not None:
+            raise self._read_error(failed) from failed
 
     def _close_backend(self) -> None:
         self._buffers = {}
         try:
-            self._drop_windows(keep_from=None)
+            self._windows.drop(keep_from=None)
             self._settle_load(raise_error=False)
             self._resident = None
         finally:

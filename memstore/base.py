@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -165,16 +166,25 @@ class MemStore(ABC):
         entries = validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch)
         self._write_entries(idx_np, entries)
 
-    def commit_epoch(self) -> None:
-        """Makes the current epoch memory: waits until all its rows are on storage, then records it atomically."""
+    def commit_epoch(self, wait: bool = True) -> Future[None]:
+        """Makes the current epoch memory: once all its rows are on storage, records it atomically.
+
+        wait=False returns at once and the rest runs in the background: the returned future completes when the
+        epoch is committed on storage (a failure is also raised by the store's next call). The next epoch may begin
+        right away; its reads see this epoch as memory and wait for its rows where they come from storage. Anything
+        that must only exist once the epoch is durable (a training resume point) waits for the future."""
         self._check_usable()
         epoch = self._require_epoch()
         if self._read_only:
             raise StoreError("store is open read-only; open it with read_only=False to commit")
         self._finish_epoch(epoch)
         self._state = self._state.after_commit(epoch)
-        self._save_state(self._state)
+        landed = self._save_state(self._state)
         self._epoch, self._plan, self._drawn = None, None, None
+        if wait:
+            landed.exception()  # blocks until the epoch is on storage
+            self._raise_background_error()
+        return landed
 
     def close(self) -> None:
         """Drains background work (raising its error, if any) and releases the store; idempotent."""
@@ -246,8 +256,9 @@ class MemStore(ABC):
 
     # ---- backend hooks --------------------------------------------------------------------------------------------
     @abstractmethod
-    def _save_state(self, state: RingState) -> None:
-        """Persists the ring state atomically (after every row it refers to is on storage)."""
+    def _save_state(self, state: RingState) -> Future[None]:
+        """Persists the ring state atomically, after every row written before this call is on storage and before
+        any row written after it; may run in the background (the future completes once it is persisted)."""
 
     @abstractmethod
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
@@ -268,7 +279,8 @@ class MemStore(ABC):
 
     @abstractmethod
     def _finish_epoch(self, epoch: int) -> None:
-        """Puts every row of the epoch on storage (rows never written become NO_EPOCH)."""
+        """Sends every row of the epoch to storage (rows never written become NO_EPOCH); a backend may finish the
+        writes in the background (the next `_save_state` lands after them)."""
 
     @abstractmethod
     def _close_backend(self) -> None:

@@ -90,6 +90,32 @@ def test_ring_rotation_and_slot_semantics(factory: Factory, k: int) -> None:
             assert store.slot_epochs[epoch % (k + 1)] == epoch
 
 
+def test_commit_without_waiting_is_memory_at_once_and_lands(factory: Factory) -> None:
+    """commit_epoch(wait=False): the next epoch begins before the commit landed and reads it exactly."""
+    k = 2
+    with factory(make_spec(n=30, k=k), block_size=4) as store:
+        landed = []
+        for epoch in range(4):
+
+            def check(mb, idx, epoch=epoch):  # noqa: ANN001, ANN202
+                for slot in range(k):
+                    src = epoch - 1 - slot
+                    assert bool(mb.valid[slot].all()) == (src >= 0)
+                    if src >= 0:
+                        assert mb.offset[slot, :, 0].tolist() == [src] * idx.shape[0]
+                        assert mb.codes[slot, :, 0, 0, 0].tolist() == ((idx * 7 + src) % 255 + 1).tolist()
+
+            order = store.begin_epoch(epoch)
+            for start in range(0, order.shape[0], 7):
+                check(store.read(order[start:start + 7]), order[start:start + 7])
+                marked_write(store, order[start:start + 7], epoch)
+            landed.append(store.commit_epoch(wait=False))
+            assert store.last_committed_epoch == epoch
+        for fut in landed:
+            assert fut.result(timeout=30) is None
+        assert store.committed_epochs == [1, 2, 3]
+
+
 def test_batch_dtypes(factory: Factory) -> None:
     with factory(make_spec()) as store:
         run_epoch(store, 0)

@@ -181,8 +181,9 @@ while True:
         b = len(idx)
         store.write(idx, np.full((b, 3, 4, 4), epoch % 200 + 1, np.uint8), np.full(b, 0.01, np.float32),
                     np.stack([np.full(b, epoch), idx], 1), np.zeros(b, bool))
-    store.commit_epoch()
+    landed = store.commit_epoch(wait=epoch % 2 == 0)  # odd epochs: the next one begins before the commit lands
     if epoch == 2:
+        landed.result()
         open(sys.argv[2], "w").close()
     epoch += 1
 """

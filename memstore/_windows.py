@@ -1,0 +1,103 @@
+"""Windowed reads of the Zarr store: the K read slots of one window of blocks are decoded on the reader thread, the
+next window while the current one is trained on (prefetch), and the batches of the epoch are gathered from them.
+
+A window load that follows a commit still in flight waits (on the reader thread) until that commit has landed, so
+it never reads a chunk of the committed epoch before the chunk is on storage.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from memloss.memstore._prefetch import BackgroundReader
+from memloss.memstore._zarr_chunks import read_rows
+from memloss.memstore.entries import ENTRY_FIELDS, Entries
+from memloss.memstore.order import BlockLayout, EpochPlan
+
+PREFETCH_WINDOWS = 2  # the window being read and the next one (the memory budget counts two)
+
+
+@dataclass
+class _Window:
+    """Rows (sorted storage rows [R]) of one window for the read slots, with their entries [S', R, ...]."""
+
+    rows: np.ndarray
+    entries: Entries
+
+
+class WindowReader:
+    """Loads and serves the windows of one epoch's plan for a fixed list of ring slots."""
+
+    def __init__(self, layout: BlockLayout, shape: tuple[int, ...], arrays: dict[str, zarr.Array],
+                 reader: BackgroundReader) -> None:
+        self._layout, self._shape, self._arrays, self._reader = layout, shape, arrays, reader
+        self._plan: EpochPlan | None = None
+        self._slots: list[int] = []
+        self._after: Future[None] | None = None
+        self._windows: dict[int, Future[_Window]] = {}
+
+    def __len__(self) -> int:
+        """Windows held: loaded or being loaded."""
+        return len(self._windows)
+
+    def start(self, plan: EpochPlan, slots: list[int], after: Future[None] | None) -> None:
+        """Begins an epoch: prefetches its first windows of ring `slots` once `after` (a pending commit) landed."""
+        self.drop(keep_from=None)
+        self._plan, self._slots, self._after = plan, list(slots), after
+        if self._slots:
+            for w in range(min(PREFETCH_WINDOWS, len(plan.windows))):
+                self._schedule(w)
+
+    def gather(self, pos: np.ndarray, out: Entries) -> None:
+        """Fills out (lead [len(slots)], rows [B]) with the rows at storage positions pos int64 [B]; raises the
+        load's error if a window failed."""
+        plan = self._plan
+        assert plan is not None
+        wins = plan.window_of_block[pos // self._layout.block_size]
+        touched = np.unique(wins)
+        if touched.size == 0:
+            return
+        self.drop(keep_from=int(touched[0]))
+        for w in touched:
+            self._schedule(int(w))
+            window = self._windows[int(w)].result()
+            sel = wins == w
+            local = np.searchsorted(window.rows, pos[sel])
+            for name in ENTRY_FIELDS:
+                getattr(out, name)[:, sel] = getattr(window.entries, name)[:, local]
+        if touched.size == 1:
+            self._schedule(int(touched[0]) + 1)
+
+    def failed(self) -> BaseException | None:
+        """The error of a window load that has failed, if any (without waiting)."""
+        for fut in self._windows.values():
+            if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                return fut.exception()
+        return None
+
+    def drop(self, keep_from: int | None) -> None:
+        """Forgets windows below `keep_from` (all when None), waiting for a running load to finish."""
+        for w in [w for w in self._windows if keep_from is None or w < keep_from]:
+            fut = self._windows.pop(w)
+            if not fut.cancel():
+                fut.exception()  # wait; its error belongs to a window nobody will read
+
+    def _schedule(self, w: int) -> None:
+        plan = self._plan
+        if plan is None or w in self._windows or not 0 <= w < len(plan.windows):
+            return
+        blocks, slots, after = np.sort(plan.windows[w]), list(self._slots), self._after
+        self._windows[w] = self._reader.submit(lambda: self._load(blocks, slots, after))
+
+    def _load(self, blocks: np.ndarray, slots: list[int], after: Future[None] | None) -> _Window:
+        """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots`."""
+        if after is not None and after.exception() is not None:  # waits for the commit to land
+            raise after.exception()  # type: ignore[misc]
+        rows = np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
+        out = Entries.uninitialized(rows.shape[0], self._shape, lead=(len(slots),))
+        read_rows(self._arrays, slots, rows, out, list(range(len(slots))))
+        return _Window(rows=rows, entries=out)
