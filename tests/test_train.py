@@ -127,12 +127,16 @@ def test_new_run_refuses_an_existing_run_directory(tmp_path: Path, data_dir: Pat
 
 def test_a_failing_commit_stops_the_run_before_its_state_is_saved(tmp_path: Path, data_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The commit runs beside the evaluation; its error still reaches the trainer, and no state claims the epoch."""
+    """The commit lands in the background; its error still reaches the trainer, and no state claims the epoch."""
+    from concurrent.futures import Future
+
     from memloss.memstore.base import MemStore
     from memloss.memstore.errors import StoreError
 
-    def fail(self: MemStore) -> None:
-        raise StoreError("No space left on device")
+    def fail(self: MemStore, wait: bool = True) -> Future[None]:
+        landed: Future[None] = Future()
+        landed.set_exception(StoreError("No space left on device"))
+        return landed
 
     monkeypatch.setattr(MemStore, "commit_epoch", fail)
     with pytest.raises(StoreError, match="No space left"):

@@ -27,6 +27,11 @@ class CheckpointError(MemlossError):
 def save_model(path: Path | str, model: nn.Module, meta: dict[str, str]) -> None:
     """Saves `model.state_dict()` (tensors copied to CPU, contiguous) with `meta` as safetensors metadata.
     `meta` needs string values and at least `arch` and `dataset`."""
+    atomic_write_bytes(path, model_bytes(model, meta))
+
+
+def model_bytes(model: nn.Module, meta: dict[str, str]) -> bytes:
+    """The bytes `save_model` writes: a snapshot of the weights now (the file can be written later)."""
     from safetensors.torch import save
 
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
@@ -35,8 +40,7 @@ def save_model(path: Path | str, model: nn.Module, meta: dict[str, str]) -> None
     if missing:
         raise ValueError(f"model metadata lacks {sorted(missing)}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {**meta, **normalization_meta(model, tensors), MODEL_FORMAT_KEY: MODEL_FORMAT}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    return save(tensors, metadata={**meta, **normalization_meta(model, tensors), MODEL_FORMAT_KEY: MODEL_FORMAT})
 
 
 def normalization_meta(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, str]:

@@ -1,10 +1,10 @@
-"""One epoch of training (the store's order → loader → augmentation → memory → step → store write), its per-epoch
-PGD-20 evaluation, the overlapped store commit, and the end-of-epoch writes (metrics, weights, resume point)."""
+"""One epoch of training (the store's order → loader → augmentation → memory → step → store write) and its per-epoch
+PGD-20 evaluation. The store's reads and writes run one batch ahead on a worker thread (`Session.ahead`): the next
+batch's memory is gathered while the current step runs. The commit and the end-of-epoch files: checkpoint.py."""
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
 from typing import Any, Callable
 
 import torch
@@ -14,12 +14,11 @@ from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatMode
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
-from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
+from memloss.trainer.training.checkpoint import model_meta
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
 from memloss.trainer.training.metrics import MetricSums
 from memloss.trainer.training.progress import Reporter
-from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, save_state, write_metrics
-from memloss.trainer.training.session import Session, training_state
+from memloss.trainer.training.session import Session
 from memloss.trainer.training.step import maybe_autocast, train_step
 
 EVAL_BATCH = 256
@@ -34,7 +33,8 @@ def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any,
                      wait: list[float]) -> tuple[Any, MemoryExamples | None]:
     """The store's MemoryBatch of the batch and the memory examples of the slots the step uses (None: no term)."""
     t0 = time.perf_counter()
-    batch = s.store.read(idx)  # type: ignore[union-attr]
+    reader = s.ahead if s.ahead is not None else s.store  # ahead: gathered while the previous step ran
+    batch = reader.read(idx)  # type: ignore[union-attr]
     wait[0] += time.perf_counter() - t0
     k = s.cfg.method.k
     if k == 0 or s.slots is None:
@@ -88,9 +88,11 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     sums, wait, nonfinite = MetricSums(), [0.0], torch.zeros((), dtype=torch.bool, device=s.device)
     reporter.start_epoch(epoch)
     t0, position = time.perf_counter(), 0
+    _prefetch(s, epoch, 0)
     for step, (x_u8, y, idx) in enumerate(s.loader):
         host_idx = s.orders[epoch][position:position + len(y)] if s.store is not None else None
         position += len(y)
+        _prefetch(s, epoch, position)
         loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait)
         nonfinite |= ~torch.isfinite(loss)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
@@ -103,6 +105,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     if s.writer is not None:
         t1 = time.perf_counter()
         s.writer.flush()
+        if s.ahead is not None:
+            s.ahead.drain()
         wait[0] += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
     monitored = s.monitor.read() if s.monitor is not None else {}
@@ -110,9 +114,15 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
             "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
 
 
+def _prefetch(s: Session, epoch: int, position: int) -> None:
+    """Starts gathering the memory of the batch at `position` of the epoch's order (the loader's next batch)."""
+    if s.ahead is not None and position < len(s.orders[epoch]):
+        s.ahead.prefetch(s.orders[epoch][position:position + s.cfg.data.batch_size])
+
+
 def _diverged(s: Session, epoch: int, step: int) -> None:
     path = s.run_dir / "diverged.safetensors"
-    save_model(path, s.model, _meta(s, epoch))
+    save_model(path, s.model, model_meta(s, epoch))
     raise TrainingDiverged(f"the loss became NaN/Inf in epoch {epoch} (by step {step + 1}); weights saved to {path}, "
                            f"the last good state is {s.run_dir / 'last.state.pt'}; lower --lr or check the data")
 
@@ -150,50 +160,3 @@ def evaluate_ema(s: Session, epoch: int, on_batch: Callable[[int], None] | None 
         return {}
     evaluated = evaluate_epoch(s, epoch, s.ema.model, on_batch=on_batch)
     return {"ema_test_clean_acc": evaluated["test_clean_acc"], "ema_test_pgd20_acc": evaluated["test_pgd20_acc"]}
-
-
-def _meta(s: Session, epoch: int) -> dict[str, str]:
-    c = s.cfg
-    return {"arch": c.run.model or s.info.default_arch, "dataset": c.data.dataset,
-            "resolution": str(c.data.resolution or ""), "num_classes": str(s.info.num_classes),
-            "shape": ",".join(str(v) for v in s.info.shape),
-            "norm": c.threat.norm, "eps": c.threat.eps, "method": c.method.method, "k": str(c.method.k),
-            "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed)}
-
-
-def start_commit(s: Session) -> Future[None] | None:
-    """Starts committing the store's epoch on a worker thread, so that its last chunk writes (compression and I/O,
-    which release the GIL) overlap the test-set evaluation instead of adding to the epoch."""
-    if s.store is None:
-        return None
-    return s.committer.submit(s.store.commit_epoch)
-
-
-def wait_commit(commit: Future[None] | None) -> float:
-    """Waits for the commit started by `start_commit` (re-raising its error); returns the seconds waited."""
-    t0 = time.perf_counter()
-    if commit is not None:
-        commit.result()
-    return time.perf_counter() - t0
-
-
-def finish_epoch(s: Session, epoch: int, record: dict[str, Any]) -> None:
-    """After the store committed the epoch: metrics, weights and (last) the training state, the resume point."""
-    s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
-    write_metrics(s.run_dir, s.records)
-    save_model(s.run_dir / LAST_WEIGHTS, s.model, _meta(s, epoch))
-    if record["test_pgd20_acc"] >= s.best_robust:
-        s.best_robust, s.best_epoch = record["test_pgd20_acc"], epoch
-        save_model(s.run_dir / BEST_WEIGHTS, s.model, _meta(s, epoch))
-    if s.ema is not None:
-        _save_ema(s, s.ema, epoch, record)
-    save_state(s.run_dir, training_state(s, epoch))
-
-
-def _save_ema(s: Session, ema: WeightAverage, epoch: int, record: dict[str, Any]) -> None:
-    """last-ema.safetensors, and best-ema.safetensors selected on the average's own PGD-20 accuracy."""
-    meta = {**_meta(s, epoch), "weights": "ema", "ema_decay": repr(ema.decay)}
-    save_model(s.run_dir / EMA_LAST_WEIGHTS, ema.model, meta)
-    if record["ema_test_pgd20_acc"] >= ema.best_robust:
-        ema.best_robust, ema.best_epoch = record["ema_test_pgd20_acc"], epoch
-        save_model(s.run_dir / EMA_BEST_WEIGHTS, ema.model, meta)

@@ -16,8 +16,8 @@ from memloss.errors import ConfigError
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
 from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.training.epoch import (evaluate_ema, evaluate_epoch, finish_epoch, start_commit, train_epoch,
-                                            wait_commit)
+from memloss.trainer.training.checkpoint import finish_epoch, wait_landed
+from memloss.trainer.training.epoch import evaluate_ema, evaluate_epoch, train_epoch
 from memloss.trainer.training.logbook import DEFAULT_LOG_EVERY, Logbook, wall_clock
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.runs import create_run_dir, default_run_dir, load_state, read_config_record, read_metrics
@@ -95,7 +95,10 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
             reporter.message(choice.describe())
             for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
                 _epoch(s, epoch, reporter)
+            wait_landed(s)  # the last epoch's commit and files
     finally:
+        if s.ahead is not None:
+            s.ahead.close()
         s.committer.shutdown(wait=True)
         if s.store is not None:
             s.store.close()
@@ -105,21 +108,22 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
 
 
 def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
-    """Trains, evaluates (overlapping the store's commit) and saves one epoch; its metrics row carries the wall
-    clock and the time of each phase."""
+    """Trains, evaluates and saves one epoch; its metrics row carries the wall clock and the time of each phase. The
+    store's commit lands in the background (during the evaluation and the next epoch's first steps); the epoch's
+    files, the resume point last, are written once it has landed (checkpoint.py)."""
     started = time.time()
     trained = train_epoch(s, epoch, reporter)
-    commit = start_commit(s)
+    commit = s.store.commit_epoch(wait=False) if s.store is not None else None
     reporter.start_eval(len(s.eval_y), models=2 if s.ema is not None else 1)
     t0 = time.perf_counter()
     evaluated = {**evaluate_epoch(s, epoch, on_batch=reporter.eval_step),
                  **evaluate_ema(s, epoch, on_batch=reporter.eval_step)}
     eval_seconds = time.perf_counter() - t0
     record = {"epoch": epoch, **trained, **evaluated, "eval_seconds": eval_seconds,
-              "store_commit_wait_s": wait_commit(commit), "lr": s.scheduler.get_last_lr()[0]}
+              "store_commit_wait_s": wait_landed(s), "lr": s.scheduler.get_last_lr()[0]}
     record["epoch_total_seconds"] = time.time() - started
     record.update(wall_clock(started))
-    finish_epoch(s, epoch, record)
+    finish_epoch(s, epoch, record, commit)
     reporter.end_epoch(record)
 
 

@@ -62,15 +62,24 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrites metrics.jsonl atomically with `records` (one JSON object per line)."""
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write_bytes(path / METRICS_FILE, text.encode())
+    atomic_write_bytes(path / METRICS_FILE, metrics_bytes(records))
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Writes the training state atomically; it holds only tensors and plain containers (weights_only-loadable)."""
+    atomic_write_bytes(path / STATE_FILE, state_bytes(state))
+
+
+def state_bytes(state: dict[str, Any]) -> bytes:
+    """The bytes `save_state` writes: a snapshot of the state now (the file can be written later)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path / STATE_FILE, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def metrics_bytes(records: list[dict[str, Any]]) -> bytes:
+    """metrics.jsonl's content: one JSON object per line."""
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from memloss.errors import ConfigError
+from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create
 from memloss.trainer.common.devices import resolve_device
@@ -54,6 +55,7 @@ class Session:
     step: StepSetup
     generator: torch.Generator
     store: Any | None = None
+    ahead: ReadAhead | None = None  # the store's reads and writes, run ahead on a worker thread
     writer: DeferredWriter | None = None
     ema: WeightAverage | None = None
     slots: SlotSampler | None = None  # which memory slots each step uses (--memory-slots-per-step)
@@ -64,8 +66,9 @@ class Session:
     best_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
-    # One worker thread that commits the store's epoch while the test-set evaluation runs.
+    # One worker thread that writes an epoch's files once the store's commit of it landed (training goes on).
     committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
+    landing: Future[None] | None = None
 
     def order_for(self, epoch: int) -> np.ndarray:
         """The loader's traversal order: the one the store decided for this epoch."""
@@ -156,9 +159,11 @@ def open_session(cfg: TrainConfig, run_dir: Path) -> Session:
 
 
 def attach_memory(s: Session) -> None:
-    """The parts that follow the store: the deferred writer, the slot sampler and the forgetting monitor."""
+    """The parts that follow the store: its read-ahead worker, the deferred writer, the slot sampler and the
+    forgetting monitor."""
     m = s.cfg.method
-    s.writer = DeferredWriter(s.store, s.device)
+    s.ahead = ReadAhead(s.store)  # type: ignore[arg-type]
+    s.writer = DeferredWriter(s.ahead, s.device)
     s.slots = SlotSampler(m.k, m.memory_slots_per_step, m.memory_slot_draw, s.cfg.run.seed)
     s.monitor = ForgettingMonitor(s.store.n, s.store.k, s.device)  # type: ignore[union-attr]
 

@@ -1,0 +1,68 @@
+"""Store calls off the training loop's critical path: the memory of the next batch is gathered on a worker thread
+while the current step runs, and writes are handed to the same thread.
+
+One thread runs every queued call in order (a read of batch i+1 after the write of batch i−1, as the loop issued
+them), so the store itself never sees two calls at once. The loop only waits when it takes a batch whose gather is
+not done yet. Errors of queued calls are raised by the next call of the loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from memloss.memstore.base import MemStore
+from memloss.memstore.entries import MemoryBatch
+
+
+class ReadAhead:
+    """Wraps a store for one training loop: `prefetch(idx)` for the next batch, `read(idx)` for the current one,
+    `write(...)` as the store's, `drain()` before `commit_epoch` or `begin_epoch`, `close()` at the end."""
+
+    def __init__(self, store: MemStore) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="memstore-ahead")
+        self._reads: deque[tuple[np.ndarray, Future[MemoryBatch]]] = deque()
+        self._writes: deque[Future[None]] = deque()
+
+    def prefetch(self, idx: np.ndarray) -> None:
+        """Starts gathering the memory of samples idx (host int64 [B]) in the background."""
+        self._raise_failed_writes()
+        idx = np.array(idx, dtype=np.int64)  # the caller's slice may be a view of an array it reuses
+        self._reads.append((idx, self._pool.submit(self.store.read, idx)))
+
+    def read(self, idx: np.ndarray) -> MemoryBatch:
+        """The memory of samples idx: the prefetched batch when it is the next one queued, else read now (in
+        order after the queued calls). Prefetched batches for other indices are dropped."""
+        self._raise_failed_writes()
+        while self._reads:
+            want, fut = self._reads.popleft()
+            if np.array_equal(want, idx):
+                return fut.result()
+            fut.result()  # a batch the loop skipped: its errors still count
+        return self._pool.submit(self.store.read, idx).result()
+
+    def write(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
+        """Queues `store.write` with these arrays; the caller must not modify them afterwards."""
+        self._raise_failed_writes()
+        self._writes.append(self._pool.submit(self.store.write, idx, codes, scale, offset, flip))
+
+    def drain(self) -> None:
+        """Waits for every queued call and raises the first error; unread prefetched batches are dropped."""
+        while self._reads:
+            self._reads.popleft()[1].result()
+        while self._writes:
+            self._writes.popleft().result()
+
+    def close(self) -> None:
+        """Waits for the queued calls (their errors are dropped: close runs on the way out) and stops the thread."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reads.clear()
+        self._writes.clear()
+
+    def _raise_failed_writes(self) -> None:
+        while self._writes and self._writes[0].done():
+            self._writes.popleft().result()
