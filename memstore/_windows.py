@@ -1,5 +1,6 @@
 """Windowed reads of the Zarr store: the K read slots of one window of blocks are decoded on the reader thread, the
 next window while the current one is trained on (prefetch), and the batches of the epoch are gathered from them.
+During the last window of an epoch, the first window of the next epoch is loaded (memstore/_early.py).
 
 A window load that follows a commit still in flight waits (on the reader thread) until that commit has landed, so
 it never reads a chunk of the committed epoch before the chunk is on storage.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from memloss.memstore._early import NextWindow
 from memloss.memstore._prefetch import BackgroundReader
 from memloss.memstore._zarr_chunks import read_rows
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
@@ -39,6 +41,8 @@ class WindowReader:
         self._slots: list[int] = []
         self._after: Future[None] | None = None
         self._windows: dict[int, Future[_Window]] = {}
+        self._next: NextWindow | None = None
+        self.at_last_window = False  # the epoch's reads reached its last window
 
     def __len__(self) -> int:
         """Windows held: loaded or being loaded."""
@@ -48,9 +52,32 @@ class WindowReader:
         """Begins an epoch: prefetches its first windows of ring `slots` once `after` (a pending commit) landed."""
         self.drop(keep_from=None)
         self._plan, self._slots, self._after = plan, list(slots), after
+        self.at_last_window = False
+        nxt, self._next = self._next, None
+        if nxt is not None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
+                plan.epoch, self._slots, len(plan.windows)):
+            self._windows[0] = self._reader.submit(lambda: _Window(*nxt.complete()))
+        elif nxt is not None:
+            _settle(nxt.loaded)
         if self._slots:
             for w in range(min(PREFETCH_WINDOWS, len(plan.windows))):
                 self._schedule(w)
+
+    def prepare_next(self, nxt: NextWindow, barrier: Future[None]) -> None:
+        """Starts loading the next epoch's first window (see memstore/_early.py)."""
+        self.drop_next()
+        nxt.loaded = self._reader.submit(lambda: nxt.load(barrier, self._decode))
+        self._next = nxt
+
+    def carry(self, block: int, entries: Entries | None) -> None:
+        """A block of the slot being written was completed: the next epoch's first window may need its rows."""
+        if self._next is not None:
+            self._next.carry(block, entries)
+
+    def drop_next(self) -> None:
+        if self._next is not None:
+            _settle(self._next.loaded)
+            self._next = None
 
     def gather(self, pos: np.ndarray, out: Entries) -> None:
         """Fills out (lead [len(slots)], rows [B]) with the rows at storage positions pos int64 [B]; raises the
@@ -71,10 +98,12 @@ class WindowReader:
                 getattr(out, name)[:, sel] = getattr(window.entries, name)[:, local]
         if touched.size == 1:
             self._schedule(int(touched[0]) + 1)
+        self.at_last_window = self.at_last_window or int(touched[-1]) == len(plan.windows) - 1
 
     def failed(self) -> BaseException | None:
         """The error of a window load that has failed, if any (without waiting)."""
-        for fut in self._windows.values():
+        futures = [*self._windows.values(), *([self._next.loaded] if self._next and self._next.loaded else [])]
+        for fut in futures:
             if fut.done() and not fut.cancelled() and fut.exception() is not None:
                 return fut.exception()
         return None
@@ -82,9 +111,7 @@ class WindowReader:
     def drop(self, keep_from: int | None) -> None:
         """Forgets windows below `keep_from` (all when None), waiting for a running load to finish."""
         for w in [w for w in self._windows if keep_from is None or w < keep_from]:
-            fut = self._windows.pop(w)
-            if not fut.cancel():
-                fut.exception()  # wait; its error belongs to a window nobody will read
+            _settle(self._windows.pop(w))
 
     def _schedule(self, w: int) -> None:
         plan = self._plan
@@ -99,5 +126,14 @@ class WindowReader:
             raise after.exception()  # type: ignore[misc]
         rows = np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
         out = Entries.uninitialized(rows.shape[0], self._shape, lead=(len(slots),))
-        read_rows(self._arrays, slots, rows, out, list(range(len(slots))))
+        self._decode(slots, rows, out, list(range(len(slots))))
         return _Window(rows=rows, entries=out)
+
+    def _decode(self, slots: list[int], rows: np.ndarray, out: Entries, dest: list[int]) -> None:
+        read_rows(self._arrays, slots, rows, out, dest)
+
+
+def _settle(fut: Future | None) -> None:
+    """Cancels a load not started yet, or waits for a running one (its error belongs to a window nobody reads)."""
+    if fut is not None and not fut.cancel():
+        fut.exception()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from memloss.memstore._early import NextWindow
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentSlots
 from memloss.memstore._windows import WindowReader
@@ -24,7 +25,7 @@ from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
+from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan, plan_epoch
 from memloss.memstore.ring import RingState
 
 
@@ -56,6 +57,7 @@ class ZarrMemStore(MemStore):
                                             batch=WRITE_BATCH_BLOCKS)
         self._windows = WindowReader(handle.layout, handle.spec.fingerprint.shape, handle.arrays, self._reader)
         self._landed: Future[None] | None = None  # the last ring-state save (a commit may still be landing)
+        self._next_prepared = False  # the next epoch's first window is loading (windowed path)
         self._read_slot_ids: list[int] = []
         self._buffers: dict[int, _BlockBuffer] = {}
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
@@ -88,6 +90,7 @@ class ZarrMemStore(MemStore):
         self._read_slot_ids = [slot for _, slot in read_slots]
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
         self._buffers = {}
+        self._next_prepared = False
         if self._use_resident:
             self._start_resident(plan.epoch)
             return
@@ -110,6 +113,7 @@ class ZarrMemStore(MemStore):
             else:
                 buf = self._buffers.pop(int(block), None)
                 entries = buf.entries if buf is not None else None
+                self._windows.carry(int(block), entries)
             self._writer.submit(WriteJob(slot, start, stop, entries))
             self._flushed[block] = True
         self._windows.drop(keep_from=None)
@@ -180,7 +184,23 @@ class ZarrMemStore(MemStore):
         except Exception as exc:
             self._raise_background_error()  # a failed commit is the cause a window load reports
             raise self._read_error(exc) from exc
+        if self._windows.at_last_window and not self._next_prepared:
+            self._prepare_next()
         return out
+
+    def _prepare_next(self) -> None:
+        """Starts loading epoch e+1's first window, for the read slots it will have once e is committed."""
+        self._next_prepared = True
+        epoch = self._require_epoch()
+        if self._writer is None:  # read-only: nothing is committed by this store
+            return
+        state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
+        slots = [(nxt - 1 - k) % self.num_slots for k in range(self.k)
+                 if nxt - 1 - k >= 0 and state.slot_epochs[(nxt - 1 - k) % self.num_slots] == nxt - 1 - k]
+        plan = plan_epoch(self._layout, self._window_blocks, self._seed, nxt)
+        early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
+                           self._flushed.copy())
+        self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
@@ -214,6 +234,7 @@ class ZarrMemStore(MemStore):
         if buf.complete:
             del self._buffers[block]
             self._flushed[block] = True
+            self._windows.carry(block, buf.entries)
             assert self._writer is not None
             self._writer.submit(WriteJob(self._write_slot(), start, stop, buf.entries))
 
@@ -233,6 +254,7 @@ class ZarrMemStore(MemStore):
         self._buffers = {}
         try:
             self._windows.drop(keep_from=None)
+            self._windows.drop_next()
             self._settle_load(raise_error=False)
             self._resident = None
         finally:

@@ -47,8 +47,9 @@ def decode_threads() -> int:
 
 def open_arrays(group: zarr.Group, names: tuple[str, ...]) -> dict[str, zarr.Array]:
     """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path (see module doc).
-    The setting is scoped to these array objects: zarr's global configuration is left as it was."""
-    if not isinstance(group.store, LocalStore) or not zarrs_available():
+    The setting is scoped to these array objects: zarr's global configuration is left as it was. A subclass of
+    LocalStore keeps zarr's pipeline (zarrs reads the files itself, bypassing the subclass's methods)."""
+    if type(group.store) is not LocalStore or not zarrs_available():
         return {name: group[name] for name in names}
     settings = {"codec_pipeline.path": ZARRS_PIPELINE, "codec_pipeline.strict": False,
                 "codec_pipeline.validate_checksums": True, "threading.max_workers": decode_threads()}

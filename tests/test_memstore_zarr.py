@@ -19,7 +19,7 @@ from zarr.storage import LocalStore
 
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import resident_window_blocks
+from memloss.memstore.order import plan_epoch, resident_window_blocks
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_or_create, open_store
 
@@ -464,3 +464,40 @@ def test_resident_budget_boundary_and_memory(tmp_path: Path) -> None:
 def test_resident_order_is_one_window() -> None:
     """Resident: one window, so the order is a uniform permutation of the dataset (the paper's protocol)."""
     assert [resident_window_blocks(b) for b in (6, 16, 100, 295, 1600)] == [6, 16, 100, 295, 1600]
+
+
+def test_next_epochs_first_window_is_loaded_during_the_last_window(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windowed: epoch e+1's first window is decoded while epoch e trains on its last one (committed slots from disk,
+    slot e partly from RAM); after begin_epoch(e+1) no decode touches it, and the memory stays exact even when
+    the commit of e was not waited for."""
+    import memloss.memstore._windows as windows
+
+    decoded: list[tuple[list[int], np.ndarray]] = []
+    real = windows.read_rows
+
+    def spy(arrays, slots, rows, out, dest) -> None:  # noqa: ANN001
+        decoded.append((list(slots), np.asarray(rows)))
+        real(arrays, slots, rows, out, dest)
+
+    monkeypatch.setattr(windows, "read_rows", spy)
+    spec = make_spec(n=45, k=2)
+    ref: dict[int, dict[str, np.ndarray]] = {}
+    budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    with create_store(tmp_path / "s.zarr", spec, block_size=8, memory_budget=budget) as store:
+        assert not store.resident and len(plan_epoch(store.layout, store.window_blocks, 0, 0).windows) >= 3
+        for epoch in range(3):
+            run_checked_epoch(store, epoch, ref)
+        order = store.begin_epoch(3)
+        first = np.sort(store.layout.position[order[: store.window_blocks * store.block_size]])
+        decoded.clear()
+        rows = random_epoch_rows(store.n, 3)
+        for start in range(0, store.n, 7):
+            idx = order[start : start + 7]
+            assert_memory_is(store.read(idx), idx, 3, ref)
+            idx = idx[rows["valid"][idx]]
+            store.write(idx, rows["codes"][idx], rows["scale"][idx], rows["offset"][idx], rows["flip"][idx])
+        assert decoded and not any(np.array_equal(np.sort(r), first) for _, r in decoded)
+        store.commit_epoch(wait=False)
+        ref[3] = rows
+        run_checked_epoch(store, 4, ref)

@@ -1,0 +1,187 @@
+"""One configuration of bench/store.py, in a fresh process so that its peak RSS is its own; prints one JSON line.
+
+1. Fills the K memory slots (write-only epochs through the store's API, each committed) and times the first.
+2. Raw read throughput: an epoch of reads with every K slot valid, no simulated step.
+3. Training-like epochs, as the trainer runs them: the next batch's memory gathered ahead on a worker thread
+   (memstore.ahead.ReadAhead), a sleep for the step (the cores are free, as while a GPU computes), the write handed to
+   the same thread, and at the end of the epoch the commit started without waiting, so that it lands while the next
+   epoch starts. With --steps, only the first `steps` batches of each epoch sleep; the rest of the epoch runs without
+   a step (not counted), so every epoch is still committed whole.
+
+The decode (window and resident loads) and encode (chunk writes) functions of the store are wrapped to count their
+busy seconds and volume: rows per second and MB per second of codes are those of the thread doing the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import memloss.memstore._windows as windows_module
+import memloss.memstore._zarr as zarr_module
+from memloss.memstore.ahead import ReadAhead
+from memloss.memstore.base import MemStore
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import create_memory_store, create_store
+from store_setup import PeakRss
+
+BATCH = 128
+FILL_BATCH = 4096
+SHAPE = (3, 32, 32)
+SAMPLE_BYTES = 3 * 32 * 32
+
+
+class Busy:
+    """Busy seconds and rows of one instrumented function (each is called from a single thread)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.rows = 0.0, 0
+
+    def report(self, name: str) -> dict[str, float]:
+        mb = self.rows * SAMPLE_BYTES / 1e6
+        rate = self.seconds if self.seconds > 0 else float("nan")
+        return {f"{name}_s": round(self.seconds, 2), f"{name}_rows_per_s": round(self.rows / rate),
+                f"{name}_MBps": round(mb / rate, 1)}
+
+
+def instrument() -> tuple[Busy, Busy]:
+    """Wraps the store's chunk decoder (read_rows) and encoder (write_chunks) where the store looks them up."""
+    decode, encode = Busy(), Busy()
+    read_rows, write_chunks = windows_module.read_rows, zarr_module.write_chunks
+
+    def timed_read(arrays: Any, slots: list[int], rows: Any, out: Any, dest: list[int]) -> None:
+        t0 = time.perf_counter()
+        read_rows(arrays, slots, rows, out, dest)
+        decode.seconds += time.perf_counter() - t0
+        decode.rows += len(slots) * (out.codes.shape[1] if isinstance(rows, slice) else rows.shape[0])
+
+    def timed_write(arrays: Any, jobs: list[Any]) -> None:
+        t0 = time.perf_counter()
+        write_chunks(arrays, jobs)
+        encode.seconds += time.perf_counter() - t0
+        encode.rows += sum(j.stop - j.start for j in jobs if j.entries is not None)
+
+    windows_module.read_rows = zarr_module.read_rows = timed_read
+    zarr_module.write_chunks = timed_write
+    return decode, encode
+
+
+def make_rows(deltas: Path) -> Callable[[np.ndarray], tuple]:
+    """write() arguments for samples idx: the real perturbations tiled over the dataset (fresh arrays per call)."""
+    with np.load(deltas) as src:  # into RAM once: an NpzFile reads (and unzips) on every key access
+        codes, scale = src["codes"], src["scale"]
+
+    def rows(idx: np.ndarray) -> tuple:
+        j = idx % codes.shape[0]
+        return codes[j], scale[j], np.zeros((idx.shape[0], 2), np.int64), np.zeros(idx.shape[0], bool)
+
+    return rows
+
+
+def fill(store: MemStore, k: int, rows: Callable[[np.ndarray], tuple]) -> dict[str, float]:
+    """Writes and commits epochs 0..k-1 (large batches, no step); times the first."""
+    out: dict[str, float] = {}
+    t_fill = time.perf_counter()
+    for epoch in range(k):
+        t0 = time.perf_counter()
+        order = store.begin_epoch(epoch)
+        for s in range(0, order.shape[0], FILL_BATCH):
+            store.write(order[s:s + FILL_BATCH], *rows(order[s:s + FILL_BATCH]))
+        store.commit_epoch()
+        if epoch == 0:
+            out["fill_write_rows_per_s"] = round(order.shape[0] / (time.perf_counter() - t0))
+    out["fill_s"] = round(time.perf_counter() - t_fill, 1)
+    return out
+
+
+def raw_read(store: MemStore, epoch: int, limit: int) -> dict[str, float]:
+    """Reads the first `limit` rows of epoch `epoch`'s order (all K slots valid) as fast as they come."""
+    t0 = time.perf_counter()
+    order = store.begin_epoch(epoch)
+    ahead = ReadAhead(store)
+    ahead.prefetch(order[:BATCH])
+    for s in range(0, limit, BATCH):
+        if s + BATCH < limit:
+            ahead.prefetch(order[s + BATCH:s + 2 * BATCH])
+        batch = ahead.read(order[s:s + BATCH])
+    ahead.close()
+    assert bool(batch.valid.all()), "internal error: the raw read epoch is not in steady state"
+    return {"read_rows_per_s_allK": round(limit / (time.perf_counter() - t0))}
+
+
+def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[np.ndarray], tuple]) -> dict:
+    """Training-like epochs k..k+epochs-1 (see the module docstring); the store's waits on the loop's thread."""
+    wait = {"start": 0.0, "gather": 0.0, "write": 0.0, "commit": 0.0}
+    steps, landed, ahead, step_s = 0, None, ReadAhead(store), args.step_ms / 1000
+    t_all = time.perf_counter()
+    for epoch in range(args.k, args.k + args.epochs):
+        t0 = time.perf_counter()
+        order = store.begin_epoch(epoch)
+        ahead.prefetch(order[:BATCH])
+        wait["start"] += time.perf_counter() - t0
+        limit = min(order.shape[0], args.steps * BATCH) if args.steps else order.shape[0]
+        for s in range(0, order.shape[0], BATCH):
+            idx, timed = order[s:s + BATCH], s < limit
+            if s + BATCH < order.shape[0]:
+                ahead.prefetch(order[s + BATCH:s + 2 * BATCH])
+            t0 = time.perf_counter()
+            batch = ahead.read(idx)
+            if timed:
+                wait["start" if s == 0 else "gather"] += time.perf_counter() - t0
+                time.sleep(step_s)  # the accelerator computing
+                steps += 1
+            if s == 0:
+                assert bool(batch.valid.all()), "internal error: the timed epoch is not in steady state"
+            t0 = time.perf_counter()
+            ahead.write(idx, *rows(idx))
+            wait["write"] += (time.perf_counter() - t0) if timed else 0.0
+        t0 = time.perf_counter()
+        ahead.drain()
+        if landed is not None:
+            landed.result()  # the previous commit (long landed, unless the store cannot keep up)
+        landed = store.commit_epoch(wait=False)
+        wait["commit"] += time.perf_counter() - t0
+    loop_s = time.perf_counter() - t_all
+    t0 = time.perf_counter()
+    landed.result()  # type: ignore[union-attr]
+    ahead.close()
+    total = sum(wait.values())
+    out = {f"wait_{name}_s": round(v, 3) for name, v in wait.items()}
+    out.update(steps=steps, loop_s=round(loop_s, 1), last_commit_landing_s=round(time.perf_counter() - t0, 2),
+               wait_s=round(total, 3), wait_pct_of_step=round(100 * total / (steps * step_s), 2))
+    return out
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration: fill, raw reads, training-like epochs; RSS and busy figures."""
+    decode, encode = instrument()
+    rows = make_rows(Path(args.deltas))
+    spec = StoreSpec(DatasetFingerprint("bench", args.n, SHAPE, "0" * 64), ThreatModel("Linf", "8/255"), args.k)
+    rss = PeakRss()
+    if args.backend == "ram":
+        store: MemStore = create_memory_store(spec)
+    else:
+        store = create_store(Path(args.dir) / f"k{args.k}-{args.budget_mb}.zarr", spec,
+                             memory_budget=args.budget_mb << 20, codec=args.codec)
+    out: dict[str, Any] = {"backend": args.backend, "k": args.k, "n": args.n, "budget_mb": args.budget_mb,
+                           "resident": bool(getattr(store, "resident", True)), "window_blocks": store.window_blocks,
+                           "block_size": store.block_size, "load_avg_start": os.getloadavg()[0]}
+    out.update(fill(store, args.k, rows))
+    limit = min(args.n, args.steps * BATCH) if args.steps else args.n
+    out.update(raw_read(store, args.k, limit))
+    decode_before, encode_before = decode.seconds, encode.seconds
+    out.update(training_epochs(store, args, rows))
+    store.close()
+    base_mb, peak_mb = rss.stop()
+    out.update(**decode.report("decode"), **encode.report("encode"), rss_before_store_mb=base_mb, peak_rss_mb=peak_mb,
+               store_rss_mb=peak_mb - base_mb, load_avg_end=os.getloadavg()[0],
+               decode_share_of_loop=round((decode.seconds - decode_before) / out["loop_s"], 3),
+               encode_share_of_loop=round((encode.seconds - encode_before) / out["loop_s"], 3))
+    return out

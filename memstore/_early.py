@@ -1,0 +1,84 @@
+"""The next epoch's first window, loaded while the current epoch trains on its last window (windowed Zarr store).
+
+Without it, every epoch would start by decoding a whole window of K slots (at K = 16 and a 1 GB budget, about 900
+chunks) while the training waits. The next epoch's order is known in advance (it is deterministic in the seed, the
+epoch and the window size), and so are its read slots if the current epoch e is committed: e itself and the
+committed epochs e−1 … e−K+1. Once the reads of epoch e reach its last window (the memory budget's second window is
+free then), the reader thread decodes the first window of epoch e+1:
+
+- the committed slots from storage, at once;
+- slot e from storage for the blocks already queued for writing (after the writer has written them), and from RAM
+  for the blocks completed later (`carry`: the very rows handed to the writer, kept by reference; a block the
+  epoch never wrote holds no memory).
+
+`begin_epoch(e+1)` uses it when its plan and read slots are the ones expected; any other begin drops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import numpy as np
+
+from memloss.memstore.entries import ENTRY_FIELDS, Entries
+from memloss.memstore.order import BlockLayout, EpochPlan
+
+Window = tuple[np.ndarray, Entries]  # sorted storage rows [R] of a window, and their entries [S', R, ...]
+Decode = Callable[[list[int], np.ndarray, Entries, list[int]], None]  # read_rows bound to the store's arrays
+
+
+class NextWindow:
+    """The first window of `plan` for ring `slots` (in read-slot order); `own` is the slot being written now."""
+
+    def __init__(self, plan: EpochPlan, slots: list[int], own: int, layout: BlockLayout, shape: tuple[int, ...],
+                 flushed: np.ndarray) -> None:
+        self.plan, self.slots, self.own = plan, list(slots), own
+        self._layout, self._shape = layout, shape
+        self.blocks = np.sort(plan.windows[0])
+        self._from_disk = self.blocks[flushed[self.blocks]] if own in slots else self.blocks[:0]
+        self._pending = set() if own not in slots else {int(b) for b in self.blocks[~flushed[self.blocks]]}
+        self._carried: dict[int, Entries | None] = {}
+        self.loaded: Future[Window] | None = None
+
+    def carry(self, block: int, entries: Entries | None) -> None:
+        """Keeps the rows of a block of the own slot completed after the load started (None: never written)."""
+        if block in self._pending:
+            self._carried[block] = entries
+
+    def load(self, barrier: Future[None], decode: Decode) -> Window:
+        """Runs on the reader thread: the committed slots, then (after `barrier`, the writes queued before it) the
+        own slot's blocks already written."""
+        rows = self._rows(self.blocks)
+        out = Entries.uninitialized(rows.shape[0], self._shape, lead=(len(self.slots),))
+        others = [i for i, slot in enumerate(self.slots) if slot != self.own]
+        decode([self.slots[i] for i in others], rows, out, others)
+        if self._from_disk.size:
+            if barrier.exception() is not None:
+                raise barrier.exception()  # type: ignore[misc]
+            disk_rows = self._rows(self._from_disk)
+            part = Entries.uninitialized(disk_rows.shape[0], self._shape, lead=(1,))
+            decode([self.own], disk_rows, part, [0])
+            self._put(out, np.searchsorted(rows, disk_rows), part, 0)
+        return rows, out
+
+    def complete(self) -> Window:
+        """Runs on the reader thread once the epoch was committed: the loaded window plus the carried blocks."""
+        assert self.loaded is not None
+        rows, out = self.loaded.result()
+        for block in sorted(self._pending):
+            start, stop = self._layout.block_rows(block)
+            entries = self._carried.get(block)
+            if entries is None:
+                entries = Entries.empty(stop - start, self._shape)
+            self._put(out, np.searchsorted(rows, np.arange(start, stop)), entries, None)
+        return rows, out
+
+    def _put(self, out: Entries, local: np.ndarray, src: Entries, src_slot: int | None) -> None:
+        i = self.slots.index(self.own)
+        for name in ENTRY_FIELDS:
+            value = getattr(src, name)
+            getattr(out, name)[i, local] = value if src_slot is None else value[src_slot]
+
+    def _rows(self, blocks: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
