@@ -62,7 +62,8 @@ def run_worker(backend: str, k: int, budget_mb: int, args: argparse.Namespace, d
 def table(rows: list[dict]) -> str:
     """The results as a markdown table (waits in seconds on the training thread)."""
     head = ("| K | N | budget MB | mode | wait % of step | epoch start s | gather s | write s | commit s | "
-            "decode MB/s (rows/s) | encode MB/s | raw read rows/s (all K) | store RSS / peak RSS MB | load avg |")
+            "store CPU ms/step | decode MB/s (rows/s) | encode MB/s | raw read rows/s (all K) | "
+            "store RSS / peak RSS MB | load avg |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         mode = "in-RAM" if r["backend"] == "ram" else (
@@ -71,6 +72,7 @@ def table(rows: list[dict]) -> str:
         encode = f"{r['encode_MBps']}" if r["encode_s"] > 0 else "—"
         lines.append(f"| {r['k']} | {r['n']} | {r['budget_mb']} | {mode} | {r['wait_pct_of_step']} | "
                      f"{r['wait_start_s']} | {r['wait_gather_s']} | {r['wait_write_s']} | {r['wait_commit_s']} | "
+                     f"{r['cpu_ms_per_step']} | "
                      f"{decode} | {encode} | {r['read_rows_per_s_allK']} | {r['store_rss_mb']} / {r['peak_rss_mb']} | "
                      f"{r['load_avg_start']:.1f}–{r['load_avg_end']:.1f} |")
     return "\n".join(lines)

@@ -80,8 +80,8 @@ class WindowReader:
             self._next = None
 
     def gather(self, pos: np.ndarray, out: Entries) -> None:
-        """Fills out (lead [len(slots)], rows [B]) with the rows at storage positions pos int64 [B]; raises the
-        load's error if a window failed."""
+        """Fills every row of out (lead [len(slots)], rows [B]) with the rows at storage positions pos int64 [B]
+        (every block belongs to a window); raises the load's error if a window failed."""
         plan = self._plan
         assert plan is not None
         wins = plan.window_of_block[pos // self._layout.block_size]
@@ -92,6 +92,11 @@ class WindowReader:
         for w in touched:
             self._schedule(int(w))
             window = self._windows[int(w)].result()
+            if touched.size == 1:  # the common case: one copy per field, straight into the batch
+                local = np.searchsorted(window.rows, pos)
+                for name in ENTRY_FIELDS:
+                    np.take(getattr(window.entries, name), local, axis=1, out=getattr(out, name), mode="clip")
+                break
             sel = wins == w
             local = np.searchsorted(window.rows, pos[sel])
             for name in ENTRY_FIELDS:

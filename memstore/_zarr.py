@@ -178,7 +178,7 @@ class ZarrMemStore(MemStore):
             raise StoreError("internal error: read slots changed during the epoch")
         if self._use_resident:
             return self._read_resident(idx, slots)
-        out = Entries.empty(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
+        out = Entries.uninitialized(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
         try:
             self._windows.gather(self._layout.position[idx], out)
         except Exception as exc:

@@ -1,0 +1,50 @@
+"""Smoke test of bench/store.py: one windowed and one resident configuration run end to end on a tiny store and
+report consistent figures (not a timed test: the timings themselves are not checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "store.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_store", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_store_bench_runs_windowed_and_resident(tmp_path: Path) -> None:
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    deltas = tmp_path / "deltas.npz"
+    np.savez(deltas, codes=rng.integers(1, 256, (64, 3, 32, 32), dtype=np.uint8),
+             scale=np.full(64, 8 / 255, np.float32))
+    n, k = 1500, 2
+    rows = []
+    for budget in (16, bench.resident_budget_mb(n, k)):
+        cmd = [sys.executable, str(BENCH), "--worker", "--k", str(k), "--n", str(n), "--budget-mb", str(budget),
+               "--step-ms", "1", "--epochs", "2", "--steps", "5", "--deltas", str(deltas), "--dir", str(tmp_path),
+               "--codec", "zstd-1"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    windowed, resident = rows
+    assert not windowed["resident"] and windowed["window_blocks"] < math.ceil(n / windowed["block_size"])
+    assert resident["resident"]
+    for r in rows:
+        assert r["steps"] == 2 * 5 and r["wait_pct_of_step"] >= 0 and r["cpu_ms_per_step"] > 0
+        assert r["encode_s"] > 0 and r["read_rows_per_s_allK"] > 0 and r["peak_rss_mb"] >= r["store_rss_mb"]
+    assert windowed["decode_s"] > 0 and resident["decode_s"] == 0  # a resident store never reads back its writes
+    text = bench.table(rows)
+    assert text.count("\n") == 3 and "resident" in text and "windowed" in text
