@@ -4,7 +4,7 @@
    eps 8/255, alpha 2/255, 10 steps, uniform start) on M samples and quantizes delta = x_adv - x.
 2. With --sweep: codec sweep on those codes (whole 512 KB chunks): bytes/coord, write and read MB/s.
 3. For each K and budget, a fresh process (bench/store_worker.py) fills a store of N samples (the M perturbations
-   tiled), measures raw reads, and runs training-like epochs with a simulated step (a sleep), the next batch's
+   tiled), measures a warm-up epoch without step, and runs training-like epochs with a simulated step (a sleep), the next batch's
    memory gathered ahead and the commit landing while the next epoch starts, as the trainer does. It reports the
    store's wait on the training thread (% of the simulated step time) and its split, the decode and encode
    throughput, and the peak RSS. --ram adds the in-RAM store as a baseline.
@@ -62,7 +62,7 @@ def run_worker(backend: str, k: int, budget_mb: int, args: argparse.Namespace, d
 def table(rows: list[dict]) -> str:
     """The results as a markdown table (waits in seconds on the training thread)."""
     head = ("| K | N | budget MB | mode | wait % of step | epoch start s | gather s | write s | commit s | "
-            "store CPU ms/step | decode MB/s (rows/s) | encode MB/s | raw read rows/s (all K) | "
+            "store CPU ms/step | decode MB/s (rows/s) | encode MB/s | read+write rows/s, no step | "
             "store RSS / peak RSS MB | load avg |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -73,7 +73,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['k']} | {r['n']} | {r['budget_mb']} | {mode} | {r['wait_pct_of_step']} | "
                      f"{r['wait_start_s']} | {r['wait_gather_s']} | {r['wait_write_s']} | {r['wait_commit_s']} | "
                      f"{r['cpu_ms_per_step']} | "
-                     f"{decode} | {encode} | {r['read_rows_per_s_allK']} | {r['store_rss_mb']} / {r['peak_rss_mb']} | "
+                     f"{decode} | {encode} | {r['warmup_rows_per_s_allK']} | {r['store_rss_mb']} / {r['peak_rss_mb']} | "
                      f"{r['load_avg_start']:.1f}–{r['load_avg_end']:.1f} |")
     return "\n".join(lines)
 

@@ -1,12 +1,13 @@
 """One configuration of bench/store.py, in a fresh process so that its peak RSS is its own; prints one JSON line.
 
 1. Fills the K memory slots (write-only epochs through the store's API, each committed) and times the first.
-2. Raw read throughput: an epoch of reads with every K slot valid, no simulated step.
+2. A warm-up epoch, every K slot valid: reads and writes with no simulated step (rows/s of both together).
 3. Training-like epochs, as the trainer runs them: the next batch's memory gathered ahead on a worker thread
    (memstore.ahead.ReadAhead), a sleep for the step (the cores are free, as while a GPU computes), the write handed to
    the same thread, and at the end of the epoch the commit started without waiting, so that it lands while the next
    epoch starts. With --steps, only the first `steps` batches of each epoch sleep; the rest of the epoch runs without
-   a step (not counted), so every epoch is still committed whole.
+   a step (not counted), so every epoch is still committed whole. The first of them begins while the warm-up's
+   commit lands, with its first window loaded during the warm-up's last window: a steady-state epoch start.
 
 The decode (window and resident loads) and encode (chunk writes) functions of the store are wrapped to count their
 busy seconds and volume: rows per second and MB per second of codes are those of the thread doing the work.
@@ -86,7 +87,7 @@ def make_rows(deltas: Path) -> Callable[[np.ndarray], tuple]:
 
 
 def fill(store: MemStore, k: int, rows: Callable[[np.ndarray], tuple]) -> dict[str, float]:
-    """Writes and commits epochs 0..k-1 (large batches, no step); times the first."""
+    """Writes and commits epochs 0..k-1 (no step); times the first."""
     out: dict[str, float] = {}
     t_fill = time.perf_counter()
     for epoch in range(k):
@@ -101,70 +102,69 @@ def fill(store: MemStore, k: int, rows: Callable[[np.ndarray], tuple]) -> dict[s
     return out
 
 
-def raw_read(store: MemStore, epoch: int, limit: int) -> dict[str, float]:
-    """Reads the first `limit` rows of epoch `epoch`'s order (all K slots valid) as fast as they come."""
+def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, step_s: float,
+              rows: Callable[[np.ndarray], tuple], wait: dict[str, float]) -> int:
+    """One epoch as the trainer runs it; the first `timed_rows` rows sleep `step_s` per batch and their store waits
+    on this thread are added to `wait`. Leaves the commit running; returns the timed steps."""
     t0 = time.perf_counter()
     order = store.begin_epoch(epoch)
-    ahead = ReadAhead(store)
     ahead.prefetch(order[:BATCH])
-    for s in range(0, limit, BATCH):
-        if s + BATCH < limit:
+    wait["start"] += time.perf_counter() - t0 if timed_rows else 0.0
+    steps = 0
+    for s in range(0, order.shape[0], BATCH):
+        idx, timed = order[s:s + BATCH], s < timed_rows
+        if s + BATCH < order.shape[0]:
             ahead.prefetch(order[s + BATCH:s + 2 * BATCH])
-        batch = ahead.read(order[s:s + BATCH])
-    ahead.close()
-    assert bool(batch.valid.all()), "internal error: the raw read epoch is not in steady state"
-    return {"read_rows_per_s_allK": round(limit / (time.perf_counter() - t0))}
+        t0 = time.perf_counter()
+        batch = ahead.read(idx)
+        if timed:
+            wait["start" if s == 0 else "gather"] += time.perf_counter() - t0
+            time.sleep(step_s)  # the accelerator computing
+            steps += 1
+        if s == 0:
+            assert bool(batch.valid.all()), "internal error: the epoch is not in steady state"
+        args = rows(idx)  # the trainer's δ of this batch (made before the clock starts)
+        t0 = time.perf_counter()
+        ahead.write(idx, *args)
+        wait["write"] += (time.perf_counter() - t0) if timed else 0.0
+    t0 = time.perf_counter()
+    ahead.drain()
+    wait["commit"] += time.perf_counter() - t0 if timed_rows else 0.0
+    return steps
 
 
 def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[np.ndarray], tuple]) -> dict:
-    """Training-like epochs k..k+epochs-1 (see the module docstring); the store's waits on the loop's thread."""
+    """A warm-up epoch k (no step: read and write throughput, all K slots valid), then training-like epochs
+    k+1..k+epochs (see the module docstring); the store's waits on the loop's thread."""
     wait = {"start": 0.0, "gather": 0.0, "write": 0.0, "commit": 0.0}
-    steps, landed, ahead, step_s = 0, None, ReadAhead(store), args.step_ms / 1000
-    t_all, cpu_all = time.perf_counter(), time.process_time()
-    for epoch in range(args.k, args.k + args.epochs):
+    ahead, step_s = ReadAhead(store), args.step_ms / 1000
+    t0 = time.perf_counter()
+    run_epoch(store, ahead, args.k, 0, 0.0, rows, wait)
+    out: dict[str, Any] = {"warmup_rows_per_s_allK": round(store.n / (time.perf_counter() - t0))}
+    landed = store.commit_epoch(wait=False)
+    steps, t_all, cpu_all = 0, time.perf_counter(), time.process_time()
+    for epoch in range(args.k + 1, args.k + 1 + args.epochs):
+        steps += run_epoch(store, ahead, epoch, args.steps * BATCH if args.steps else store.n, step_s, rows, wait)
         t0 = time.perf_counter()
-        order = store.begin_epoch(epoch)
-        ahead.prefetch(order[:BATCH])
-        wait["start"] += time.perf_counter() - t0
-        limit = min(order.shape[0], args.steps * BATCH) if args.steps else order.shape[0]
-        for s in range(0, order.shape[0], BATCH):
-            idx, timed = order[s:s + BATCH], s < limit
-            if s + BATCH < order.shape[0]:
-                ahead.prefetch(order[s + BATCH:s + 2 * BATCH])
-            t0 = time.perf_counter()
-            batch = ahead.read(idx)
-            if timed:
-                wait["start" if s == 0 else "gather"] += time.perf_counter() - t0
-                time.sleep(step_s)  # the accelerator computing
-                steps += 1
-            if s == 0:
-                assert bool(batch.valid.all()), "internal error: the timed epoch is not in steady state"
-            t0 = time.perf_counter()
-            ahead.write(idx, *rows(idx))
-            wait["write"] += (time.perf_counter() - t0) if timed else 0.0
-        t0 = time.perf_counter()
-        ahead.drain()
-        if landed is not None:
-            landed.result()  # the previous commit (long landed, unless the store cannot keep up)
+        landed.result()  # the previous commit (long landed, unless the store cannot keep up)
         landed = store.commit_epoch(wait=False)
         wait["commit"] += time.perf_counter() - t0
     loop_s, cpu_s = time.perf_counter() - t_all, time.process_time() - cpu_all
     t0 = time.perf_counter()
-    landed.result()  # type: ignore[union-attr]
+    landed.result()
     ahead.close()
     total = sum(wait.values())
-    out = {f"wait_{name}_s": round(v, 3) for name, v in wait.items()}
+    out.update({f"wait_{name}_s": round(v, 3) for name, v in wait.items()})
     # Store CPU per step (all threads; the sleep costs none): what the cores must give the store per step, whatever
     # else loads the machine. Without --steps every row is a timed step.
-    rows_done = args.epochs * store.n
-    out.update(steps=steps, loop_s=round(loop_s, 1), cpu_ms_per_step=round(1000 * cpu_s * BATCH / rows_done, 2),
-               last_commit_landing_s=round(time.perf_counter() - t0, 2),
-               wait_s=round(total, 3), wait_pct_of_step=round(100 * total / (steps * step_s), 2))
+    out.update(steps=steps, loop_s=round(loop_s, 1), cpu_ms_per_step=round(1000 * cpu_s * BATCH / (args.epochs * store.n), 2),
+               last_commit_landing_s=round(time.perf_counter() - t0, 2), wait_s=round(total, 3),
+               wait_pct_of_step=round(100 * total / (steps * step_s), 2))
     return out
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    """One configuration: fill, raw reads, training-like epochs; RSS and busy figures."""
+    """One configuration: fill, warm-up, training-like epochs; RSS and busy figures."""
     decode, encode = instrument()
     rows = make_rows(Path(args.deltas))
     spec = StoreSpec(DatasetFingerprint("bench", args.n, SHAPE, "0" * 64), ThreatModel("Linf", "8/255"), args.k)
@@ -179,15 +179,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                            "block_size": store.block_size, "load_avg_start": os.getloadavg()[0]}
     out.update(fill(store, args.k, rows))
     out["store_rss_fill_mb"] = (rss.peak - rss.base) >> 20
-    limit = min(args.n, args.steps * BATCH) if args.steps else args.n
-    out.update(raw_read(store, args.k, limit))
-    out["store_rss_read_mb"] = (rss.peak - rss.base) >> 20
-    decode_before, encode_before = decode.seconds, encode.seconds
     out.update(training_epochs(store, args, rows))
     store.close()
     base_mb, peak_mb = rss.stop()
     out.update(**decode.report("decode"), **encode.report("encode"), rss_before_store_mb=base_mb, peak_rss_mb=peak_mb,
-               store_rss_mb=peak_mb - base_mb, load_avg_end=os.getloadavg()[0],
-               decode_share_of_loop=round((decode.seconds - decode_before) / out["loop_s"], 3),
-               encode_share_of_loop=round((encode.seconds - encode_before) / out["loop_s"], 3))
+               store_rss_mb=peak_mb - base_mb, load_avg_end=os.getloadavg()[0])
     return out
