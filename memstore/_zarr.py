@@ -97,10 +97,13 @@ class ZarrMemStore(MemStore):
         self._windows.start(plan, self._read_slot_ids, self._landed)
 
     def _abandon_epoch(self) -> None:
-        # Rows already queued still drain, before the next ring-state save (the writer keeps their order).
         self._buffers = {}
         self._windows.drop(keep_from=None)
         self._settle_load(raise_error=False)  # the new epoch may write into a slot the load is filling
+        if self._epoch is not None and self._writer is not None:
+            # An epoch in progress is dropped: its queued chunks (resident ones are views of rows the new epoch may
+            # reset) are written first. After a commit nothing is in progress, and a landing commit is not waited.
+            self._writer.drain()
 
     def _finish_epoch(self, epoch: int) -> None:
         """Queues the epoch's remaining blocks; the commit's state save lands after them (see `_save_state`)."""
