@@ -263,6 +263,7 @@ def fill_memory(s: Session, x: torch.Tensor, epochs: int) -> None:
             delta = (torch.rand((len(idx), *x.shape[1:]), generator=gen, device=s.device) * 2 - 1) * eps
             s.writer.push(idx, delta, views)  # type: ignore[union-attr]
         s.writer.flush()  # type: ignore[union-attr]
+        s.ahead.drain()  # type: ignore[union-attr]  # the writes queued on the read-ahead worker, before the commit
         s.store.commit_epoch()  # type: ignore[union-attr]
 
 
