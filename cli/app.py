@@ -6,7 +6,7 @@ from typing import Annotated, Callable
 
 import typer
 
-from memloss.cli.errors import one_line_errors
+from memloss.cli.errors import OneLineGroup, one_line_errors
 
 app = typer.Typer(
     name="memloss",
@@ -14,6 +14,7 @@ app = typer.Typer(
     "and AutoAttack evaluation.",
     no_args_is_help=True,
     add_completion=False,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
 )
 
@@ -27,11 +28,13 @@ def _register_all() -> None:
     from memloss.cli.demo import demo
     from memloss.cli.evaluate import evaluate, export
     from memloss.cli.inspect_store import inspect_store
+    from memloss.cli.repair_store import repair_store
     from memloss.cli.toy import toy
     from memloss.cli.train import train
 
     _register("train", train)
     _register("inspect-store", inspect_store)
+    _register("repair-store", repair_store)
     _register("evaluate", evaluate)
     _register("export", export)
     _register("compare", compare)

@@ -1,12 +1,22 @@
-"""Turns the library's one-line errors into a one-line message on stderr and exit code 2 (no traceback)."""
+"""Every failure the user can cause or fix ends as one line on stderr and exit code 2, never a traceback.
+
+- The library's `MemlossError`s: `error: <message>`.
+- Errors of the environment that the library did not wrap (a full disk, a read-only or missing path): `error:` with
+  the system's reason and the file, which the user can fix as well.
+- Usage errors of the command line (an unknown option, `--k 1.5`): `error:` with click's message and the command
+  whose `--help` lists the options (`OneLineGroup`).
+- Ctrl-C: one line and exit code 130.
+Anything else escaping is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, ParamSpec, TypeVar
+from typing import Any, Callable, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from memloss.errors import MemlossError
 
@@ -14,15 +24,55 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return typer.Exit(code=code)
+
+
+def os_error_message(err: OSError) -> str:
+    """'cannot access PATH: reason' for an OSError the library did not wrap."""
+    where = f" {err.filename}" if err.filename else ""
+    reason = err.strerror or type(err).__name__
+    return f"cannot access{where}: {reason}"
+
+
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Wraps a CLI command: a MemlossError becomes `error: <message>` on stderr and exit code 2."""
+    """Wraps a CLI command: MemlossError and OSError become `error: <message>` on stderr and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except MemlossError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise typer.Exit(code=2) from None
+            raise _fail(str(err)) from None
+        except OSError as err:
+            raise _fail(os_error_message(err)) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+class OneLineGroup(TyperGroup):
+    """The root command group: usage errors (bad option values, unknown options) are one line, like every other
+    error, instead of click's usage box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `memloss`: the help text, as click shows it
+                err.show()  # type: ignore[attr-defined]
+                sys.exit(getattr(err, "exit_code", 2))
+            ctx = getattr(err, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print(f"error: {' '.join(err.format_message().split())}{where}", file=sys.stderr)
+            sys.exit(2)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)

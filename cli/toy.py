@@ -40,11 +40,13 @@ def toy(
     from rich.console import Console
 
     from memloss.trainer.common.progress import progress_display
-    from memloss.trainer.experiments.toy.config import ToyConfig
+    from memloss.trainer.experiments.toy.config import ToyConfig, ToyConfigError
     from memloss.trainer.experiments.toy.plot import plot_toy
     from memloss.trainer.experiments.toy.result import save_toy_result
     from memloss.trainer.experiments.toy.run import run_toy
 
+    if out.exists() and not out.is_dir():  # before training, not after
+        raise ToyConfigError(f"output path {out} exists and is not a folder; pass another --out")
     cfg = (ToyConfig.quick(seed=seed, base=base, seeds=seeds) if quick
            else ToyConfig(epochs=epochs, seed=seed, base=base, seeds=seeds))
     console = Console()

@@ -21,7 +21,7 @@ from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentSlots
 from memloss.memstore._windows import WindowReader
 from memloss.memstore._zarr_chunks import WriteJob, read_rows, write_chunks
-from memloss.memstore._zarr_meta import ZarrHandle, save_ring_state
+from memloss.memstore._zarr_meta import ZarrHandle, read_failure, save_ring_state, verify_read_slots
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
@@ -88,6 +88,7 @@ class ZarrMemStore(MemStore):
     # ---- epochs -----------------------------------------------------------------------------------------------
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
+        verify_read_slots(self._handle, self._state, self._read_slot_ids)  # missing chunks: one line, before reading
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
         self._buffers = {}
         self._next_prepared = False
@@ -173,8 +174,7 @@ class ZarrMemStore(MemStore):
 
     # ---- reads ------------------------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> StoreError:
-        text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-        return StoreError(f"cannot read memory from {self.url} ({text}); the store is corrupt: delete or restore it")
+        return read_failure(self._handle, self._state, self._read_slot_ids, exc)  # names the damaged epoch/chunk
 
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
         if slots != self._read_slot_ids:
@@ -264,6 +264,7 @@ class ZarrMemStore(MemStore):
             self._reader.close()
             if self._writer is not None:
                 self._writer.close()
+            self._handle.release()  # the writer lock, after the last write
         if self._writer is not None and self._writer.error is not None:
             exc = self._writer.error
             raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc

@@ -4,24 +4,30 @@ The group attribute "memloss" holds everything a reader needs (see docs/store-fo
 creation and rewritten whole on every state change: on a local path zarr's LocalStore writes zarr.json to a
 temporary file and renames it over the old one (atomic on POSIX), and on object stores (s3, gcs, azure, memory)
 a put replaces the object atomically; on other fsspec filesystems the update is a plain overwrite.
+
+Creation is recoverable: the group is first written with only the attribute "memloss_creating", so a location
+whose creation was interrupted (a kill, a full disk) is recognized as ours and rebuilt by the next writer
+(`location_kind` → "creating"), never mistaken for foreign files.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import zarr
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
 
 from memloss.errors import MemlossError
 from memloss.memstore._zarr_chunks import open_arrays
+from memloss.memstore._location import (
+    OWN_TOP_LEVEL, UrlLike, delete_key, put_bytes, read_json, resolve_store, top_level_names, wipe_store,
+)
+from memloss.memstore._lock import StoreLock
+from memloss.memstore._manifest import manifest_key, read_error, verify_slots, write_manifest
 from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
@@ -29,18 +35,26 @@ from memloss.memstore.order import BlockLayout, default_block_size, random_membe
 from memloss.memstore.ring import RingState
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 
+__all__ = ["ARRAYS", "UrlLike", "ZarrHandle", "create_handle", "open_handle", "resolve_store", "save_ring_state"]
+
 FORMAT_NAME = "memloss-memstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 stores have no manifests: their committed epochs are not verified
 ATTR = "memloss"
+CREATING_ATTR = "memloss_creating"
 ARRAYS = ("codes", "scale", "info")
 INFO_COLUMNS = ("epoch", "dy", "dx", "flip")  # int32 columns of "info"; fill -1 = never written
 MEMBERS_CHUNK = 1 << 20
-UrlLike = str | Path | Store
+
+
+class StoreMismatch(StoreError):
+    """The store exists but was made for another dataset, threat model or K."""
 
 
 @dataclass
 class ZarrHandle:
-    """An opened and validated store: group, arrays, spec, layout, ring state and the creation attributes."""
+    """An opened and validated store: group, arrays, spec, layout, ring state, the creation attributes and, for a
+    writer, its lock."""
 
     url: str
     group: zarr.Group
@@ -50,6 +64,16 @@ class ZarrHandle:
     seed: int
     state: RingState
     meta: dict[str, Any]
+    lock: StoreLock | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.group.store
+
+    def release(self) -> None:
+        """Gives up the writer lock (if held); idempotent."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def memloss_version() -> str:
@@ -59,36 +83,49 @@ def memloss_version() -> str:
         return "unknown"
 
 
-def resolve_store(url: UrlLike, read_only: bool) -> tuple[Store, str]:
-    """A zarr Store for a local path, a file:// URL or any fsspec URL ("memory://x", "s3://b/x")."""
-    if isinstance(url, Store):
-        return url, str(url)
-    text = str(url)
-    if "://" in text and not text.startswith("file://"):
-        try:
-            return FsspecStore.from_url(text, read_only=read_only), text
-        except (ImportError, ValueError, TypeError) as exc:
-            raise StoreError(f"cannot open URL {text!r} ({exc}); install the fsspec backend for it") from exc
-    path = Path(text.removeprefix("file://")).expanduser()
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path} is a file, not a memory store directory; choose another path")
-    if read_only and not path.exists():
-        raise StoreError(f"no memory store at {path}; check the path")
-    return LocalStore(path, read_only=read_only), str(path)
+def location_kind(store: Store, url: str) -> str:
+    """"empty", "creating" (an interrupted creation: ours, safe to rebuild), "store" or "foreign"."""
+    names = top_level_names(store)
+    if not names:
+        return "empty"
+    root = read_json(store, "zarr.json", url)
+    attributes = (root or {}).get("attributes") or {}
+    if ATTR in attributes:
+        return "store"
+    if CREATING_ATTR in attributes and set(names) <= set(OWN_TOP_LEVEL):
+        return "creating"
+    return "foreign"
 
 
-def store_is_empty(store: Store) -> bool:
-    return bool(sync(store.is_empty("")))
+_REFUSALS = {
+    "empty": "no memory store at {text}; check the path",
+    "creating": "the store {text} is being created, or its creation was interrupted; a training run with this "
+                "store rebuilds an interrupted one (open_or_create)",
+    "store": "{text} already holds a memloss store; open it with open_store() or choose an empty path",
+    "foreign": "{text} holds files that are not a memloss store; choose an empty or new path for the store",
+}
 
 
-def _read_json(store: Store, key: str, url: str) -> dict[str, Any] | None:
-    buf = sync(store.get(key, prototype=default_buffer_prototype()))
-    if buf is None:
-        return None
-    try:
-        return json.loads(buf.to_bytes())
-    except ValueError as exc:
-        raise StoreError(f"{url}: metadata {key} is not valid JSON ({exc}); the store is corrupt") from exc
+def check_location(store: Store, url: str, allowed: tuple[str, ...]) -> str:
+    """The location's kind (see `location_kind`) if it is `allowed`; otherwise StoreError saying what is there."""
+    kind = location_kind(store, url)
+    if kind not in allowed:
+        raise StoreError(_REFUSALS[kind].format(text=url))
+    return kind
+
+
+def demote_and_wipe(store: Store) -> None:
+    """Deletes a store (this process holds its lock): first marks it as being created, so that a kill during the
+    deletion leaves a location the next writer still recognizes and rebuilds."""
+    if top_level_names(store):  # zarr's overwrite=True would delete the whole location, the lock file included
+        marker = {"zarr_format": 3, "node_type": "group", "attributes": {CREATING_ATTR: _creating_info(None)}}
+        put_bytes(store, "zarr.json", json.dumps(marker).encode())
+    wipe_store(store)
+    delete_key(store, "zarr.json")  # last, see above
+
+
+def _creating_info(owner: str | None) -> dict[str, Any]:
+    return {"since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "by": owner}
 
 
 def _array_specs(spec: StoreSpec, b: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], str, Any]]:
@@ -102,20 +139,18 @@ def _array_specs(spec: StoreSpec, b: int) -> dict[str, tuple[tuple[int, ...], tu
 
 
 def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int | None, codec: str,
-                  memory_budget: int) -> ZarrHandle:
-    """Creates a new store; refuses a non-empty location (a memloss store or anything else)."""
+                  memory_budget: int, lock: StoreLock | None = None) -> ZarrHandle:
+    """Creates a new store; refuses a non-empty location (a memloss store or anything else). A writer passes the
+    lock it holds; the location may then hold an interrupted creation, which is rebuilt."""
     store, text = resolve_store(url, read_only=False)
-    if not store_is_empty(store):
-        found = _read_json(store, "zarr.json", text)
-        is_ours = bool(found) and ATTR in found.get("attributes", {})
-        what = "a memloss store" if is_ours else "files that are not a memloss store"
-        raise StoreError(f"{text} already holds {what}; open it with open_store() or choose an empty path")
+    if check_location(store, text, ("empty", "creating") if lock is not None else ("empty",)) == "creating":
+        demote_and_wipe(store)
     n = spec.fingerprint.n
     b = int(block_size) if block_size is not None else default_block_size(n, spec.sample_bytes)
     if not 1 <= b <= n:
         raise StoreError(f"block_size {block_size} must be in [1, {n}]")
     codes_codecs, aux_codecs = make_codecs(codec), make_codecs(AUX_CODEC)
-    group = zarr.create_group(store)
+    group = zarr.create_group(store, attributes={CREATING_ATTR: _creating_info(lock.url if lock else None)})
     for name, (shape, chunks, dtype, fill) in _array_specs(spec, b).items():
         group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
                            compressors=codes_codecs if name == "codes" else aux_codecs)
@@ -128,24 +163,25 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
         "dataset": spec.fingerprint.to_dict(), "threat": spec.threat.to_dict(), "k": spec.k, "slots": spec.k + 1,
         "block_size": b, "seed": int(seed), "memory_budget": int(memory_budget),
         "codecs": {"codes": codec, "aux": AUX_CODEC},
-        "slot_epochs": [None] * (spec.k + 1), "committed_epochs": [],
+        "slot_epochs": [None] * (spec.k + 1), "committed_epochs": [], "manifests": {},
     }
-    group.attrs.update({ATTR: meta})  # written last: a store is a memloss store only once it is complete
+    group.attrs.put({ATTR: meta})  # written last, replacing the creation marker: now the store is complete
     layout = BlockLayout.from_members(members, b)
     arrays = open_arrays(group, ARRAYS)
-    return ZarrHandle(text, group, arrays, spec, layout, int(seed), RingState([None] * (spec.k + 1), []), meta)
+    return ZarrHandle(text, group, arrays, spec, layout, int(seed), RingState([None] * (spec.k + 1), []), meta,
+                      lock)
 
 
-def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool) -> ZarrHandle:
-    """Opens and validates an existing store (format, spec, arrays, codecs, layout, ring state)."""
+def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool, lock: StoreLock | None = None
+                ) -> ZarrHandle:
+    """Opens and validates an existing store (format, spec, arrays, codecs, layout, ring state). A writer passes
+    the lock it holds (released by `ZarrHandle.release`)."""
     store, text = resolve_store(url, read_only=read_only)
-    if store_is_empty(store):
-        raise StoreError(f"no memory store at {text}; create one with create_store() or check the path")
-    root = _read_json(store, "zarr.json", text)
-    meta = (root or {}).get("attributes", {}).get(ATTR)
+    check_location(store, text, ("store",))
+    meta = read_json(store, "zarr.json", text)["attributes"][ATTR]  # type: ignore[index]
     if not isinstance(meta, dict):
-        raise StoreError(f"{text} is not a memloss memory store (or its creation was interrupted); use another path")
-    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{text}: the store's attributes are corrupt; recreate the store")
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") not in READABLE_VERSIONS:
         raise StoreError(f"{text}: store format {meta.get('format')!r} v{meta.get('format_version')} is not "
                          f"{FORMAT_NAME} v{FORMAT_VERSION}; upgrade memloss or recreate the store")
     spec = _parse_spec(meta, text)
@@ -153,10 +189,15 @@ def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool) -> Zarr
         diff = expect.mismatch(spec)
         if diff is not None:
             field, want, got = diff
-            raise StoreError(f"store {text} does not match this run: {field} expected {want!r}, found {got!r}; "
-                             "use a new store path or the store's settings")
+            raise StoreMismatch(f"store {text} does not match this run: {field} expected {want!r}, found {got!r}; "
+                                "use a new store path or the store's settings")
+    return _open_arrays(store, text, meta, spec, read_only, lock)
+
+
+def _open_arrays(store: Store, text: str, meta: dict[str, Any], spec: StoreSpec, read_only: bool,
+                 lock: StoreLock | None) -> ZarrHandle:
     for name in (*ARRAYS, "members"):
-        array_meta = _read_json(store, f"{name}/zarr.json", text)
+        array_meta = read_json(store, f"{name}/zarr.json", text)
         if array_meta is None:
             raise StoreError(f"{text}: array {name!r} is missing; the store is corrupt: delete or restore it")
         check_codecs(name, array_meta.get("codecs", []))
@@ -173,9 +214,12 @@ def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool) -> Zarr
     _check_arrays(arrays, spec, b, text)
     if members.shape != (spec.fingerprint.n,):
         raise StoreError(f"{text}: members has shape {members.shape}, expected ({spec.fingerprint.n},); store corrupt")
-    layout = BlockLayout.from_members(members, b)
+    try:
+        layout = BlockLayout.from_members(members, b)
+    except (ValueError, IndexError) as exc:
+        raise StoreError(f"{text}: members is not a permutation ({exc}); the store is corrupt") from exc
     return ZarrHandle(text, group, arrays, spec, layout, _int_field(meta, "seed", text), _parse_state(meta, spec, text),
-                      meta)
+                      meta, lock)
 
 
 def _int_field(meta: dict[str, Any], name: str, url: str) -> int:
@@ -216,7 +260,34 @@ def _parse_state(meta: dict[str, Any], spec: StoreSpec, url: str) -> RingState:
 
 
 def save_ring_state(handle: ZarrHandle, state: RingState) -> None:
-    """Rewrites the "memloss" attribute with the new ring state (one atomic metadata write, see module doc)."""
-    meta = dict(handle.meta, slot_epochs=list(state.slot_epochs), committed_epochs=list(state.committed))
-    handle.group.attrs.update({ATTR: meta})
+    """Rewrites the "memloss" attribute with the new ring state (one atomic metadata write, see module doc). A newly
+    committed epoch's manifest is written first; manifests of epochs that stop counting are deleted after."""
+    if handle.lock is not None:
+        handle.lock.check()
+    old = set(handle.meta.get("committed_epochs") or [])
+    known = handle.meta.get("manifests") or {}
+    manifests = {str(e): known[str(e)] for e in state.committed if str(e) in known}
+    for epoch in state.committed:
+        if epoch not in old:
+            manifests[str(epoch)] = write_manifest(handle.store, epoch, epoch % (handle.spec.k + 1))
+    meta = dict(handle.meta, format_version=FORMAT_VERSION, slot_epochs=list(state.slot_epochs),
+                committed_epochs=list(state.committed), manifests=manifests)
+    handle.group.attrs.put({ATTR: meta})
     handle.meta = meta
+    for epoch in old - set(state.committed):
+        if str(epoch) in known:
+            delete_key(handle.store, manifest_key(epoch))
+
+
+def verify_read_slots(handle: ZarrHandle, state: RingState, slots: list[int]) -> None:
+    """Checks the chunks of the ring `slots` an epoch reads against their epochs' manifests (DamagedMemoryError)."""
+    verify_slots(handle.store, handle.url, handle.meta, _slot_epochs(state, slots))
+
+
+def read_failure(handle: ZarrHandle, state: RingState, slots: list[int], exc: BaseException) -> StoreError:
+    """The one-line error for a failed read of ring `slots`: the damaged epoch and chunk, if one is damaged."""
+    return read_error(handle.store, handle.url, handle.meta, _slot_epochs(state, slots), exc)
+
+
+def _slot_epochs(state: RingState, slots: list[int]) -> dict[int, int]:
+    return {slot: int(e) for slot in slots if (e := state.slot_epochs[slot]) is not None}

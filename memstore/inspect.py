@@ -10,6 +10,8 @@ says so in "sampled_blocks").
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 from zarr.core.sync import sync
 
-from memloss.memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle
+from memloss.errors import MemlossError
+from memloss.memstore._manifest import DamagedMemoryError
+from memloss.memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle, read_failure, verify_read_slots
 
 DEFAULT_SAMPLE_COORDS = 50_000_000  # per slot; about 50 MB of codes read
 SCALE_SAMPLE = 100_000
@@ -39,8 +43,36 @@ class _SlotStats:
 
 def summarize(url: UrlLike, *, sample_coords: int = DEFAULT_SAMPLE_COORDS, seed: int = 0) -> dict[str, Any]:
     """Summary of the store at `url` as a JSON-able dict (see the module docstring and docs/store-format.md)."""
+    handle = _verified(url)
+    with _named_read_errors(handle):
+        return _summary(handle, _all_slot_stats(handle, sample_coords, seed))
+
+
+def _verified(url: UrlLike) -> ZarrHandle:
+    """Opens the store and checks its committed epochs against their manifests (DamagedMemoryError). A training
+    may be rewriting a slot meanwhile (it uncommits it first): a failed check is repeated once on a fresh open."""
+    try:
+        return _open_checked(url)
+    except DamagedMemoryError:
+        return _open_checked(url)
+
+
+def _open_checked(url: UrlLike) -> ZarrHandle:
     handle = open_handle(url, expect=None, read_only=True)
-    return _summary(handle, _all_slot_stats(handle, sample_coords, seed))
+    verify_read_slots(handle, handle.state, [slot for slot, e in enumerate(handle.state.slot_epochs) if e is not None])
+    return handle
+
+
+@contextmanager
+def _named_read_errors(handle: ZarrHandle) -> Iterator[None]:
+    """A chunk that fails to read or decode becomes one line naming the damaged epoch and chunk."""
+    try:
+        yield
+    except MemlossError:
+        raise
+    except Exception as exc:
+        slots = [slot for slot, e in enumerate(handle.state.slot_epochs) if e is not None]
+        raise read_failure(handle, handle.state, slots, exc) from None
 
 
 def _summary(handle: ZarrHandle, stats: dict[int, _SlotStats]) -> dict[str, Any]:
@@ -239,8 +271,9 @@ def slot_distributions(url: UrlLike, *, sample_coords: int = DEFAULT_SAMPLE_COOR
     """What the store figure draws: per ring slot holding a committed epoch, the histogram of δ codes (int64 [256],
     code 128 = 0, 1 and 255 = ∓ the sample's scale s) and a sample of per-sample scales s/ε (float [≤100 000]);
     plus the dataset name, threat model and K."""
-    handle = open_handle(url, expect=None, read_only=True)
-    stats = _all_slot_stats(handle, sample_coords, seed=0)
+    handle = _verified(url)
+    with _named_read_errors(handle):
+        stats = _all_slot_stats(handle, sample_coords, seed=0)
     eps = handle.spec.threat.eps_float
     slots = {slot: {"epoch": handle.state.slot_epochs[slot], "hist": st.hist,
                     "scale_over_eps": np.concatenate(st.scales) / eps if st.scales else np.zeros(0)}

@@ -1,10 +1,22 @@
-"""Public entry points: create, open or reuse a Zarr memory store, or build an in-RAM one."""
+"""Public entry points: create, open or reuse a Zarr memory store, or build an in-RAM one.
+
+Every writer (create_store, open_store with read_only=False, open_or_create) first takes the store's writer lock
+(memstore/_lock.py) and keeps it until `close()`; readers take none. With the lock held, a writer removes the
+`.partial` files a killed writer left, and open_or_create rebuilds a store whose creation was interrupted.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from memloss.memstore._location import remove_partials
+from memloss.memstore._lock import StoreLock, acquire_lock
 from memloss.memstore._memory import InMemoryStore
 from memloss.memstore._zarr import ZarrMemStore
-from memloss.memstore._zarr_meta import UrlLike, create_handle, open_handle, resolve_store, store_is_empty
+from memloss.memstore._zarr_meta import (
+    StoreMismatch, UrlLike, ZarrHandle, check_location, create_handle, demote_and_wipe, location_kind, open_handle,
+    resolve_store,
+)
 from memloss.memstore.base import DEFAULT_MEMORY_BUDGET
 from memloss.memstore.codecs import DEFAULT_CODES_CODEC
 from memloss.memstore.entries import row_bytes
@@ -24,6 +36,34 @@ def _window_blocks(handle_spec: StoreSpec, block_size: int, num_blocks: int, mem
     return window_blocks_for_budget(memory_budget, k, block_size, rb, num_blocks), False
 
 
+def _lock(url: UrlLike, owner: str | None, notes: list[str] | None, allowed: tuple[str, ...]) -> StoreLock:
+    """Takes the writer lock of `url` and removes the `.partial` files a killed writer left. A location of another
+    kind than `allowed` is refused first, so that a refused location gets no lock file."""
+    store, text = resolve_store(url, read_only=False)
+    check_location(store, text, allowed)
+    lock = acquire_lock(store, text, owner)
+    try:
+        removed = remove_partials(store)
+    except OSError as exc:
+        lock.release()
+        raise StoreError(f"cannot clean the store {text} ({exc.strerror}); check its permissions") from None
+    if notes is not None:
+        notes.extend(lock.notes)
+        if removed:
+            notes.append(f"removed {removed} temporary file(s) an interrupted write left in {text}")
+    return lock
+
+
+def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool) -> ZarrMemStore:
+    budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
+    try:
+        windows, resident = _window_blocks(handle.spec, handle.layout.block_size, handle.layout.num_blocks, budget)
+        return ZarrMemStore(handle, windows, read_only=read_only, resident=resident)
+    except BaseException:
+        handle.release()
+        raise
+
+
 def create_store(
     url: UrlLike,
     spec: StoreSpec,
@@ -32,35 +72,48 @@ def create_store(
     seed: int = 0,
     block_size: int | None = None,
     codec: str | None = None,
+    owner: str | None = None,
 ) -> ZarrMemStore:
     """Creates an empty store at `url` (local path or fsspec URL) and opens it for writing.
 
     memory_budget: bytes of RAM the store may hold (read windows, prefetch and write buffers); it sets the window
     size and is recorded as the default for later opens. A budget that holds all K+1 slots of the dataset keeps
-    them in RAM across epochs (only the first epoch after opening reads from disk; writes still go to disk). seed: fixes block membership and every epoch's order.
-    block_size: samples per chunk (default: about 512 KB of codes). codec: see memstore.codecs (default
-    zstd-1). Refuses a location that is not empty.
+    them in RAM across epochs (only the first epoch after opening reads from disk; writes still go to disk). seed:
+    fixes block membership and every epoch's order. block_size: samples per chunk (default: about 512 KB of
+    codes). codec: see memstore.codecs (default zstd-1). owner: who writes (e.g. the run directory), named to a
+    second writer. Refuses a location that is not empty (an interrupted creation is rebuilt).
     """
     n = spec.fingerprint.n
     if block_size is not None and 1 <= block_size <= n:  # fail on a too-small budget before anything is written
         _window_blocks(spec, block_size, -(-n // block_size), memory_budget)
-    handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
-                           memory_budget=memory_budget)
-    windows, resident = _window_blocks(spec, handle.layout.block_size, handle.layout.num_blocks, memory_budget)
-    return ZarrMemStore(handle, windows, read_only=False, resident=resident)
+    lock = _lock(url, owner, None, ("empty", "creating"))
+    try:
+        handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
+                               memory_budget=memory_budget, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+    return _store(handle, memory_budget, read_only=False)
 
 
 def open_store(
-    url: UrlLike, expect: StoreSpec | None = None, read_only: bool = False, *, memory_budget: int | None = None
+    url: UrlLike, expect: StoreSpec | None = None, read_only: bool = False, *, memory_budget: int | None = None,
+    owner: str | None = None,
 ) -> ZarrMemStore:
     """Opens an existing store, validating it (and checking it matches `expect`); StoreError names the problem.
 
     memory_budget: None uses the budget recorded at creation, so a resumed run gets the same training order.
+    A writer (read_only=False) holds the store's lock until close(); a second writer gets StoreLockedError.
     """
-    handle = open_handle(url, expect, read_only)
-    budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
-    windows, resident = _window_blocks(handle.spec, handle.layout.block_size, handle.layout.num_blocks, budget)
-    return ZarrMemStore(handle, windows, read_only=read_only, resident=resident)
+    if read_only:
+        return _store(open_handle(url, expect, True), memory_budget, read_only=True)
+    lock = _lock(url, owner, None, ("store",))
+    try:
+        handle = open_handle(url, expect, False, lock)
+    except BaseException:
+        lock.release()
+        raise
+    return _store(handle, memory_budget, read_only=False)
 
 
 def open_or_create(
@@ -71,16 +124,66 @@ def open_or_create(
     seed: int = 0,
     block_size: int | None = None,
     codec: str | None = None,
+    owner: str | None = None,
+    replace_uncommitted: bool = False,
+    recreate: bool = False,
+    notes: list[str] | None = None,
 ) -> ZarrMemStore:
     """Opens the store at `url` if one exists (it must match `spec`; its own seed and block size are kept),
-    otherwise creates it with these settings."""
-    store, _ = resolve_store(url, read_only=False)
-    if not store_is_empty(store):
-        return open_store(url, expect=spec, memory_budget=memory_budget)
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-    return create_store(url, spec, memory_budget=budget, seed=seed, block_size=block_size, codec=codec)
+    otherwise creates it with these settings; a store whose creation was interrupted is rebuilt.
+
+    replace_uncommitted: a store that does not match `spec` but never committed an epoch (it holds no memory) is
+    replaced instead of refused (a fresh start after a failed one). recreate: whatever store is there is deleted and
+    created anew (it belongs to a run that is started again from scratch). notes: receives one line per thing done
+    besides opening (a stale lock taken over, a store rebuilt or replaced, temporary files removed).
+    """
+    store, text = resolve_store(url, read_only=False)
+    lock = _lock(url, owner, notes, ("empty", "creating", "store"))
+    try:
+        kind = location_kind(store, text)
+        if recreate and kind != "empty":
+            demote_and_wipe(store)
+            _note(notes, f"rebuilt the store {text} for the new start of its run")
+        elif kind == "store":
+            try:
+                handle = open_handle(url, spec, False, lock)
+                return _store(handle, memory_budget, read_only=False)
+            except StoreMismatch:
+                if not replace_uncommitted or _has_commits(url):
+                    raise
+            demote_and_wipe(store)
+            _note(notes, f"replaced the store {text}: it was made for other settings and never committed an epoch")
+        elif kind == "creating":
+            _note(notes, f"rebuilt the store {text}: its creation had been interrupted")
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        n = spec.fingerprint.n
+        if block_size is not None and 1 <= block_size <= n:
+            _window_blocks(spec, block_size, -(-n // block_size), budget)
+        handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
+                               memory_budget=budget, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+    return _store(handle, budget, read_only=False)
+
+
+def _has_commits(url: UrlLike) -> bool:
+    return bool(open_handle(url, None, True).state.committed)
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is not None:
+        notes.append(text)
 
 
 def create_memory_store(spec: StoreSpec, *, seed: int = 0, block_size: int | None = None) -> InMemoryStore:
     """An in-RAM store with the same interface ((K+1)·N rows held in numpy arrays; nothing persists)."""
     return InMemoryStore(spec, seed=seed, block_size=block_size)
+
+
+def store_exists(url: UrlLike) -> bool:
+    """True if `url` holds a complete memloss store (False: nothing, an interrupted creation or foreign files)."""
+    if isinstance(url, str) and "://" not in url and not Path(url.removeprefix("file://")).expanduser().exists():
+        return False
+    store, text = resolve_store(url, read_only=True)
+    return location_kind(store, text) == "store"

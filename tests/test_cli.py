@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from memloss.cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["train", "inspect-store", "evaluate", "export", "demo", "toy"]
+COMMANDS = ["train", "inspect-store", "repair-store", "evaluate", "export", "demo", "toy"]
 
 
 def test_root_help_lists_every_command() -> None:

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_bytes
+from memloss.trainer.config.checks import check_types
 from memloss.trainer.config.schema import SECTION_OF, SECTIONS, TrainConfig
 
 # Paper A.1: CIFAR 70 epochs at peak LR 0.21, SVHN 22 at 0.05 with α = 1/255. digits/synthetic are ours (CPU-sized):
@@ -39,9 +40,15 @@ def method_defaults(dataset: str, method: str, k: int) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     """Reads a config file: flat keys (`epochs = 3`) or sections (`[optim] epochs = 3`), names as on the CLI."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; pass a .toml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; pass a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     flat: dict[str, Any] = {}
@@ -58,8 +65,10 @@ def normalize_option(key: str, value: Any) -> Any:
     if key == "beta_prime":
         items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
         try:
+            if not items or any(isinstance(v, bool) for v in items):
+                raise ValueError
             return tuple(float(v) for v in items)
-        except ValueError:
+        except (ValueError, TypeError):
             raise ConfigError(f"--beta-prime must be numbers like 2 or 2,1,0.5, got {value!r}") from None
     if key in ("eps", "step_size") and not isinstance(value, str):
         return str(value)
@@ -75,6 +84,7 @@ def resolve_config(overrides: Mapping[str, Any], config_file: Path | None = None
     unknown = sorted(set(given) - set(SECTION_OF))
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SECTION_OF))}")
+    _check_given_types({key: normalize_option(key, value) for key, value in given.items()})
     dataset = given.get("dataset", "digits")
     if dataset not in DATASET_DEFAULTS:
         raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_DEFAULTS)}")
@@ -99,10 +109,20 @@ def train_config(config_file: Path | str | None = None, **options: Any) -> Train
     return resolve_config(options, Path(config_file) if config_file is not None else None)
 
 
+def _check_given_types(flat: Mapping[str, Any]) -> None:
+    for key, value in flat.items():
+        check_types(SECTIONS[SECTION_OF[key]], {key: value})
+
+
 def _build(flat: Mapping[str, Any]) -> TrainConfig:
+    unknown = sorted(set(flat) - set(SECTION_OF))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SECTION_OF))}")
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in flat.items():
         sections[SECTION_OF[key]][key] = normalize_option(key, value)
+    for name, values in sections.items():
+        check_types(SECTIONS[name], values)
     try:
         return TrainConfig(**{name: SECTIONS[name](**vals) for name, vals in sections.items()})
     except TypeError as err:

@@ -13,6 +13,7 @@ from typing import Any
 
 from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_fraction
+from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
 
 METHOD_NAMES = ("standard", "at", "trades", "mart", "hat")
 VARIANT_NAMES = ("v1", "v2", "v3")
@@ -49,6 +50,11 @@ class DataConfig:
             raise ConfigError(f"n must be ≥ 2, got {self.n}")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"resolution must be ≥ 4 pixels, got {self.resolution}")
+        if self.resolution is not None and self.dataset != "synthetic":
+            raise ConfigError(f"--resolution applies to the synthetic dataset only; {self.dataset} has a fixed "
+                              "resolution: drop --resolution")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers must be ≥ 0, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,11 @@ class ThreatConfig:
 
     def __post_init__(self) -> None:
         _choice(self.norm, NORM_NAMES, "norm")
-        if parse_fraction(self.eps, "eps") <= 0:
-            raise ConfigError(f"eps must be > 0, got {self.eps}; e.g. --eps 8/255")
-        if parse_fraction(self.step_size, "step_size") <= 0:
-            raise ConfigError(f"step_size must be > 0, got {self.step_size}")
         if self.attack_steps < 1:
             raise ConfigError(f"attack_steps must be ≥ 1, got {self.attack_steps}")
+        eps = parse_fraction(self.eps, "eps")
+        check_radius(self.norm, eps, self.eps)
+        check_step(parse_fraction(self.step_size, "step_size"), eps, self.attack_steps, self.step_size, self.eps)
 
     @property
     def eps_float(self) -> float:
@@ -110,8 +115,8 @@ class MethodConfig:
             raise ConfigError(f"k must be ≥ 0 (0 = no memory term), got {self.k}")
         if self.k > 0 and len(self.beta_prime) > self.k:
             raise ConfigError(f"--beta-prime has {len(self.beta_prime)} values but k = {self.k}; give at most k values")
-        if any(b < 0 for b in self.beta_prime) or self.beta < 0 or self.gamma < 0:
-            raise ConfigError("beta, beta_prime and gamma must be ≥ 0")
+        for name, value in (("beta", self.beta), ("gamma", self.gamma), *(("beta_prime", b) for b in self.beta_prime)):
+            finite(name, value, low=0)
         if self.method == "hat" and not self.helper:
             raise ConfigError("--method hat needs --helper CHECKPOINT (a model trained with --method standard)")
         self._check_label_smoothing()
@@ -169,9 +174,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not 0 < self.pct_start < 1:
+        finite("lr", self.lr, low=0, low_open=True)
+        finite("weight_decay", self.weight_decay, low=0)
+        finite("momentum", self.momentum, low=0, high=1)
+        finite("pct_start", self.pct_start, low=0, low_open=True)
+        if not self.pct_start < 1:
             raise ConfigError(f"pct_start must be in (0, 1), got {self.pct_start}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ConfigError(f"ema (the averaging decay) must be in (0, 1), e.g. --ema 0.995, got {self.ema}")
@@ -197,6 +204,7 @@ class RunConfig:
             raise ConfigError(f"memory_budget must be ≥ 1 MiB, got {self.memory_budget} bytes")
         if self.eval_n is not None and self.eval_n < 1:
             raise ConfigError(f"eval_n must be ≥ 1, got {self.eval_n}")
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,13 @@ class EvalConfig:
             raise EvaluationError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.norm is not None:
             check_norm(self.norm)
-        if self.eps is not None:
-            parse_eps(self.eps)
+        if self.eps is not None and parse_eps(self.eps) > 1 and self.norm != "L2":
+            raise EvaluationError(f"--eps {self.eps} is above 1, but pixels are on the [0,1] scale; did you mean "
+                                  f"{self.eps}/255?")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise EvaluationError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
+        if self.out is not None and Path(self.out).is_dir():
+            raise EvaluationError(f"--out {self.out} is a directory; give the path of the results JSON file")
         if self.plot is not None and not self.sweeps:
             raise EvaluationError("--plot draws the --sweep curves; add --sweep steps=... or restarts=...")
 

@@ -9,6 +9,7 @@ Nothing here unpickles (no torch.load), so loading a model file cannot run code.
 """
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,3 +128,17 @@ def resolve_checkpoint(path: Path | str, in_run_dir: str = "best.safetensors") -
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .safetensors file or a run directory")
     return path
+
+
+def require_compatible(meta: dict[str, str], info: Any, path: Path | str) -> None:
+    """Refuses a model file (e.g. a HAT helper) made for another dataset, input shape or number of classes than
+    `info` (a DatasetInfo)."""
+    from memloss.trainer.data.registry import dataset_info
+
+    resolution = int(meta["resolution"]) if meta.get("resolution", "").isdigit() else None
+    theirs = dataset_info(meta["dataset"], resolution)
+    for what, mine, other in (("dataset", info.name, theirs.name), ("input shape", info.shape, theirs.shape),
+                              ("number of classes", info.num_classes, theirs.num_classes)):
+        if mine != other:
+            raise CheckpointError(f"{path} was trained with {what} {other}, but this run has {mine}; use a model "
+                                  f"trained on {info.name} at this resolution")

@@ -10,18 +10,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from memloss.errors import ConfigError
-from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
-from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
+from memloss.memstore.repair import dropped_epochs, verify_committed
+from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.training.checkpoint import finish_epoch, wait_landed
 from memloss.trainer.training.epoch import evaluate_ema, evaluate_epoch, train_epoch
 from memloss.trainer.training.logbook import DEFAULT_LOG_EVERY, Logbook, wall_clock
 from memloss.trainer.training.progress import Reporter
-from memloss.trainer.training.runs import create_run_dir, default_run_dir, load_state, read_config_record, read_metrics
+from memloss.trainer.training.resume import (
+    absolute, check_store_caught_up, finished_message, require_store, resolved, resume_config, with_paths,
+)
+from memloss.trainer.training.runs import (
+    cleanup_notes, default_run_dir, load_state, read_metrics, start_run_dir, write_config_record,
+)
 from memloss.trainer.training.session import Session, open_session, restore
+
+__all__ = ["FitResult", "fit", "resume_config"]
 
 
 @dataclass(frozen=True)
@@ -36,42 +43,31 @@ class FitResult:
     threads: int | None = None
 
 
-def resume_config(run_dir: Path, overrides: Mapping[str, Any], config_file: Path | None = None) -> TrainConfig:
-    """The stored config of a run; any given option that differs from it is refused (except --device)."""
-    stored = config_from_dict(read_config_record(run_dir)["config"])
-    given = {**(read_toml(config_file) if config_file else {}), **{k: v for k, v in overrides.items() if v is not None}}
-    flat = {k: v for section in stored.to_dict().values() for k, v in section.items()}
-    changed = [k for k, v in given.items() if k != "device" and _normalized(k, v) != _normalized(k, flat.get(k))]
-    if changed:
-        shown = ", ".join(f"{k} (run: {flat.get(k)!r}, given: {given[k]!r})" for k in sorted(changed))
-        raise ConfigError(f"--resume refuses a changed config: {shown}; start a new run with --out instead")
-    if "device" in given:
-        stored = config_from_dict({**stored.to_dict(), "run": {**stored.to_dict()["run"], "device": given["device"]}})
-    return stored
-
-
-def _normalized(key: str, value: Any) -> Any:
-    """A value in comparable form: as the config holds it, paths as strings."""
-    if value is None:
-        return None
-    value = normalize_option(key, value)
-    return str(value) if key in ("out", "store", "data_dir", "helper") else value
-
-
-def _check_store_caught_up(s: Session, needed: int) -> None:
-    """A resumed run needs every epoch its state has seen committed in the store (else memory would be lost)."""
-    have = s.store.last_committed_epoch if s.store is not None else None
-    if needed > 0 and (have is None or have < needed):
-        raise ConfigError(f"the memory store has committed epoch {have} but the run's state is at epoch {needed}: "
-                          f"the store was replaced or truncated; restore it or start a new run")
-
-
-def _run_dir(cfg: TrainConfig, resume: Path | None) -> Path:
+def _prepare(cfg: TrainConfig, resume: Path | None) -> tuple[TrainConfig, Path, list[str]]:
+    """(config with absolute paths, run directory, notes): a new run's directory is made ready for it."""
     if resume is not None:
-        return resume
-    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-    create_run_dir(run_dir, cfg)
-    return run_dir
+        run_dir = Path(absolute(resume))
+        return with_paths(cfg, run_dir), run_dir, cleanup_notes(run_dir)
+    run_dir = Path(absolute(cfg.run.out or default_run_dir(cfg)))
+    notes = start_run_dir(run_dir)
+    return with_paths(cfg, run_dir), run_dir, notes
+
+
+def _store_notes(cfg: TrainConfig) -> list[str]:
+    if cfg.run.store and cfg.run.store.startswith("memory://"):
+        return [f"the memory store {cfg.run.store} lives in this process only: this run cannot be resumed after "
+                "it stops; use a path or an object store URL to make it resumable"]
+    return []
+
+
+def _continue(s: Session, state: dict[str, Any] | None) -> list[str]:
+    """Loads the resume point into the session after checking the store still holds its memory; notes."""
+    if state is None:
+        return []
+    verify_committed(s.store)  # damaged memory stops the resume before anything is written
+    restore(s, state)
+    note = check_store_caught_up(s.store, int(state["store_epoch"]), dropped_epochs(s.store), s.cfg.run.store)
+    return [note] if note else []
 
 
 def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threads: Threads = None,
@@ -80,17 +76,31 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
 
     threads: torch's CPU threads, an int, 'auto' (the fastest count measured on the model, or $OMP_NUM_THREADS when
     set) or None (the process's setting). log_every: steps between the per-step TensorBoard scalars (0: none)."""
-    run_dir = _run_dir(cfg, resume)
-    s = open_session(cfg, run_dir)
+    if log_every < 0:  # checked before anything is written
+        raise ConfigError(f"--log-every must be ≥ 0 steps (0: per-epoch scalars only), got {log_every}")
+    threads = parse_threads(threads)
+    cfg, run_dir, notes = _prepare(cfg, resume)
+    state = load_state(run_dir) if resume is not None else None
+    if state is not None and (done := finished_message(run_dir, cfg, state)) is not None:
+        if not quiet:
+            print(done, flush=True)
+        return FitResult(run_dir, read_metrics(run_dir), int(state["best_epoch"]), float(state["best_robust"]),
+                         store=cfg.run.store)
+    if state is not None:
+        require_store(cfg.run.store, int(state["store_epoch"]))
+    s = open_session(cfg, run_dir, fresh=resume is None)
+    choice = None
     try:
-        state = load_state(run_dir) if resume is not None else None
-        if state is not None:
-            restore(s, state)
-            _check_store_caught_up(s, int(state["store_epoch"]))
+        s.cfg = cfg = resolved(cfg, s.device, cfg.run.model or s.info.default_arch, len(s.eval_y))
+        if resume is None:
+            write_config_record(run_dir, cfg)
+        notes += [*_store_notes(cfg), *s.notes, *_continue(s, state)]
         s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
         choice = choose_threads(threads, _thread_probe(s), s.device)
         logbook = Logbook(run_dir, len(s.loader), s.start_epoch, log_every, lr=lambda: s.scheduler.get_last_lr()[0])
         with using_threads(choice.threads), Reporter(cfg.optim.epochs, len(s.loader), quiet, logbook) as reporter:
+            for note in notes:
+                reporter.message(note)
             reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
             reporter.message(choice.describe())
             for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
@@ -103,8 +113,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
         if s.store is not None:
             s.store.close()
         s.loader.close()
-    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust, store=_store_url(cfg, run_dir),
-                     threads=choice.threads)
+    return FitResult(run_dir, s.records, s.best_epoch, s.best_robust, store=cfg.run.store,
+                     threads=choice.threads if choice is not None else None)
 
 
 def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
@@ -132,7 +142,3 @@ def _thread_probe(s: Session) -> Callable[[], None]:
     n = min(s.cfg.data.batch_size, len(s.eval_y))
     x = s.eval_x[:n].to(s.device).float().div_(255.0)
     return model_probe(s.model, x, s.eval_y[:n].to(s.device))
-
-
-def _store_url(cfg: TrainConfig, run_dir: Path) -> str | None:
-    return (cfg.run.store or str(run_dir / "memory.zarr")) if cfg.uses_store else None

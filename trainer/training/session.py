@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,12 @@ from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.loader import make_loader
-from memloss.trainer.data.registry import DatasetInfo, dataset_info
+from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info
 from memloss.trainer.data.sources import load_tensors
 from memloss.trainer.methods.losses import LossParams
 from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.threat import PGDConfig
-from memloss.trainer.models.files import load_model, resolve_checkpoint
+from memloss.trainer.models.files import load_model, require_compatible, resolve_checkpoint
 from memloss.trainer.models.registry import build_model
 from memloss.trainer.training.ema import WeightAverage, make_weight_average
 from memloss.trainer.training.forgetting import ForgettingMonitor
@@ -66,6 +67,7 @@ class Session:
     best_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what opening did besides opening (a store rebuilt, ...)
     # One worker thread that writes an epoch's files once the store's commit of it landed (training goes on).
     committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
     landing: Future[None] | None = None
@@ -91,7 +93,8 @@ def _regularizers(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, n: int,
     return {}
 
 
-def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: dict[str, Any]) -> StepSetup:
+def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: dict[str, Any],
+                info: DatasetInfo | None = None) -> StepSetup:
     method = get_method(cfg.method.method)
     if method.attack_objective is None and cfg.uses_store:
         raise ConfigError("--method standard makes no adversarial examples; use --k 0 without --track-forgetting")
@@ -99,7 +102,10 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
     if method.needs_helper:
         # A run directory gives its final weights: best.safetensors is picked by PGD-20, meaningless for a
         # standard (non-robust) helper.
-        helper, _ = load_model(resolve_checkpoint(cfg.method.helper, "last.safetensors"), device)  # type: ignore[arg-type]
+        path = resolve_checkpoint(cfg.method.helper, "last.safetensors")  # type: ignore[arg-type]
+        helper, meta = load_model(path, device)
+        if info is not None:
+            require_compatible(meta, info, path)  # a helper of another dataset or input shape is refused
         helper.eval().requires_grad_(False)
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
@@ -117,6 +123,10 @@ def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Modu
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tuple[Any, Any]:
     o = cfg.optim
+    if o.pct_start * o.epochs * steps_per_epoch == 1.0:  # torch's OneCycleLR then divides by zero at step 0
+        raise ConfigError(f"{o.epochs * steps_per_epoch} optimizer steps with pct_start {o.pct_start} make a OneCycle "
+                          "warm-up of exactly one step, which torch's OneCycleLR cannot schedule; change --epochs "
+                          "or --batch-size")
     opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                           nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.epochs * steps_per_epoch,
@@ -124,35 +134,48 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tupl
     return opt, sched
 
 
-def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path) -> Any | None:
+def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, notes: list[str]) -> Any | None:
+    """The run's store, locked for this run. A new run (`fresh`) rebuilds a store inside its run directory (left by
+    a start that never completed an epoch) and replaces another one that never committed an epoch."""
     if not cfg.uses_store:
         return None
     fingerprint = DatasetFingerprint(cfg.data.dataset, split.n, split.shape, split.labels_sha256)
     spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
     url = cfg.run.store or str(run_dir / "memory.zarr")
-    return open_or_create(url, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed)
+    own = "://" not in url and Path(url).is_relative_to(run_dir)
+    return open_or_create(url, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed, owner=str(run_dir),
+                          replace_uncommitted=fresh, recreate=fresh and own, notes=notes)
 
 
-def open_session(cfg: TrainConfig, run_dir: Path) -> Session:
-    """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet."""
+def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True) -> Session:
+    """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
+    (not a resume)."""
     torch.manual_seed(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     d = cfg.data
     info = dataset_info(d.dataset, resolution=d.resolution)
     train = prepare(d.dataset, "train", d.data_dir, n=d.n, resolution=d.resolution)
-    eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+    try:
+        eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+    except DatasetError as err:
+        raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
     model = _model(cfg, info, device)
     steps = -(-train.n // d.batch_size)
     optimizer, scheduler = _optimizer(cfg, model, steps)
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     regs = _regularizers(cfg, model, info, train.n, eval_x[:1], device)
     session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
-                      _step_setup(cfg, model, device, regs), generator, extras=regs)
+                      _step_setup(cfg, model, device, regs, info), generator, extras=regs)
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
-    session.store = _store(cfg, train, run_dir)
+    session.store = _store(cfg, train, run_dir, fresh, session.notes)
     order = session.order_for if session.store is not None else None
-    session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
-                                 num_workers=d.num_workers)
+    try:
+        session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
+                                     num_workers=d.num_workers)
+    except BaseException:
+        if session.store is not None:
+            session.store.close()  # releases its lock
+        raise
     if session.store is not None:
         attach_memory(session)
     return session
@@ -177,7 +200,8 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "extras": {k: v.state_dict() for k, v in s.extras.items()},
             "ema": s.ema.state_dict() if s.ema is not None else None,
             "memory": {name: part.state_dict() for name, part in (("slots", s.slots), ("monitor", s.monitor))
-                       if part is not None}}
+                       if part is not None},
+            "config": json.dumps(s.cfg.to_dict())}
 
 
 def restore(s: Session, state: dict[str, Any]) -> None:

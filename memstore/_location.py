@@ -1,0 +1,158 @@
+"""Where a store lives: a zarr Store for a path or URL, and the few whole-store operations memloss needs besides
+zarr's arrays (listing chunk sizes, small JSON objects, wiping an interrupted creation, removing the `.partial`
+files that zarr's LocalStore leaves when a process is killed mid-write).
+
+Every function takes the zarr `Store` of the group's root, so one code path serves local directories, `file://`
+URLs and any fsspec URL (`memory://`, `s3://`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from memloss.memstore.errors import StoreError
+
+UrlLike = str | Path | Store
+LOCK_KEY = "memloss.lock"  # the writer lock (a file locked with flock) or lease object; never part of the data
+MANIFEST_DIR = "manifests"
+PARTIAL_SUFFIX = ".partial"  # LocalStore writes a key to <key>.<uuid>.partial, then renames it
+OWN_TOP_LEVEL = ("zarr.json", "codes", "scale", "info", "members", MANIFEST_DIR)
+
+
+def resolve_store(url: UrlLike, read_only: bool) -> tuple[Store, str]:
+    """A zarr Store for a local path, a file:// URL or any fsspec URL ("memory://x", "s3://b/x"), and its name."""
+    if isinstance(url, Store):
+        return url, str(url)
+    text = str(url)
+    if "://" in text and not text.startswith("file://"):
+        try:
+            return FsspecStore.from_url(text, read_only=read_only), text
+        except (ImportError, ValueError, TypeError, OSError) as exc:
+            raise StoreError(f"cannot open URL {text!r} ({exc}); install the fsspec backend for it") from exc
+    path = Path(text.removeprefix("file://")).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a memory store directory; choose another path")
+    if read_only and not path.exists():
+        raise StoreError(f"no memory store at {path}; check the path")
+    return LocalStore(path, read_only=read_only), str(path)
+
+
+def local_root(store: Store) -> Path | None:
+    """The directory of a LocalStore (None for any other store)."""
+    return Path(store.root) if isinstance(store, LocalStore) else None
+
+
+def run_all(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Runs store coroutines concurrently on zarr's event loop."""
+
+    async def gather() -> list[Any]:
+        return list(await asyncio.gather(*coros))
+
+    return sync(gather())
+
+
+def top_level_names(store: Store) -> list[str]:
+    """Names at the root of the store other than the lock (an empty location may hold just the lock)."""
+
+    async def names() -> list[str]:
+        return [name async for name in store.list_dir("")]
+
+    return sorted(n for n in sync(names()) if n != LOCK_KEY and not n.endswith(PARTIAL_SUFFIX))
+
+
+def get_bytes(store: Store, key: str) -> bytes | None:
+    buf = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def put_bytes(store: Store, key: str, data: bytes) -> None:
+    """Writes one object whole (LocalStore: temporary file + rename; object stores: one put)."""
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+def delete_key(store: Store, key: str) -> None:
+    sync(store.delete(key))
+
+
+def read_json(store: Store, key: str, url: str) -> dict[str, Any] | None:
+    """A JSON object of the store, None if absent; StoreError if it does not parse."""
+    data = get_bytes(store, key)
+    if data is None:
+        return None
+    try:
+        found = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{url}: {key} is not valid JSON ({exc}); the store is corrupt") from exc
+    if not isinstance(found, dict):
+        raise StoreError(f"{url}: {key} is not a JSON object; the store is corrupt")
+    return found
+
+
+def list_sizes(store: Store, prefix: str) -> dict[str, int]:
+    """Every key under `prefix` (ending in "/") with its size in bytes, in one listing; `.partial` files left by a
+    killed writer are not keys."""
+    root = local_root(store)
+    if root is not None:
+        return _local_sizes(root, prefix)
+    if isinstance(store, FsspecStore):
+        base = f"{store.path.rstrip('/')}/{prefix}"
+        try:
+            found = sync(store.fs._find(base, detail=True))
+        except FileNotFoundError:
+            return {}
+        start = len(store.path.rstrip("/")) + 1
+        return {p[start:].lstrip("/"): int(info["size"]) for p, info in found.items()
+                if not p.endswith(PARTIAL_SUFFIX)}
+
+    async def generic() -> dict[str, int]:
+        keys = [key async for key in store.list_prefix(prefix)]
+        return {key: await store.getsize(key) for key in keys}
+
+    return sync(generic())
+
+
+def _local_sizes(root: Path, prefix: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    base = root / prefix
+    if not base.is_dir():
+        return out
+    for folder, _, files in os.walk(base):
+        rel = Path(folder).relative_to(root).as_posix()
+        for name in files:
+            if not name.endswith(PARTIAL_SUFFIX):
+                out[f"{rel}/{name}"] = os.stat(os.path.join(folder, name)).st_size
+    return out
+
+
+def wipe_store(store: Store) -> None:
+    """Deletes everything memloss writes into a store except the lock (used only on a location that holds an
+    interrupted creation or a store that never committed an epoch, while this process holds the lock)."""
+    for name in OWN_TOP_LEVEL:
+        if name == "zarr.json":
+            sync(store.delete(name))
+        else:
+            sync(store.delete_dir(name))
+
+
+def remove_partials(store: Store) -> int:
+    """Removes the temporary `.partial` files a killed writer left in a local store; returns how many."""
+    root = local_root(store)
+    if root is None or not root.is_dir():
+        return 0
+    removed = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(PARTIAL_SUFFIX):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed

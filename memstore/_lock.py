@@ -1,0 +1,215 @@
+"""The writer lock of a store: at most one process writes a store at a time; readers never take it.
+
+- **Local directories**: an OS advisory lock (`flock`) on the file `memloss.lock` inside the store. The kernel
+  releases it when the holder exits, however it exits (kill -9 included), so a lock left by a dead process is simply
+  free; the file's JSON only names the holder (host, pid, run, since) for the error message and is emptied on a
+  clean release.
+- **Object stores and other fsspec URLs**: a lease object `memloss.lock` holding the same JSON plus a heartbeat time,
+  renewed by a background thread every `ttl/4` seconds. A lease whose heartbeat is older than its `ttl` (the holder
+  stopped), or whose holder is a process of this host that no longer exists, is taken over. Object stores have no
+  compare-and-swap here: the lease is written, then read back, and a writer that does not find its own token lost a
+  race and stops. The heartbeat notices a lease taken over by someone else; the store then refuses to commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from datetime import datetime, timezone
+from typing import Any
+
+from zarr.abc.store import Store
+
+from memloss.memstore._location import LOCK_KEY, delete_key, get_bytes, local_root, put_bytes
+from memloss.memstore.errors import StoreError
+
+LEASE_TTL_S = 120.0
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the store's writer lock."""
+
+
+def _holder(owner: str | None) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "run": owner,
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
+
+
+def describe_holder(info: dict[str, Any] | None) -> str:
+    """'host H, pid P, run R, since T' (whatever of it is known)."""
+    if not info:
+        return "another process (it has not written its details yet)"
+    parts = [f"host {info.get('host', '?')}", f"pid {info.get('pid', '?')}"]
+    if info.get("run"):
+        parts.append(f"run {info['run']}")
+    parts.append(f"since {info.get('since', '?')}")
+    return ", ".join(parts)
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _parse(data: bytes | None) -> dict[str, Any] | None:
+    try:
+        found = json.loads(data) if data else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+class StoreLock(ABC):
+    """A held writer lock. `notes` says what acquiring it found (a lock of a dead process taken over)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.notes: list[str] = []
+
+    @abstractmethod
+    def release(self) -> None:
+        """Gives the lock up; idempotent."""
+
+    def check(self) -> None:
+        """Raises StoreLockedError if the lock was lost (a lease taken over by another writer)."""
+
+
+class FileLock(StoreLock):
+    """flock on `<store>/memloss.lock` (held until release or process exit)."""
+
+    def __init__(self, url: str, path: os.PathLike[str] | str, owner: str | None) -> None:
+        import fcntl
+
+        super().__init__(url)
+        self._fd: int | None = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write the lock file {path} ({exc.strerror}); the store is not writable: use "
+                             "a writable location") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            info = _parse(_read_fd(fd))
+            os.close(fd)
+            raise StoreLockedError(f"store {url} is being written by {describe_holder(info)} (lock file {path}); "
+                                   "wait for that run to finish or use another store") from None
+        previous = _parse(_read_fd(fd))
+        if previous:
+            self.notes.append(f"took over the lock of the store {url}: its holder ({describe_holder(previous)}) "
+                              "is gone")
+        data = json.dumps(_holder(owner)).encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot write the lock file {path} ({exc.strerror}); free space or use another "
+                             "store") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # an empty file = released cleanly (a non-empty one names a holder that died)
+        except OSError:
+            pass
+        os.close(fd)  # closing the descriptor drops the flock
+
+
+def _read_fd(fd: int) -> bytes:
+    try:
+        return os.pread(fd, 65536, 0)
+    except OSError:
+        return b""
+
+
+class LeaseLock(StoreLock):
+    """A lease object with a heartbeat, for stores without OS locks (object stores, memory://)."""
+
+    def __init__(self, store: Store, url: str, owner: str | None, ttl: float | None = None) -> None:
+        super().__init__(url)
+        self._store, self._ttl = store, float(LEASE_TTL_S if ttl is None else ttl)
+        current = _parse(get_bytes(store, LOCK_KEY))
+        if current and not self._stale(current):
+            raise StoreLockedError(f"store {url} is being written by {describe_holder(current)} (lease {LOCK_KEY}, "
+                                   f"renewed every {self._ttl / 4:.0f} s); wait for that run to finish or use "
+                                   "another store")
+        if current:
+            self.notes.append(f"took over the lease of the store {url}: its holder ({describe_holder(current)}) "
+                              "stopped renewing it")
+        self._info = {**_holder(owner), "ttl_s": self._ttl}
+        self._write()
+        back = _parse(get_bytes(store, LOCK_KEY))
+        if not back or back.get("token") != self._info["token"]:
+            raise StoreLockedError(f"store {url} was taken by {describe_holder(back)} at the same moment; use "
+                                   "another store")
+        self.lost: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="memstore-lease", daemon=True)
+        self._thread.start()
+
+    def _stale(self, info: dict[str, Any]) -> bool:
+        beat = info.get("heartbeat")
+        if not isinstance(beat, (int, float)) or time.time() - beat > float(info.get("ttl_s", self._ttl)):
+            return True
+        return info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid"))
+
+    def _write(self) -> None:
+        self._info["heartbeat"] = time.time()
+        put_bytes(self._store, LOCK_KEY, json.dumps(self._info).encode())
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._ttl / 4):
+            try:
+                current = _parse(get_bytes(self._store, LOCK_KEY))
+                if current is None or current.get("token") != self._info["token"]:
+                    self.lost = current or {}
+                    return
+                self._write()
+            except Exception:  # a missed heartbeat only shortens the lease; the next one retries
+                continue
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise StoreLockedError(f"store {self.url}: this run lost its lease to {describe_holder(self.lost)}; "
+                                   "it stops before writing more")
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            current = _parse(get_bytes(self._store, LOCK_KEY))
+            if current and current.get("token") == self._info["token"]:
+                delete_key(self._store, LOCK_KEY)
+        except Exception:  # the lease expires on its own
+            pass
+
+
+def acquire_lock(store: Store, url: str, owner: str | None) -> StoreLock:
+    """The writer lock of the store at `url` (`owner`: the run directory, shown to a second writer)."""
+    root = local_root(store)
+    if root is None:
+        return LeaseLock(store, url, owner)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store directory {root} ({exc.strerror}); use a writable location"
+                         ) from None
+    return FileLock(url, root / LOCK_KEY, owner)

@@ -1,0 +1,164 @@
+"""What each committed epoch wrote, and the checks that its chunks are still there and intact.
+
+At commit, before the commit record, the store lists the epoch's ring slot (one listing per array) and writes
+`manifests/e<epoch>.json`: every chunk key of the slot with its size and its CRC-32C (the 4-byte checksum zarr's
+crc32c codec appends to each chunk, read back by a suffix request, so no chunk is read whole). The commit record
+keeps the SHA-256 of each committed epoch's manifest. When an epoch begins, the read slots are listed again and
+compared with their manifests: a missing chunk or a chunk of another size is a one-line `DamagedMemoryError`
+naming the epoch, the ring slot and the chunk, before anything is read. Damaged bytes of a chunk that kept its
+size fail zarr's checksum at decode; `read_error` turns that into the same kind of message (it finds the chunk by
+checking each chunk of the read slots). `memloss repair-store` (memstore/repair.py) drops damaged epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import SuffixByteRequest
+
+from memloss.memstore._location import MANIFEST_DIR, get_bytes, list_sizes, put_bytes, run_all
+from memloss.memstore.errors import StoreError
+
+ARRAYS = ("codes", "scale", "info")
+MANIFEST_FORMAT = "memloss-manifest/1"
+
+
+class DamagedMemoryError(StoreError):
+    """A committed epoch's chunk is missing or damaged; `memloss repair-store` drops that epoch's memory."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged committed epoch: where, and what is wrong (`what` names the chunk)."""
+
+    epoch: int
+    slot: int
+    what: str
+
+    def message(self, url: str) -> str:
+        return (f"memory of epoch {self.epoch} (ring slot {self.slot}) in {url} is damaged: {self.what}; run "
+                f"`memloss repair-store {url}` to drop that epoch's memory, or restore the store from a backup")
+
+
+def manifest_key(epoch: int) -> str:
+    return f"{MANIFEST_DIR}/e{epoch}.json"
+
+
+def slot_chunks(store: Store, slot: int) -> dict[str, int]:
+    """Chunk key -> size of every chunk of ring `slot` in the three per-slot arrays."""
+    out: dict[str, int] = {}
+    for name in ARRAYS:
+        out.update(list_sizes(store, f"{name}/c/{slot}/"))
+    return out
+
+
+def _trailers(store: Store, keys: list[str]) -> list[str | None]:
+    """The 4-byte CRC-32C trailer of each chunk, as hex (None if the chunk vanished meanwhile)."""
+    proto = default_buffer_prototype()
+    got = run_all([store.get(key, prototype=proto, byte_range=SuffixByteRequest(4)) for key in keys])
+    return [None if buf is None else buf.to_bytes().hex() for buf in got]
+
+
+def write_manifest(store: Store, epoch: int, slot: int) -> str:
+    """Writes the manifest of `epoch` (every chunk now in `slot`); returns its SHA-256 for the commit record."""
+    sizes = slot_chunks(store, slot)
+    keys = sorted(sizes)
+    crcs = _trailers(store, keys)
+    chunks = {key: [sizes[key], crc] for key, crc in zip(keys, crcs) if crc is not None}
+    data = json.dumps({"format": MANIFEST_FORMAT, "epoch": epoch, "slot": slot, "chunks": chunks},
+                      separators=(",", ":")).encode()
+    put_bytes(store, manifest_key(epoch), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(store: Store, epoch: int, sha256: str) -> dict[str, list[Any]] | str:
+    """The chunk table of `epoch`'s manifest, or a description of what is wrong with the manifest itself."""
+    data = get_bytes(store, manifest_key(epoch))
+    if data is None:
+        return f"its manifest {manifest_key(epoch)} is missing"
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return f"its manifest {manifest_key(epoch)} is damaged (checksum mismatch)"
+    try:
+        chunks = json.loads(data)["chunks"]
+    except (ValueError, KeyError, TypeError):
+        return f"its manifest {manifest_key(epoch)} is not a memloss manifest"
+    return chunks
+
+
+def check_listing(store: Store, epoch: int, slot: int, sha256: str) -> Damage | None:
+    """Compares one listing of `slot` with `epoch`'s manifest (presence and size of every chunk)."""
+    chunks = read_manifest(store, epoch, sha256)
+    if isinstance(chunks, str):
+        return Damage(epoch, slot, chunks)
+    found = slot_chunks(store, slot)
+    for key, (size, _) in sorted(chunks.items()):
+        if key not in found:
+            return Damage(epoch, slot, f"chunk {key} is missing")
+        if found[key] != size:
+            return Damage(epoch, slot, f"chunk {key} has {found[key]} bytes, {size} were committed")
+    return None
+
+
+def check_bytes(store: Store, epoch: int, slot: int, sha256: str | None) -> Damage | None:
+    """Reads every chunk of `slot` and checks its CRC-32C (and, with a manifest, its size and recorded CRC)."""
+    chunks = read_manifest(store, epoch, sha256) if sha256 is not None else None
+    if isinstance(chunks, str):
+        return Damage(epoch, slot, chunks)
+    found = slot_chunks(store, slot)
+    keys = sorted(set(found) | set(chunks or {}))
+    for key in keys:
+        data = get_bytes(store, key)
+        if data is None:
+            return Damage(epoch, slot, f"chunk {key} is missing")
+        problem = _chunk_problem(key, data, (chunks or {}).get(key))
+        if problem is not None:
+            return Damage(epoch, slot, problem)
+    return None
+
+
+def _chunk_problem(key: str, data: bytes, committed: list[Any] | None) -> str | None:
+    if len(data) < 4:
+        return f"chunk {key} is truncated ({len(data)} bytes)"
+    body = np.frombuffer(data, dtype=np.uint8)[:-4]
+    crc = np.uint32(google_crc32c.value(body.tobytes())).tobytes()
+    if crc != data[-4:]:
+        return f"chunk {key} fails its CRC-32C checksum"
+    if committed is not None and (len(data) != committed[0] or data[-4:].hex() != committed[1]):
+        return f"chunk {key} is not the one committed (size or checksum differs)"
+    return None
+
+
+def verify_slots(store: Store, url: str, meta: dict[str, Any], slot_epochs: dict[int, int]) -> None:
+    """Raises DamagedMemoryError for the first read slot (ring slot -> its committed epoch) that fails
+    `check_listing`; epochs committed without a manifest (format 1 stores) are not checked."""
+    manifests = meta.get("manifests") or {}
+    for slot, epoch in sorted(slot_epochs.items()):
+        sha = manifests.get(str(epoch))
+        if sha is None:
+            continue
+        damage = check_listing(store, epoch, slot, sha)
+        if damage is not None:
+            raise DamagedMemoryError(damage.message(url))
+
+
+def read_error(store: Store, url: str, meta: dict[str, Any], slot_epochs: dict[int, int],
+               exc: BaseException) -> StoreError:
+    """The one-line error for a failed read of the slots `slot_epochs` (ring slot -> epoch): which epoch and chunk
+    is damaged if one is, otherwise the underlying error."""
+    manifests = meta.get("manifests") or {}
+    for slot, epoch in sorted(slot_epochs.items()):
+        try:
+            damage = check_bytes(store, epoch, slot, manifests.get(str(epoch)))
+        except Exception:  # the diagnosis itself failed: report the original error below
+            damage = None
+        if damage is not None:
+            return DamagedMemoryError(damage.message(url))
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+    return StoreError(f"cannot read memory from {url} ({text}); run `memloss repair-store {url}` to check it")

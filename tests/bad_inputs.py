@@ -1,0 +1,272 @@
+"""The catalogue of bad inputs that tests/test_bad_inputs.py runs through the real CLI: every one must end with exit
+code 2, one line on stderr and no traceback, and leave every file that existed before exactly as it was.
+
+A case is (id, argv template, expected text of the error, optional set-up). Templates name the fixture's paths:
+{data} the data directory, {run} a finished run, {part} a run stopped after epoch 1 of 2, {store} a store with
+committed epochs, {ckpt} a model file, {txt} a text file, {bin} a file that is not UTF-8, {dir} an empty
+directory, {new} a path that does not exist yet (a fresh run directory), {case} a folder for the case's own files,
+{proc} a location nothing can be written to. A set-up gets the case folder and the world and returns more names
+(usually a copy of a run or store that it damages first).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TINY_OPTIONS = {"dataset": "synthetic", "n": 96, "resolution": 8, "batch_size": 32, "eval_n": 16, "attack_steps": 1,
+                "epochs": 2}
+TINY = [*(a for k, v in TINY_OPTIONS.items() for a in (f"--{k.replace('_', '-')}", str(v))), "--data-dir", "{data}"]
+TRAIN = ["train", *TINY, "--out", "{new}"]
+Setup = Callable[[Path, dict[str, str]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: list[str]
+    expect: str
+    setup: Setup | None = None
+
+
+def _copy(name: str, key: str) -> Setup:
+    def setup(case: Path, world: dict[str, str]) -> dict[str, str]:
+        shutil.copytree(world[key], case / name, symlinks=True)
+        return {"copy": str(case / name)}
+    return setup
+
+
+def _then(first: Setup, edit: Callable[[Path], None]) -> Setup:
+    def setup(case: Path, world: dict[str, str]) -> dict[str, str]:
+        names = first(case, world)
+        edit(Path(names["copy"]))
+        return names
+    return setup
+
+
+def _write(rel: str, data: bytes | str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        target = root / rel
+        target.write_bytes(data.encode() if isinstance(data, str) else data)
+    return edit
+
+
+def _edit_json(rel: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        doc = json.loads((root / rel).read_text())
+        change(doc)
+        (root / rel).write_text(json.dumps(doc))
+    return edit
+
+
+def _toml(text: str | bytes) -> Setup:
+    def setup(case: Path, world: dict[str, str]) -> dict[str, str]:
+        path = case / "c.toml"
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
+        return {"toml": str(path)}
+    return setup
+
+
+def _flip_chunk(root: Path) -> None:
+    chunk = next(p for p in sorted((root / "codes" / "c").rglob("*")) if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def _drop_chunk(root: Path) -> None:
+    next(p for p in sorted((root / "info" / "c").rglob("*")) if p.is_file()).unlink()
+
+
+def _set_cfg(section: str, key: str, value: object) -> Callable[[dict], None]:
+    def change(doc: dict) -> None:
+        doc["config"][section][key] = value
+    return change
+
+
+def _no_store(root: Path) -> None:
+    shutil.rmtree(root / "memory.zarr")
+
+
+def _foreign(case: Path, world: dict[str, str]) -> dict[str, str]:
+    (case / "foreign").mkdir()
+    (case / "foreign" / "notes.md").write_text("mine")
+    return {}
+
+
+def _lock_store(case: Path, world: dict[str, str]) -> dict[str, str]:
+    from memloss.memstore.store import open_store
+
+    names = _copy("s.zarr", "store")(case, world)
+    world["_held"] = open_store(names["copy"], owner="runs/other")  # closed by the test after the case
+    return names
+
+
+PART = "{copy}"
+CASES: list[Case] = [
+    # ---- option values out of range or of the wrong kind ----------------------------------------------------------
+    Case("dataset-unknown", ["train", "--dataset", "imagenet", "--out", "{new}"], "unknown dataset 'imagenet'"),
+    Case("model-unknown", [*TRAIN, "--model", "vit"], "unknown architecture"),
+    Case("k-negative", [*TRAIN, "--k", "-1"], "k must be ≥ 0"),
+    Case("k-float", [*TRAIN, "--k", "1.5"], "Invalid value for '--k'"),
+    Case("epochs-word", [*TRAIN, "--epochs", "many"], "Invalid value for '--epochs'"),
+    Case("option-unknown", [*TRAIN, "--learning-rate", "0.1"], "No such option"),
+    Case("command-unknown", ["trian"], "No such command"),
+    Case("eps-zero", [*TRAIN, "--eps", "0"], "eps must be > 0"),
+    Case("eps-255-scale", [*TRAIN, "--eps", "8"], "did you mean 8/255?"),
+    Case("eps-word", [*TRAIN, "--eps", "eight"], "eps must be a number or a fraction"),
+    Case("eps-div-zero", [*TRAIN, "--eps", "1/0"], "eps must be a number or a fraction"),
+    Case("eps-nan", [*TRAIN, "--eps", "nan"], "eps must be a number or a fraction"),
+    Case("step-above-eps", [*TRAIN, "--attack-steps", "3", "--eps", "2/255", "--step-size", "4/255"],
+         "step_size 4/255 is larger than eps"),
+    Case("step-above-2eps", [*TRAIN, "--eps", "2/255", "--step-size", "5/255"], "larger than 2·eps"),
+    Case("step-zero", [*TRAIN, "--step-size", "0"], "step_size must be > 0"),
+    Case("epochs-zero", [*TRAIN, "--epochs", "0"], "epochs must be ≥ 1"),
+    Case("beta-prime-nan", [*TRAIN, "--beta-prime", "nan"], "beta_prime must be a finite number"),
+    Case("beta-prime-word", [*TRAIN, "--beta-prime", "two"], "--beta-prime must be numbers"),
+    Case("beta-prime-too-many", [*TRAIN, "--k", "1", "--beta-prime", "2,1"], "give at most k values"),
+    Case("beta-negative", [*TRAIN, "--beta", "-1"], "beta must be ≥ 0"),
+    Case("beta-nan", [*TRAIN, "--beta", "nan"], "beta must be a finite number"),
+    Case("gamma-inf", [*TRAIN, "--gamma", "inf"], "gamma must be a finite number"),
+    Case("lr-zero", [*TRAIN, "--lr", "0"], "lr must be > 0"),
+    Case("lr-nan", [*TRAIN, "--lr", "nan"], "lr must be a finite number"),
+    Case("weight-decay-negative", [*TRAIN, "--weight-decay", "-0.0005"], "weight_decay must be ≥ 0"),
+    Case("weight-decay-nan", [*TRAIN, "--weight-decay", "nan"], "weight_decay must be a finite number"),
+    Case("seed-negative", [*TRAIN, "--seed", "-1"], "seed must be in [0, 4294967295]"),
+    Case("seed-huge", [*TRAIN, "--seed", str(2**70)], "seed must be in [0, 4294967295]"),
+    Case("batch-size-zero", [*TRAIN, "--batch-size", "0"], "batch_size must be ≥ 1"),
+    Case("attack-steps-zero", [*TRAIN, "--attack-steps", "0"], "attack_steps must be ≥ 1"),
+    Case("budget-word", [*TRAIN, "--memory-budget", "lots"], "not a size"),
+    Case("budget-tiny", [*TRAIN, "--memory-budget", "10"], "memory_budget must be ≥ 1 MiB"),
+    Case("eval-n-zero", [*TRAIN, "--eval-n", "0"], "eval_n must be ≥ 1"),
+    Case("eval-n-too-many", ["train", "--dataset", "digits", "--eval-n", "100000", "--data-dir", "{data}",
+                             "--out", "{new}"], "--eval-n 100000: n must be ≥ 1 and ≤ 360"),
+    Case("too-few-steps", [*TRAIN, "--n", "64"], "warm-up of exactly one step"),
+    Case("n-above-split", ["train", "--dataset", "digits", "--n", "100000", "--data-dir", "{data}", "--out", "{new}"],
+         "100000"),
+    Case("resolution-not-synthetic", ["train", "--dataset", "cifar10", "--resolution", "16", "--out", "{new}"],
+         "--resolution applies to the synthetic dataset only"),
+    Case("n-too-small", [*TRAIN, "--n", "1"], "n must be ≥ 2"),
+    Case("resolution-too-small", [*TRAIN, "--resolution", "2"], "resolution must be ≥ 4"),
+    Case("method-unknown", [*TRAIN, "--method", "pgd"], "unknown method 'pgd'"),
+    Case("variant-unknown", [*TRAIN, "--memloss-variant", "v9"], "unknown memloss variant"),
+    Case("reg-unknown", [*TRAIN, "--reg", "l2"], "unknown reg"),
+    Case("view-unknown", [*TRAIN, "--memory-view", "sideways"], "unknown memory view"),
+    Case("norm-unknown", [*TRAIN, "--norm", "L3"], "unknown norm"),
+    Case("standard-with-memory", [*TRAIN, "--method", "standard", "--k", "1"], "makes no adversarial examples"),
+    Case("threads-word", [*TRAIN, "--threads", "many"], "--threads must be a positive integer or auto"),
+    Case("threads-zero", [*TRAIN, "--threads", "0"], "--threads must be ≥ 1"),
+    Case("log-every-negative", [*TRAIN, "--log-every", "-1"], "--log-every must be ≥ 0"),
+    Case("ema-above-one", [*TRAIN, "--ema", "2"], "ema (the averaging decay) must be in (0, 1)"),
+    Case("label-smoothing-one", [*TRAIN, "--label-smoothing", "1"], "label_smoothing must be in [0, 1)"),
+    Case("label-smoothing-mart", [*TRAIN, "--method", "mart", "--label-smoothing", "0.1"], "has none to smooth"),
+    Case("device-unknown", [*TRAIN, "--device", "tpu"], "unknown --device 'tpu'"),
+    Case("device-index", [*TRAIN, "--device", "cuda:99"], "cuda:99"),
+    # ---- the HAT helper -------------------------------------------------------------------------------------------
+    Case("hat-no-helper", [*TRAIN, "--method", "hat"], "--method hat needs --helper"),
+    Case("hat-helper-missing", [*TRAIN, "--method", "hat", "--helper", "{case}/none.safetensors"], "does not exist"),
+    Case("hat-helper-not-a-model", [*TRAIN, "--method", "hat", "--helper", "{txt}"], "not a readable safetensors"),
+    Case("hat-helper-other-dataset", ["train", "--dataset", "digits", "--epochs", "1", "--eval-n", "16",
+                                      "--data-dir", "{data}", "--method", "hat", "--helper", "{ckpt}",
+                                      "--out", "{new}"], "was trained with dataset synthetic"),
+    Case("hat-helper-other-shape", [*TRAIN, "--resolution", "12", "--method", "hat", "--helper", "{ckpt}"],
+         "input shape (3, 8, 8)"),
+    # ---- paths of the wrong kind ----------------------------------------------------------------------------------
+    Case("out-is-a-file", ["train", *TINY, "--out", "{txt}"], "is a file, not a directory"),
+    Case("out-below-a-file", ["train", *TINY, "--out", "{txt}/run"], "is a file, not a directory"),
+    Case("out-holds-a-run", ["train", *TINY, "--out", "{run}"], "already holds a run"),
+    Case("out-not-creatable", ["train", *TINY, "--out", "{proc}/run"], "cannot create the run directory"),
+    Case("store-is-a-file", [*TRAIN, "--store", "{txt}"], "is a file, not a memory store directory"),
+    Case("store-foreign", [*TRAIN, "--store", "{case}/foreign"], "not a memloss store", _foreign),
+    Case("store-other-run", [*TRAIN, "--k", "2", "--store", "{store}"], "does not match this run: k expected 2"),
+    Case("store-url-unknown", [*TRAIN, "--store", "nosuch://bucket/x"], "cannot open URL"),
+    Case("store-read-only", [*TRAIN, "--store", "{proc}/m.zarr"], "cannot create the store directory"),
+    Case("store-locked", [*TRAIN, "--store", PART], "is being written by host", _lock_store),
+    Case("data-dir-is-a-file", ["train", *TINY[:-2], "--data-dir", "{txt}", "--out", "{new}"], "{txt}"),
+    Case("config-missing", [*TRAIN, "--config", "{case}/none.toml"], "does not exist"),
+    Case("config-directory", [*TRAIN, "--config", "{dir}"], "is a directory"),
+    Case("config-not-utf8", [*TRAIN, "--config", "{bin}"], "is not UTF-8"),
+    Case("config-not-toml", [*TRAIN, "--config", "{toml}"], "is not valid TOML", _toml("epochs = = 3")),
+    Case("config-unknown-key", [*TRAIN, "--config", "{toml}"], "unknown option(s) epoch", _toml("epoch = 3")),
+    Case("config-unknown-section", [*TRAIN, "--config", "{toml}"], "unknown option(s) model_cfg",
+         _toml("[model_cfg]\nwidth = 3")),
+    Case("config-float-for-int", [*TRAIN, "--config", "{toml}"], "k must be an integer, got 1.5", _toml("k = 1.5")),
+    Case("config-string-for-int", [*TRAIN, "--config", "{toml}"], "k must be an integer, got the string 'two'",
+         _toml('k = "two"')),
+    Case("config-bool-for-int", [*TRAIN, "--config", "{toml}"], "k must be an integer, got True", _toml("k = true")),
+    Case("config-list-for-float", [*TRAIN, "--config", "{toml}"], "lr must be a number", _toml("lr = [0.1]")),
+    Case("config-float-budget", [*TRAIN, "--config", "{toml}"], "memory_budget must be an integer",
+         _toml("memory_budget = 2.5e9")),
+    Case("config-eps-255", [*TRAIN, "--config", "{toml}"], "did you mean 8/255?", _toml("eps = 8")),
+    Case("config-empty-beta-prime", [*TRAIN, "--config", "{toml}"], "--beta-prime must be numbers",
+         _toml("beta_prime = []")),
+    Case("config-negative-seed", [*TRAIN, "--config", "{toml}"], "seed must be in", _toml("[run]\nseed = -5")),
+    Case("config-negative-workers", [*TRAIN, "--config", "{toml}"], "num_workers must be ≥ 0",
+         _toml("num_workers = -1")),
+    Case("config-pct-start", [*TRAIN, "--config", "{toml}"], "pct_start must be", _toml("pct_start = 1.5")),
+    # ---- damaged run directories and --resume ---------------------------------------------------------------------
+    Case("resume-missing", ["train", "--resume", "{case}/none"], "no such run directory"),
+    Case("resume-a-file", ["train", "--resume", "{txt}"], "is a file, not a directory"),
+    Case("resume-not-a-run", ["train", "--resume", "{dir}"], "holds no run yet"),
+    Case("resume-config-missing", ["train", "--resume", PART], "config.json is missing",
+         _then(_copy("r", "part"), lambda root: (root / "config.json").unlink())),
+    Case("resume-config-not-json", ["train", "--resume", PART], "config.json is corrupt",
+         _then(_copy("r", "part"), _write("config.json", "{not json"))),
+    Case("resume-config-not-a-record", ["train", "--resume", PART], "not a memloss run record",
+         _then(_copy("r", "part"), _write("config.json", "[1, 2]"))),
+    Case("resume-config-unknown-key", ["train", "--resume", PART], "unknown option(s) widen",
+         _then(_copy("r", "part"), _edit_json("config.json", _set_cfg("optim", "widen", 2)))),
+    Case("resume-config-edited", ["train", "--resume", PART], "config.json was edited after the run started: lr",
+         _then(_copy("r", "part"), _edit_json("config.json", _set_cfg("optim", "lr", 0.5)))),
+    Case("resume-changed-lr", ["train", "--resume", "{part}", "--lr", "0.5"], "refuses a changed config: lr"),
+    Case("resume-longer", ["train", "--resume", "{run}", "--epochs", "4"], "the OneCycle schedule of this run ends"),
+    Case("resume-other-store", ["train", "--resume", "{part}", "--store", "{case}/s.zarr"], "store (run:"),
+    Case("resume-state-corrupt", ["train", "--resume", PART], "last.state.pt is not a memloss training state",
+         _then(_copy("r", "part"), _write("last.state.pt", b"\x00garbage"))),
+    Case("resume-metrics-corrupt", ["train", "--resume", PART], "metrics.jsonl line 1 is not an epoch record",
+         _then(_copy("r", "part"), _write("metrics.jsonl", '{"epoch": 1\n'))),
+    Case("resume-store-missing", ["train", "--resume", PART], "memory store", _then(_copy("r", "part"), _no_store)),
+    Case("resume-store-damaged", ["train", "--resume", PART], "memloss repair-store",
+         _then(_copy("r", "part"), lambda root: _drop_chunk(root / "memory.zarr"))),
+    # ---- stores: inspect-store and repair-store -------------------------------------------------------------------
+    Case("inspect-missing", ["inspect-store", "{case}/none.zarr"], "no memory store"),
+    Case("inspect-a-file", ["inspect-store", "{txt}"], "is a file"),
+    Case("inspect-foreign", ["inspect-store", "{dir}"], "no memory store at"),
+    Case("inspect-corrupt-chunk", ["inspect-store", PART], "fails its CRC-32C checksum",
+         _then(_copy("s.zarr", "store"), _flip_chunk)),
+    Case("inspect-missing-chunk", ["inspect-store", PART], "is damaged: chunk info/c/",
+         _then(_copy("s.zarr", "store"), _drop_chunk)),
+    Case("inspect-corrupt-metadata", ["inspect-store", PART], "zarr.json is not valid JSON",
+         _then(_copy("s.zarr", "store"), _write("zarr.json", "{"))),
+    Case("inspect-plot-nowhere", ["inspect-store", "{store}", "--plot", "{case}/no/dir/p.png"], "does not exist"),
+    Case("repair-missing", ["repair-store", "{case}/none.zarr"], "no memory store"),
+    Case("repair-foreign", ["repair-store", "{dir}"], "no memory store at"),
+    Case("repair-locked", ["repair-store", PART], "is being written by host", _lock_store),
+    # ---- evaluate and export --------------------------------------------------------------------------------------
+    Case("evaluate-missing", ["evaluate", "{case}/none.safetensors"], "does not exist"),
+    Case("evaluate-not-a-model", ["evaluate", "{txt}"], "not a readable safetensors"),
+    Case("evaluate-n-zero", ["evaluate", "{ckpt}", "--n", "0"], "--n must be ≥ 1"),
+    Case("evaluate-eps-255", ["evaluate", "{ckpt}", "--eps", "8"], "did you mean 8/255?"),
+    Case("evaluate-norm", ["evaluate", "{ckpt}", "--norm", "L3"], "L3"),
+    Case("evaluate-attack-unknown", ["evaluate", "{ckpt}", "--attacks", "fgsm9"], "fgsm9"),
+    Case("evaluate-batch-zero", ["evaluate", "{ckpt}", "--batch-size", "0"], "--batch-size must be ≥ 1"),
+    Case("evaluate-seed-negative", ["evaluate", "{ckpt}", "--seed", "-1"], "--seed must be in"),
+    Case("evaluate-sweep-bad", ["evaluate", "{ckpt}", "--sweep", "steps=abc"], "steps=abc"),
+    Case("evaluate-out-a-directory", ["evaluate", "{ckpt}", "--out", "{dir}", "--n", "4", "--attacks", "pgd20",
+                                      "--data-dir", "{data}"], "is a directory"),
+    Case("export-format", ["export", "{ckpt}", "{new}", "--format", "onnx"], "onnx"),
+    Case("export-out-a-file", ["export", "{ckpt}", "{txt}"], "{txt}"),
+    Case("export-results-not-json", ["export", "{ckpt}", "{new}", "--results", "{txt}"], "{txt}"),
+    Case("compare-nothing", ["compare", "{case}/no-such-run", "--out", "{case}/cmp"], "no-such-run"),
+    Case("compare-not-a-run", ["compare", "{dir}", "--out", "{case}/cmp"], "{dir}"),
+    Case("compare-out-a-file", ["compare", "{run}", "--out", "{txt}"], "{txt}"),
+    # ---- the toy and the demo -------------------------------------------------------------------------------------
+    Case("toy-epochs-zero", ["toy", "--epochs", "0", "--out", "{new}"], "epochs"),
+    Case("toy-out-a-file", ["toy", "--quick", "--out", "{txt}"], "{txt}"),
+    Case("demo-epochs-zero", ["demo", "--epochs", "0", "--out", "{new}"], "epochs"),
+    Case("demo-k-negative", ["demo", "--k", "-1", "--out", "{new}"], "k ≥ 1"),
+    Case("demo-out-a-file", ["demo", "--quick", "--out", "{txt}"], "{txt}"),
+]

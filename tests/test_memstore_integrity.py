@@ -1,0 +1,209 @@
+"""Nothing lost, nothing silent: the writer lock (flock and lease), recoverable creation, per-epoch manifests with
+their checks, and repair-store."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from memloss.memstore import _lock
+from memloss.memstore._manifest import DamagedMemoryError
+from memloss.memstore._zarr_meta import CREATING_ATTR
+from memloss.memstore.errors import StoreError
+from memloss.memstore.repair import dropped_epochs, repair_store
+from memloss.memstore.store import create_store, open_or_create, open_store
+from test_memstore_zarr import ROOT, make_spec, write_epoch
+
+LOCKED = r"is being written by host \S+, pid \d+, run runs/a, since \d{4}-"
+
+
+def _chunk(url: Path, array: str, slot: int, block: int) -> Path:
+    tail = {"codes": ["0", "0", "0"], "scale": [], "info": ["0"]}[array]
+    return url.joinpath(array, "c", str(slot), str(block), *tail)
+
+
+def test_second_writer_gets_a_one_line_lock_error_and_readers_need_no_lock(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(), owner="runs/a") as writer:
+        write_epoch(writer, 0)
+        for attempt in (lambda: open_store(url), lambda: open_or_create(url, make_spec())):
+            with pytest.raises(_lock.StoreLockedError, match=LOCKED) as info:
+                attempt()
+            assert "\n" not in str(info.value)
+        with open_store(url, read_only=True) as reader:
+            assert reader.committed_epochs == [0]
+    with open_store(url) as again:  # released by close()
+        assert again.committed_epochs == [0]
+
+
+HOLDER = """
+import sys, time
+from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.store import open_or_create
+spec = StoreSpec(DatasetFingerprint("toy", 40, (3, 4, 4), "0" * 64), ThreatModel("Linf", "8/255"), 2)
+store = open_or_create(sys.argv[1], spec, owner="runs/killed")
+open(sys.argv[2], "w").close()
+time.sleep(600)
+"""
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    url, ready = tmp_path / "s.zarr", tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(url), str(ready)],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        deadline = time.time() + 120
+        while not ready.exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        with pytest.raises(_lock.StoreLockedError, match=f"pid {proc.pid}, run runs/killed"):
+            open_store(url)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    notes: list[str] = []
+    with open_or_create(url, make_spec(), notes=notes) as store:
+        write_epoch(store, 0)
+    assert any(f"pid {proc.pid}" in n and "is gone" in n for n in notes), notes
+
+
+def _lease(url: str, **fields: object) -> None:
+    from zarr.storage import FsspecStore
+
+    from memloss.memstore._location import put_bytes
+
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "run": "runs/other", "since": "2026-01-01T00:00:00+00:00",
+            "token": "t", "heartbeat": time.time(), "ttl_s": 120.0, **fields}
+    put_bytes(FsspecStore.from_url(url), _lock.LOCK_KEY, json.dumps(info).encode())
+
+
+def test_lease_on_an_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"memory://lease-{os.getpid()}-{time.time_ns()}"
+    with create_store(url, make_spec(), owner="runs/a") as store:
+        with pytest.raises(_lock.StoreLockedError, match=LOCKED):
+            open_store(url)
+        write_epoch(store, 0)
+    _lease(url, pid=2**22 + 12345)  # a process of this host that does not exist
+    notes: list[str] = []
+    open_or_create(url, make_spec(), notes=notes).close()
+    assert any("stopped renewing" in n for n in notes)
+    _lease(url, host="elsewhere", heartbeat=time.time() - 1000)  # expired
+    open_store(url).close()
+    _lease(url, host="elsewhere")  # alive on another host
+    with pytest.raises(_lock.StoreLockedError, match="host elsewhere"):
+        open_store(url)
+    _lease(url, host="elsewhere", heartbeat=time.time() - 1000)
+    monkeypatch.setattr(_lock, "LEASE_TTL_S", 0.2)
+    store = open_store(url)
+    _lease(url, host="thief", token="stolen")  # another writer took the lease over
+    time.sleep(0.3)
+    with pytest.raises(_lock.StoreLockedError, match="lost its lease to host thief"):
+        write_epoch(store, 1)
+    store._handle.release()  # noqa: SLF001
+
+
+def test_interrupted_creation_is_rebuilt_by_the_next_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = tmp_path / "s.zarr"
+
+    def full_disk(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zarr.Group, "create_array", full_disk)
+    with pytest.raises(OSError):
+        open_or_create(url, make_spec())
+    monkeypatch.undo()
+    assert CREATING_ATTR in json.loads((url / "zarr.json").read_text())["attributes"]
+    with pytest.raises(StoreError, match="is being created, or its creation was interrupted"):
+        open_store(url)
+    notes: list[str] = []
+    with open_or_create(url, make_spec(), notes=notes) as store:
+        write_epoch(store, 0)
+    assert any("creation had been interrupted" in n for n in notes)
+
+
+def test_a_store_that_never_committed_is_replaced_only_when_asked(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    create_store(url, make_spec(k=2)).close()
+    with pytest.raises(StoreError, match="k expected"):
+        open_or_create(url, make_spec(k=3))
+    notes: list[str] = []
+    with open_or_create(url, make_spec(k=3), replace_uncommitted=True, notes=notes) as store:
+        assert store.k == 3
+        write_epoch(store, 0)
+    assert any("never committed" in n for n in notes)
+    with pytest.raises(StoreError, match="k expected"):
+        open_or_create(url, make_spec(k=2), replace_uncommitted=True)  # it holds memory now
+
+
+def test_partial_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec()) as store:
+        write_epoch(store, 0)
+    stray = url / "codes" / "c" / "1" / "0" / "0" / "0" / "0.abc.partial"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half")
+    notes: list[str] = []
+    open_or_create(url, make_spec(), notes=notes).close()
+    assert not stray.exists() and any("removed 1 temporary" in n for n in notes)
+
+
+@pytest.mark.parametrize("damage", ["delete-info", "delete-codes", "flip-byte", "manifest"])
+def test_damaged_committed_memory_is_named_and_repair_drops_it(tmp_path: Path, damage: str) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(n=16, k=2), block_size=8) as store:
+        for epoch in range(3):
+            write_epoch(store, epoch)
+    # Epoch 2 lives in ring slot 2; epoch 3 reads slots 2 (epoch 2) and 1 (epoch 1).
+    target = {"delete-info": _chunk(url, "info", 2, 1), "delete-codes": _chunk(url, "codes", 2, 0),
+              "flip-byte": _chunk(url, "codes", 2, 1), "manifest": url / "manifests" / "e2.json"}[damage]
+    before = {p: p.read_bytes() for p in url.rglob("*") if p.is_file()}
+    if damage == "flip-byte":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "manifest":
+        target.write_text("{}")
+    else:
+        target.unlink()
+    with open_store(url) as store, pytest.raises(DamagedMemoryError) as info:
+        store.begin_epoch(3)
+        store.read(np.arange(16))
+    msg = str(info.value)
+    assert "\n" not in msg and "epoch 2 (ring slot 2)" in msg and "memloss repair-store" in msg
+    assert ("e2.json" if damage == "manifest" else target.relative_to(url).as_posix()) in msg
+    checked = repair_store(url, check_only=True)
+    assert [d.epoch for d in checked.damaged] == [2] and not checked.dropped
+    report = repair_store(url)
+    assert report.dropped == [2] and any("dropped the memory of epochs [2]" in line for line in report.lines())
+    with open_store(url) as store:
+        assert store.committed_epochs == [1] and dropped_epochs(store) == [2]
+        store.begin_epoch(3)
+        batch = store.read(np.arange(16))
+        assert not batch.valid[0].any() and batch.valid[1].all()
+    assert not repair_store(url).damaged
+    del before
+
+
+def test_format_1_stores_open_unverified_and_upgrade_at_their_next_commit(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec()) as store:
+        write_epoch(store, 0)
+    meta_path = url / "zarr.json"
+    root = json.loads(meta_path.read_text())
+    meta = root["attributes"]["memloss"]
+    meta["format_version"] = 1
+    del meta["manifests"]
+    meta_path.write_text(json.dumps(root))
+    with open_store(url) as store:
+        write_epoch(store, 1)
+    meta = json.loads(meta_path.read_text())["attributes"]["memloss"]
+    assert meta["format_version"] == 2 and list(meta["manifests"]) == ["1"]
+    assert repair_store(url, check_only=True).unverified == [0]
