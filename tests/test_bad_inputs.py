@@ -35,8 +35,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str,
     fit_module.fit(resolve_config({**options, "out": str(root / "run")}), quiet=True)
     real_finish = fit_module.finish_epoch
 
-    def stop_after_first(s: Any, epoch: int, record: dict[str, Any]) -> None:
-        real_finish(s, epoch, record)
+    def stop_after_first(s: Any, epoch: int, *args: Any) -> None:
+        real_finish(s, epoch, *args)
         raise _Stop
 
     with pytest.MonkeyPatch.context() as mp:

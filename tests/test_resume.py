@@ -39,9 +39,9 @@ def _stopped(monkeypatch: pytest.MonkeyPatch, cfg: Any, after_state: bool) -> No
     """Runs `cfg` and stops it in its first epoch's end: after saving the resume point, or just before it."""
     real = fit_module.finish_epoch
 
-    def finish(s: Any, epoch: int, record: dict[str, Any]) -> None:
+    def finish(s: Any, epoch: int, *args: Any) -> None:
         if after_state:
-            real(s, epoch, record)
+            real(s, epoch, *args)
         raise _Stop("stopped")
 
     with monkeypatch.context() as mp:
