@@ -2,9 +2,10 @@
 (tests/test_kill_sweep.py): `python tests/kill_driver.py POINT -- ARGS...`.
 
 POINT is `<when>:<event>#<n>`: the n-th time `event` happens, just `before` or `after` it. Events:
-- `set:<kind>` / `delete:<kind>`: a write or delete of the local store, kind one of root-json (the group's
-  attributes: creation marker, creation, every epoch start and commit record), array-json, members, chunk (a
-  codes/scale/info chunk), manifest;
+- `set:<kind>` / `delete:<kind>`: a write or delete through zarr's LocalStore, kind one of root-json (the group's
+  attributes: creation marker, creation, every epoch start and commit record), array-json, members, manifest;
+- `chunks`: a batch of whole-chunk writes of the memory (the store's writer thread; with the zarrs codec pipeline
+  these files are written by zarrs itself, not through LocalStore);
 - `replace:<file name>`: the rename that completes an atomic file write (config.json, metrics.jsonl,
   last.safetensors, best.safetensors, last.state.pt);
 - `flock` (the writer lock just taken, its holder not yet written), `lock` (the lock complete);
@@ -60,7 +61,7 @@ def patch() -> None:
 
     from zarr.storage import LocalStore
 
-    from memloss.memstore import _lock
+    from memloss.memstore import _lock, _zarr
     from memloss.trainer.training import epoch
 
     set_, delete = LocalStore.set, LocalStore.delete
@@ -87,6 +88,7 @@ def patch() -> None:
     os.replace = replace_hooked
     fcntl.flock = around("flock", fcntl.flock)
     _lock.FileLock.__init__ = around("lock", _lock.FileLock.__init__)
+    _zarr.write_chunks = around("chunks", _zarr.write_chunks)
     epoch.train_step = around("step", epoch.train_step)
     epoch.pgd_robust = around("eval", epoch.pgd_robust)
 

@@ -37,12 +37,12 @@ SWEEP = [
     "before:set:root-json#1", "after:set:root-json#1", "after:set:array-json#1", "after:set:array-json#3",
     "before:set:members#1", "after:set:members#1", "before:set:root-json#2", "after:set:root-json#2",
     "before:replace:config.json#1", "after:replace:config.json#1",
-    "after:set:root-json#3", "before:step#1", "before:step#2", "after:set:chunk#1", "after:set:chunk#5",
+    "after:set:root-json#3", "before:step#1", "before:step#2", "after:chunks#1", "after:chunks#3",
     "before:set:manifest#1", "after:set:manifest#1", "before:set:root-json#4", "after:set:root-json#4",
     "before:eval#1", "before:replace:metrics.jsonl#1", "after:replace:metrics.jsonl#1",
     "before:replace:last.safetensors#1", "before:replace:best.safetensors#1", "before:replace:last.state.pt#1",
     "after:replace:last.state.pt#1",
-    "after:set:root-json#5", "before:step#5", "after:set:chunk#10", "before:set:root-json#6",
+    "after:set:root-json#5", "before:step#5", "before:chunks#2", "before:set:root-json#6",
     "after:set:root-json#6", "before:replace:last.state.pt#2",
     "after:set:root-json#7", "before:set:manifest#3", "before:delete:manifest#1", "after:delete:manifest#1",
     "before:step#11", "before:replace:last.state.pt#4", "after:replace:last.state.pt#4",
@@ -124,6 +124,6 @@ def test_kill_9_sweep(point: str, tmp_path: Path, data_dir: Path, straight: dict
 
 def test_the_sweep_covers_every_kind_of_point() -> None:
     assert len(SWEEP) >= 30 and set(DEFAULT_SUBSET) <= set(SWEEP)
-    for needed in ("lock", "flock", "set:root-json", "set:members", "set:manifest", "set:chunk", "replace:config.json",
+    for needed in ("lock", "flock", "set:root-json", "set:members", "set:manifest", "chunks", "replace:config.json",
                    "replace:last.state.pt", "replace:best.safetensors", "step", "eval", "delete:manifest"):
         assert any(p.split(":", 1)[1].rsplit("#", 1)[0] == needed for p in SWEEP), needed
