@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zarr
@@ -84,6 +85,10 @@ class ZarrMemStore(MemStore):
         handle = self._handle
         self._landed = self._writer.call(lambda: save_ring_state(handle, state))  # after the rows it points at
         return self._landed
+
+    def write_after(self, done: Future[Any]) -> None:
+        if self._writer is not None:
+            self._writer.call(done.result)  # an error of `done` becomes the writer's: nothing more is written
 
     # ---- epochs -----------------------------------------------------------------------------------------------
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:

@@ -186,6 +186,12 @@ class MemStore(ABC):
             self._raise_background_error()
         return landed
 
+    def write_after(self, done: Future[Any]) -> None:
+        """Orders every write queued from now on (rows, and the ring state of the next `begin_epoch`, which drops the
+        oldest epoch) after `done`, e.g. a trainer's resume point reaching the disk: a run killed at any moment then
+        finds in the store every epoch its resume point reads. A failure of `done` stops the store's writes.
+        Backends that write synchronously need nothing."""
+
     def close(self) -> None:
         """Drains background work (raising its error, if any) and releases the store; idempotent."""
         if self._closed:

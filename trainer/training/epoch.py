@@ -78,6 +78,8 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
 def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     """One pass over the training set in the store's order; returns the epoch's mean metrics."""
     if s.store is not None:
+        if s.landing is not None:  # the epoch start drops the oldest memory: only once the resume point is on disk
+            s.store.write_after(s.landing)
         ages = s.slots.epoch_ages(epoch, s.store.committed_epochs) if s.slots is not None else None
         s.orders = {epoch: s.store.begin_epoch(epoch, ages=ages)}
     if s.monitor is not None:

@@ -146,19 +146,22 @@ def finished_message(run_dir: Path, cfg: TrainConfig, state: dict[str, Any]) -> 
 
 
 def check_store_caught_up(store: Any, needed: int, dropped: list[int], url: str | None) -> str | None:
-    """A resumed run needs every epoch its state has seen committed in the store (else memory would be lost),
-    except epochs `memloss repair-store` dropped on purpose (then a note is returned)."""
-    have = store.last_committed_epoch if store is not None else None
-    if needed <= 0 or (have is not None and have >= needed):
+    """A resumed run after epoch `needed` reads the memory of epochs needed … needed−K+1: each must be committed in
+    the store (else memory would be lost silently), except epochs `memloss repair-store` dropped on purpose (then a
+    note is returned)."""
+    if store is None or needed <= 0:
         return None
-    missing = [e for e in range(max(have or 0, needed - store.k) + 1, needed + 1)] if store is not None else []
-    if missing and all(e in dropped for e in missing):
+    committed = set(store.committed_epochs)
+    missing = [e for e in range(max(1, needed - store.k + 1), needed + 1) if e not in committed]
+    if not missing:
+        return None
+    if all(e in dropped for e in missing):
         return f"the memory of epoch(s) {missing} was dropped by repair-store; training continues without it"
     if url is not None and url.startswith("memory://"):
         raise ConfigError(f"this run's memory store {url} lived in the memory of the process that stopped; a run "
                           "with a memory:// store cannot be resumed: start a new run")
-    raise ConfigError(f"the memory store {url} has committed epoch {have} but the run's state is at epoch {needed}: "
-                      "the store was replaced or truncated; restore it or start a new run")
+    raise ConfigError(f"the memory store {url} does not hold epoch(s) {missing}, which the run's resume point (epoch "
+                      f"{needed}) reads as memory: the store was replaced or truncated; restore it or start a new run")
 
 
 def require_store(url: str | None, needed: int) -> None:
