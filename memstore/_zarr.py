@@ -58,6 +58,7 @@ class ZarrMemStore(MemStore):
                                             batch=WRITE_BATCH_BLOCKS)
         self._windows = WindowReader(handle.layout, handle.spec.fingerprint.shape, handle.arrays, self._reader)
         self._landed: Future[None] | None = None  # the last ring-state save (a commit may still be landing)
+        self._reads_after: Future[None] | None = None  # set by write_after: what the next epoch's reads wait for
         self._next_prepared = False  # the next epoch's first window is loading (windowed path)
         self._read_slot_ids: list[int] = []
         self._buffers: dict[int, _BlockBuffer] = {}
@@ -88,6 +89,7 @@ class ZarrMemStore(MemStore):
 
     def write_after(self, done: Future[Any]) -> None:
         if self._writer is not None:
+            self._reads_after = self._landed  # the next epoch's reads need the commits so far, not `done`
             self._writer.call(done.result)  # an error of `done` becomes the writer's: nothing more is written
 
     # ---- epochs -----------------------------------------------------------------------------------------------
@@ -97,10 +99,11 @@ class ZarrMemStore(MemStore):
         self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
         self._buffers = {}
         self._next_prepared = False
+        after, self._reads_after = self._reads_after or self._landed, None
         if self._use_resident:
             self._start_resident(plan.epoch)
             return
-        self._windows.start(plan, self._read_slot_ids, self._landed)
+        self._windows.start(plan, self._read_slot_ids, after)
 
     def _abandon_epoch(self) -> None:
         self._buffers = {}

@@ -207,3 +207,37 @@ def test_format_1_stores_open_unverified_and_upgrade_at_their_next_commit(tmp_pa
     meta = json.loads(meta_path.read_text())["attributes"]["memloss"]
     assert meta["format_version"] == 2 and list(meta["manifests"]) == ["1"]
     assert repair_store(url, check_only=True).unverified == [0]
+
+
+@pytest.mark.parametrize("budget", [12000, None], ids=["windowed", "resident"])
+def test_write_after_holds_the_epoch_start_but_not_its_reads(tmp_path: Path, budget: int | None) -> None:
+    """A trainer passes its resume point's landing: the next epoch's drop of the oldest memory waits for it (so a
+    kill never finds the store two epochs ahead of the resume point), while that epoch's reads go on."""
+    import threading
+    from concurrent.futures import Future
+
+    url = tmp_path / "s.zarr"
+    kwargs = {"memory_budget": budget} if budget else {}
+    with create_store(url, make_spec(n=40, k=2), block_size=4, **kwargs) as store:
+        assert store.resident == (budget is None)
+        for epoch in range(3):
+            write_epoch(store, epoch)
+        gate: Future[None] = Future()
+        safety = threading.Timer(30, gate.set_result, (None,))
+        safety.start()
+        store.write_after(gate)
+        order = store.begin_epoch(3)  # drops epoch 0, once the gate opens
+        t0 = time.perf_counter()
+        batch = store.read(order[:4])  # the first window's rows (the next epoch's window is prepared at the last)
+        assert time.perf_counter() - t0 < 10 and batch.valid.all()  # epochs 2 and 1, without waiting
+        committed = json.loads((url / "zarr.json").read_text())["attributes"]["memloss"]["committed_epochs"]
+        assert committed == [0, 1, 2]  # the drop has not been written yet
+        gate.set_result(None)
+        safety.cancel()
+        order = store.layout.members  # any order: write every sample once
+        for start in range(0, 40, 8):
+            idx = order[start:start + 8]
+            store.write(idx, np.full((8, 3, 4, 4), 7, np.uint8), np.full(8, 0.01, np.float32),
+                        np.zeros((8, 2), np.int64), np.zeros(8, bool))
+        store.commit_epoch()
+        assert store.committed_epochs == [1, 2, 3]
