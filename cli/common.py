@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 THREADS_HELP = ("CPU threads of torch: a number, or auto = the fastest count measured by a short probe of the "
                 "model ($OMP_NUM_THREADS when set)")
+STORE_OPTION_HELP = ("Storage option KEY=VALUE of a store URL, repeatable, e.g. endpoint_url=http://host:9000, "
+                     "anon=true (VALUE read as JSON when it parses); on top of $MEMLOSS_STORE_OPTIONS (a JSON "
+                     "object); not saved with the run (default: none)")
 
 
 def option(*decls: str, help: str, shown: str | None = None, **kwargs: Any) -> Any:
@@ -27,6 +30,11 @@ def option(*decls: str, help: str, shown: str | None = None, **kwargs: Any) -> A
 
 def threads_option() -> Any:
     return option("--threads", help=THREADS_HELP, shown="auto")
+
+
+def store_options_option() -> Any:
+    """`--store-option KEY=VALUE` (repeatable): storage options of a store URL (memstore/options.py)."""
+    return typer.Option("--store-option", help=STORE_OPTION_HELP, show_default=False)
 
 
 @contextmanager

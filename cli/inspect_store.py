@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from memloss.cli.common import option
+from memloss.cli.common import option, store_options_option
 from memloss.errors import MemlossError
 
 
@@ -40,13 +40,15 @@ def inspect_store(
                                   shown="off")] = False,
     plot: Annotated[Optional[Path], option("--plot", help="Also write a figure (PNG and PDF) of the perturbation "
                                                           "codes and per-sample scales per ring slot")] = None,
+    store_option: Annotated[Optional[list[str]], store_options_option()] = None,
 ) -> None:
     """Summarize a memory store: dataset, threat model, K, committed epochs, size on disk vs float32, and per ring
     slot (each holds one epoch's perturbations) the mean |δ|/ε, the fraction at ±ε and the code entropy.
     Read-only: safe on a store a training writes."""
     from memloss.memstore.inspect import render_summary, summarize
+    from memloss.memstore.options import checked_location, parse_store_options
 
-    url = store_of(path)
+    url = checked_location(store_of(path), parse_store_options(store_option or []))
     summary = summarize(url)
     if json_:
         typer.echo(json.dumps(summary, indent=2))

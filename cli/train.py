@@ -7,18 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from memloss.cli.common import threads_option
+from memloss.cli.common import store_options_option, threads_option
 from memloss.cli.endings import interruptible_run, print_summary
 
 Opt = typer.Option
 # Options of this invocation only (how to run, not what to train): not part of the run's config.
-RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every")
+RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every", "store_option")
 
 
 def train(
     dataset: Annotated[Optional[str], Opt(help="cifar10 | cifar100 | svhn | digits | synthetic (default: digits)")] = None,
     k: Annotated[Optional[int], Opt("--k", help="Memory depth K: epochs of adversarial examples kept (0 = no MemLoss term) (default: 1)")] = None,
-    store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL (default: RUN_DIR/memory.zarr)")] = None,
+    store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL, e.g. s3://bucket/prefix/mem.zarr (default: RUN_DIR/memory.zarr)")] = None,
+    store_option: Annotated[Optional[list[str]], store_options_option()] = None,
     method: Annotated[Optional[str], Opt(help="Base method: standard | at | trades | mart | hat (default: trades)")] = None,
     beta: Annotated[Optional[float], Opt(help="Robust-term weight β (default: the paper's for dataset and method)")] = None,
     beta_prime: Annotated[Optional[str], Opt(help="MemLoss weight β′: one value for every memory age, or one per age like 2,1,0.5 (age k = the adversarial examples of epoch n−k) (default: 2; HAT: 1)")] = None,
@@ -62,6 +63,7 @@ def train(
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
     overrides = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
+    from memloss.memstore.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
     from memloss.trainer.training.fit import fit, resume_config
 
@@ -69,6 +71,7 @@ def train(
         cfg = resume_config(resume, overrides, config)
     else:
         cfg = resolve_config(overrides, config)
+    options = parse_store_options(store_option or [])
     with interruptible_run(cfg, resume):
-        result = fit(cfg, resume=resume, threads=threads, log_every=log_every)
+        result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
     print_summary(result)

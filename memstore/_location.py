@@ -21,8 +21,9 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from memloss.memstore.errors import StoreError
+from memloss.memstore.options import StoreLocation, is_url, probe, url_options
 
-UrlLike = str | Path | Store
+UrlLike = str | Path | Store | StoreLocation
 LOCK_KEY = "memloss.lock"  # the writer lock (a file locked with flock) or lease object; never part of the data
 MANIFEST_DIR = "manifests"
 PARTIAL_SUFFIX = ".partial"  # LocalStore writes a key to <key>.<uuid>.partial, then renames it
@@ -30,21 +31,32 @@ OWN_TOP_LEVEL = ("zarr.json", "codes", "scale", "info", "members", MANIFEST_DIR)
 
 
 def resolve_store(url: UrlLike, read_only: bool) -> tuple[Store, str]:
-    """A zarr Store for a local path, a file:// URL or any fsspec URL ("memory://x", "s3://b/x"), and its name."""
+    """A zarr Store for a local path, a file:// URL or any fsspec URL ("memory://x", "s3://b/x"; a StoreLocation
+    carries its storage options, MEMLOSS_STORE_OPTIONS applies to every URL), and its name."""
     if isinstance(url, Store):
         return url, str(url)
+    explicit = url.options if isinstance(url, StoreLocation) else None
     text = str(url)
-    if "://" in text and not text.startswith("file://"):
-        try:
-            return FsspecStore.from_url(text, read_only=read_only), text
-        except (ImportError, ValueError, TypeError, OSError) as exc:
-            raise StoreError(f"cannot open URL {text!r} ({exc}); install the fsspec backend for it") from exc
+    if is_url(text):
+        return _fsspec_store(text, url_options(text, explicit), read_only), text
     path = Path(text.removeprefix("file://")).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file, not a memory store directory; choose another path")
     if read_only and not path.exists():
         raise StoreError(f"no memory store at {path}; check the path")
     return LocalStore(path, read_only=read_only), str(path)
+
+
+def _fsspec_store(url: str, options: dict[str, Any], read_only: bool) -> FsspecStore:
+    """The FsspecStore of a URL, after one probe of its location per process (see memstore/options.py)."""
+    probe(url, options)
+    try:
+        return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+    except TypeError as exc:
+        raise StoreError(f"bad store option for {url} ({exc}); check --store-option / MEMLOSS_STORE_OPTIONS"
+                         ) from None
+    except (ImportError, ValueError, OSError) as exc:
+        raise StoreError(f"cannot open URL {url!r} ({exc}); install the fsspec backend for it") from exc
 
 
 def local_root(store: Store) -> Path | None:

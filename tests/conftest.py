@@ -1,6 +1,7 @@
 """Shared test settings: one torch thread (the CI box has 2 cores and FFCV decodes in threads of its own, so more
 torch threads only oversubscribe), and a per-session data directory so datasets convert once."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,23 @@ def small_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
         run = memloss.fit(cfg, quiet=True, threads=1, log_every=2)
         memloss.evaluate(run.run_dir, attacks="pgd20,cw", n=16, data_dir=data_dir, out=run.run_dir / "eval.json")
     return root
+
+
+@pytest.fixture(scope="session")
+def s3():  # noqa: ANN201
+    """A local S3 server (moto, 127.0.0.1, free port) for the whole session; the AWS credential variables of this
+    process are set to its dummy keys meanwhile (the standard chain finds them, as it finds real ones)."""
+    from s3_server import CREDENTIALS, start
+
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    server, handle = start()
+    try:
+        yield server
+    finally:
+        handle.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

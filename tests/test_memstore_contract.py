@@ -1,4 +1,5 @@
-"""Contract tests run against every backend: Zarr on a local path, Zarr on a memory:// URL, and in-RAM."""
+"""Contract tests run against every backend: Zarr on a local path, Zarr on a memory:// URL, Zarr on S3 (a moto server
+in the test process, see tests/s3_server.py), and in-RAM."""
 
 import itertools
 import uuid
@@ -11,6 +12,7 @@ import torch
 
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import row_bytes
+from memloss.memstore.options import store_location
 from memloss.memstore.errors import StoreError
 from memloss.memstore.order import DECODE_GROUP_BLOCKS, plan_epoch
 from memloss.memstore.quant import dequantize, quantize
@@ -32,16 +34,20 @@ def one_block_window_budget(spec: StoreSpec, block_size: int) -> int:
     return 2 * DECODE_GROUP_BLOCKS * spec.k * block + (2 * spec.k + 2) * block
 
 
-@pytest.fixture(params=["zarr-local", "zarr-memory-url", "zarr-windowed", "ram"])
+@pytest.fixture(params=["zarr-local", "zarr-memory-url", "zarr-s3", "zarr-windowed", "ram"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    """Zarr with a large budget (resident: every slot stays in RAM), Zarr with one-block windows, and in-RAM."""
+    """Zarr with a large budget (resident: every slot stays in RAM) on a path, a memory:// URL and S3, Zarr with
+    one-block windows, and in-RAM."""
 
     def make(spec: StoreSpec, block_size: int = 8, memory_budget: int = 1 << 30, seed: int = 0) -> MemStore:
         if request.param == "ram":
             return create_memory_store(spec, seed=seed, block_size=block_size)
         if request.param == "zarr-windowed":
             memory_budget = min(memory_budget, one_block_window_budget(spec, block_size))
-        url = f"memory://{uuid.uuid4().hex}" if request.param == "zarr-memory-url" else str(tmp_path / "mem.zarr")
+        url: object = f"memory://{uuid.uuid4().hex}" if request.param == "zarr-memory-url" else str(tmp_path / "mem.zarr")
+        if request.param == "zarr-s3":
+            s3 = request.getfixturevalue("s3")
+            url = store_location(s3.url(), s3.options)
         return create_store(url, spec, memory_budget=memory_budget, seed=seed, block_size=block_size)
 
     return make

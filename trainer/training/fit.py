@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from memloss.errors import ConfigError
+from memloss.memstore.options import checked_location
 from memloss.memstore.repair import dropped_epochs, verify_committed
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads
 from memloss.trainer.config.schema import TrainConfig
@@ -71,13 +73,16 @@ def _continue(s: Session, state: dict[str, Any] | None) -> list[str]:
 
 
 def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threads: Threads = None,
-        log_every: int = DEFAULT_LOG_EVERY) -> FitResult:
+        log_every: int = DEFAULT_LOG_EVERY, store_options: Mapping[str, Any] | None = None) -> FitResult:
     """Trains `cfg` (or continues the run in `resume`) and returns the run's records.
 
     threads: torch's CPU threads, an int, 'auto' (the fastest count measured on the model, or $OMP_NUM_THREADS when
-    set) or None (the process's setting). log_every: steps between the per-step TensorBoard scalars (0: none)."""
+    set) or None (the process's setting). log_every: steps between the per-step TensorBoard scalars (0: none).
+    store_options: fsspec storage options of a store URL (e.g. {"endpoint_url": ...}), on top of
+    $MEMLOSS_STORE_OPTIONS; never saved with the run (a resume gets them again)."""
     if log_every < 0:  # checked before anything is written
         raise ConfigError(f"--log-every must be ≥ 0 steps (0: per-epoch scalars only), got {log_every}")
+    checked_location(cfg.run.store, store_options)  # a bad URL, option or bucket: one line, before anything is written
     threads = parse_threads(threads)
     cfg, run_dir, notes = _prepare(cfg, resume)
     state = load_state(run_dir) if resume is not None else None
@@ -87,8 +92,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
         return FitResult(run_dir, read_metrics(run_dir), int(state["best_epoch"]), float(state["best_robust"]),
                          store=cfg.run.store)
     if state is not None:
-        require_store(cfg.run.store, int(state["store_epoch"]))
-    s = open_session(cfg, run_dir, fresh=resume is None)
+        require_store(cfg.run.store, int(state["store_epoch"]), store_options)
+    s = open_session(cfg, run_dir, fresh=resume is None, store_options=store_options)
     choice = None
     try:
         s.cfg = cfg = resolved(cfg, s.device, cfg.run.model or s.info.default_arch, len(s.eval_y))

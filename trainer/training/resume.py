@@ -164,11 +164,13 @@ def check_store_caught_up(store: Any, needed: int, dropped: list[int], url: str 
                       f"{needed}) reads as memory: the store was replaced or truncated; restore it or start a new run")
 
 
-def require_store(url: str | None, needed: int) -> None:
-    """Before a resume opens anything: the store must still hold the memory the run's state needs."""
+def require_store(url: str | None, needed: int, options: Mapping[str, Any] | None = None) -> None:
+    """Before a resume opens anything: the store must still hold the memory the run's state needs (`options`: the
+    storage options of a store URL)."""
+    from memloss.memstore.options import store_location
     from memloss.memstore.store import store_exists
 
-    if url is None or needed <= 0 or store_exists(url):
+    if url is None or needed <= 0 or store_exists(store_location(url, options)):
         return
     if url.startswith("memory://"):
         raise ConfigError(f"this run's memory store {url} lived in the memory of the process that stopped; a run "

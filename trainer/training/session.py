@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import nn
 
 from memloss.errors import ConfigError
 from memloss.memstore.ahead import ReadAhead
+from memloss.memstore.options import store_location
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create
 from memloss.trainer.common.devices import resolve_device
@@ -134,7 +136,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tupl
     return opt, sched
 
 
-def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, notes: list[str]) -> Any | None:
+def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, notes: list[str],
+           options: Mapping[str, Any] | None = None) -> Any | None:
     """The run's store, locked for this run. A new run (`fresh`) rebuilds a store inside its run directory (left by
     a start that never completed an epoch) and replaces another one that never committed an epoch."""
     if not cfg.uses_store:
@@ -143,13 +146,14 @@ def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, n
     spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
     url = cfg.run.store or str(run_dir / "memory.zarr")
     own = "://" not in url and Path(url).is_relative_to(run_dir)
-    return open_or_create(url, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed, owner=str(run_dir),
+    return open_or_create(store_location(url, options), spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed, owner=str(run_dir),
                           replace_uncommitted=fresh, recreate=fresh and own, notes=notes)
 
 
-def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True) -> Session:
+def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
+                 store_options: Mapping[str, Any] | None = None) -> Session:
     """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
-    (not a resume)."""
+    (not a resume). store_options: storage options of a store URL (memstore/options.py)."""
     torch.manual_seed(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     d = cfg.data
@@ -167,7 +171,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True) -> Sess
     session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
                       _step_setup(cfg, model, device, regs, info), generator, extras=regs)
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
-    session.store = _store(cfg, train, run_dir, fresh, session.notes)
+    session.store = _store(cfg, train, run_dir, fresh, session.notes, store_options)
     order = session.order_for if session.store is not None else None
     try:
         session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
