@@ -1,0 +1,187 @@
+"""The store on S3 (a moto server in the test process, tests/s3_server.py): the commit record is the last object
+an epoch writes, an epoch interrupted between its data and its record is not memory, creation is recoverable, the
+lease lock keeps a second writer out, and storage options and bad locations end in one line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+from zarr.storage import FsspecStore
+
+from memloss.cli.app import app
+from memloss.memstore import _zarr_meta
+from memloss.memstore._lock import LOCK_KEY, StoreLockedError
+from memloss.memstore._zarr_meta import CREATING_ATTR, location_kind, resolve_store
+from memloss.memstore.errors import StoreError
+from memloss.memstore.options import ENV_VAR, checked_location, parse_store_options, store_location
+from memloss.memstore.store import create_store, open_or_create, open_store
+from test_memstore_zarr import make_spec, write_epoch
+
+runner = CliRunner()
+
+
+def _record_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every key put through an FsspecStore from now on, in the order the puts completed (lease renewals left out)."""
+    puts: list[str] = []
+    guard = threading.Lock()
+    original = FsspecStore.set
+
+    async def recorded(self, key, value):  # noqa: ANN001, ANN202
+        await original(self, key, value)
+        if key != LOCK_KEY:
+            with guard:
+                puts.append(key)
+
+    monkeypatch.setattr(FsspecStore, "set", recorded)
+    return puts
+
+
+def test_the_commit_record_is_the_last_object_of_each_epoch(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    location = store_location(s3.url(), s3.options)
+    with create_store(location, make_spec(n=40, k=2), block_size=8, memory_budget=1 << 30) as store:
+        puts = _record_puts(monkeypatch)
+        for epoch in range(4):
+            start = len(puts)
+            write_epoch(store, epoch)
+            epoch_puts = puts[start:]
+            slot = epoch % 3
+            # the epoch's start (its slot stops counting), then its chunks, its manifest, and the record last
+            assert epoch_puts[0] == "zarr.json" and epoch_puts[-2:] == [f"manifests/e{epoch}.json", "zarr.json"]
+            chunks = {(key.split("/")[0], key.split("/")[2], key.split("/")[3]) for key in epoch_puts[1:-2]}
+            assert chunks == {(a, str(slot), str(b)) for a in ("codes", "scale", "info") for b in range(5)}
+            assert len(epoch_puts) == 15 + 3
+            record = json.loads(_get(location, "zarr.json"))["attributes"]["memloss"]
+            assert record["committed_epochs"][-1] == epoch
+
+
+def _listing(s3, url: str) -> list[str]:  # noqa: ANN001
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=s3.endpoint, skip_instance_cache=True).find(url)
+
+
+def _get(location: object, key: str) -> bytes:
+    from memloss.memstore._location import get_bytes
+
+    store, _ = resolve_store(location, read_only=True)  # type: ignore[arg-type]
+    data = get_bytes(store, key)
+    assert data is not None
+    return data
+
+
+def test_an_epoch_interrupted_before_its_record_is_not_memory(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    location = store_location(s3.url(), s3.options)
+    store = create_store(location, make_spec(n=40, k=2), block_size=8)
+    write_epoch(store, 0)
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError("connection lost before the commit record")
+
+    monkeypatch.setattr(_zarr_meta, "write_manifest", interrupted)  # epoch 1's chunks land, its record never does
+    write_epoch(store, 1, commit=False)
+    store.commit_epoch(wait=False)
+    with pytest.raises(StoreError, match="connection lost"):
+        store.close()
+    monkeypatch.undo()
+    assert len(_listing(s3, f"{location}/codes/c/1/")) == 5  # the data is there
+    with open_store(location, read_only=True) as reader:
+        assert reader.committed_epochs == [0] and reader.slot_epochs == [0, None, None]
+        reader.begin_epoch(1)
+        idx = np.arange(40)
+        batch = reader.read(idx)
+        assert batch.valid[0].all() and bool((batch.codes[0] == 1).all())  # epoch 0's memory, whole
+    with open_or_create(location, make_spec(n=40, k=2)) as writer:  # the lease of the failed writer was released
+        write_epoch(writer, 1)
+        assert writer.committed_epochs == [0, 1]
+
+
+def test_an_interrupted_creation_on_s3_is_rebuilt(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    location = store_location(s3.url(), s3.options)
+
+    def lost(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(zarr.Group, "create_array", lost)
+    with pytest.raises(OSError):
+        open_or_create(location, make_spec())
+    monkeypatch.undo()
+    store, text = resolve_store(location, read_only=True)
+    assert location_kind(store, text) == "creating"
+    assert CREATING_ATTR in json.loads(_get(location, "zarr.json"))["attributes"]
+    with pytest.raises(StoreError, match="is being created, or its creation was interrupted"):
+        open_store(location)
+    notes: list[str] = []
+    with open_or_create(location, make_spec(), notes=notes) as rebuilt:
+        write_epoch(rebuilt, 0)
+    assert any("creation had been interrupted" in n for n in notes)
+
+
+def test_a_second_writer_gets_one_line(s3) -> None:  # noqa: ANN001
+    url = s3.url()
+    location = store_location(url, s3.options)
+    with create_store(location, make_spec(), owner="runs/first") as first:
+        write_epoch(first, 0)
+        with pytest.raises(StoreLockedError, match=r"is being written by host .*, run runs/first.*lease memloss\.lock"):
+            open_store(location)
+        result = runner.invoke(app, ["repair-store", url, "--store-option", f"endpoint_url={s3.endpoint}"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: store {url} is being written by host ")
+    with open_store(location) as second:  # released on close
+        assert second.committed_epochs == [0]
+
+
+def test_store_options_from_the_command_line_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_store_options(["endpoint_url=http://h:9000", "anon=true", 'client_kwargs={"region_name": "x"}',
+                                "key=a=b"]) == {"endpoint_url": "http://h:9000", "anon": True,
+                                                 "client_kwargs": {"region_name": "x"}, "key": "a=b"}
+    for bad in ("endpoint_url", "=x", "a b=1"):
+        with pytest.raises(StoreError, match="is not KEY=VALUE"):
+            parse_store_options([bad])
+    with pytest.raises(StoreError, match="apply to URLs .* not to the local path"):
+        store_location("runs/mem.zarr", {"anon": True})
+    with pytest.raises(StoreError, match="no store URL"):
+        checked_location(None, {"anon": True})
+    assert store_location("runs/mem.zarr", {}) == "runs/mem.zarr"
+    monkeypatch.setenv(ENV_VAR, "[1]")
+    with pytest.raises(StoreError, match="must be a JSON object"):
+        checked_location("memory://x")
+    monkeypatch.setenv(ENV_VAR, '{"skip_instance_cache": true}')
+    store, _ = resolve_store("memory://env-options", read_only=False)
+    assert isinstance(store, FsspecStore)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    return result.output
+
+
+def test_bad_locations_are_one_line_before_anything_is_written(s3, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    endpoint = ["--store-option", f"endpoint_url={s3.endpoint}"]
+    assert "the bucket 'no-such-bucket' does not exist" in _cli_error(
+        ["inspect-store", "s3://no-such-bucket/x/mem.zarr", *endpoint])
+    assert "cannot reach the bucket" in _cli_error(
+        ["inspect-store", s3.url(), "--store-option", f"endpoint_url=http://127.0.0.1:{_closed_port()}"])
+    assert "unknown storage scheme nosuch://" in _cli_error(["inspect-store", "nosuch://b/mem.zarr"])
+    assert "bad store option" in _cli_error(["inspect-store", s3.url(), *endpoint, "--store-option", "colour=1"])
+    run = tmp_path / "run"
+    assert "the bucket 'no-such-bucket' does not exist" in _cli_error(
+        ["train", "--dataset", "digits", "--store", "s3://no-such-bucket/x/mem.zarr", *endpoint, "--out", str(run)])
+    assert not run.exists()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert "no AWS credentials found" in _cli_error(["inspect-store", s3.url(), *endpoint])
