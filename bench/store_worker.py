@@ -172,8 +172,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "ram":
         store: MemStore = create_memory_store(spec)
     else:
-        store = create_store(Path(args.dir) / f"k{args.k}-{args.budget_mb}.zarr", spec,
-                             memory_budget=args.budget_mb << 20, codec=args.codec)
+        name = f"k{args.k}-{args.budget_mb}.zarr"  # --dir may be a URL (bench/store_s3.py: s3://bucket/prefix)
+        url = f"{args.dir.rstrip('/')}/{name}" if "://" in args.dir else Path(args.dir) / name
+        store = create_store(url, spec, memory_budget=args.budget_mb << 20, codec=args.codec)
     out: dict[str, Any] = {"backend": args.backend, "k": args.k, "n": args.n, "budget_mb": args.budget_mb,
                            "resident": bool(getattr(store, "resident", True)), "window_blocks": store.window_blocks,
                            "block_size": store.block_size, "load_avg_start": os.getloadavg()[0]}

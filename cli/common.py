@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 THREADS_HELP = ("CPU threads of torch: a number, or auto = the fastest count measured by a short probe of the "
                 "model ($OMP_NUM_THREADS when set)")
-STORE_OPTION_HELP = ("Storage option KEY=VALUE of a store URL, repeatable, e.g. endpoint_url=http://host:9000, "
+STORE_OPTION_HELP = ("Storage option KEY=VALUE of a store URL, e.g. endpoint_url=http://host:9000, "
                      "anon=true (VALUE read as JSON when it parses); on top of $MEMLOSS_STORE_OPTIONS (a JSON "
                      "object); not saved with the run (default: none)")
 
