@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "open_store": "memloss.memstore.store",
     "create_store": "memloss.memstore.store",
     "summarize": "memloss.memstore.inspect",
+    "StoreLocation": "memloss.memstore.options",
     "run_toy": "memloss.trainer.experiments.toy.run",
     "ToyConfig": "memloss.trainer.experiments.toy.config",
     "DemoConfig": "memloss.trainer.experiments.demo.run",
@@ -74,6 +75,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from memloss.errors import MemlossError
     from memloss.memstore.inspect import summarize
+    from memloss.memstore.options import StoreLocation
     from memloss.memstore.store import create_store, open_store
     from memloss.trainer.config.defaults import resolve_config, train_config
     from memloss.trainer.config.schema import (DataConfig, MethodConfig, OptimConfig, RunConfig, ThreatConfig,

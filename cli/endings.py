@@ -37,17 +37,19 @@ def print_summary(result: FitResult) -> None:
         print(line, flush=True)
 
 
-def resume_hint(run_dir: Path) -> str:
-    """Where an interrupted run stopped and the command that continues it."""
+def resume_hint(run_dir: Path, store_options: bool = False) -> str:
+    """Where an interrupted run stopped and the command that continues it (`store_options`: the run was given
+    --store-option, which is not saved with it)."""
     from memloss.trainer.training.runs import read_metrics
 
     records = read_metrics(run_dir) if run_dir.is_dir() else []
     done = f"epoch {records[-1]['epoch']} is the last complete one" if records else "no epoch was completed"
-    return f"{done}; continue with: memloss train --resume {shlex.quote(str(run_dir))}"
+    again = " and the same --store-option values" if store_options else ""
+    return f"{done}; continue with: memloss train --resume {shlex.quote(str(run_dir))}{again}"
 
 
 @contextmanager
-def interruptible_run(cfg: TrainConfig, resume: Path | None) -> Iterator[None]:
+def interruptible_run(cfg: TrainConfig, resume: Path | None, store_options: bool = False) -> Iterator[None]:
     """Ctrl-C during training: one line with the resume command on stderr, exit code 130."""
     from memloss.trainer.training.runs import default_run_dir
 
@@ -55,5 +57,5 @@ def interruptible_run(cfg: TrainConfig, resume: Path | None) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print(f"interrupted; {resume_hint(run_dir)}", file=sys.stderr)
+        print(f"interrupted; {resume_hint(run_dir, store_options)}", file=sys.stderr)
         raise typer.Exit(code=130) from None

@@ -72,6 +72,6 @@ def train(
     else:
         cfg = resolve_config(overrides, config)
     options = parse_store_options(store_option or [])
-    with interruptible_run(cfg, resume):
+    with interruptible_run(cfg, resume, store_options=bool(options)):
         result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
     print_summary(result)
