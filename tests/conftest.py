@@ -1,11 +1,14 @@
 """Shared test settings: one torch thread (the CI box has 2 cores and FFCV decodes in threads of its own, so more
-torch threads only oversubscribe), and a per-session data directory so datasets convert once."""
+torch threads only oversubscribe), a per-session data directory so datasets convert once, and a local S3 server
+(moto, started on first use) for the stores on S3."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from s3_server import CREDENTIALS, S3Server, start
 
 torch.set_num_threads(1)
 
@@ -33,11 +36,9 @@ def small_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
 
 
 @pytest.fixture(scope="session")
-def s3():  # noqa: ANN201
+def s3() -> Iterator[S3Server]:
     """A local S3 server (moto, 127.0.0.1, free port) for the whole session; the AWS credential variables of this
     process are set to its dummy keys meanwhile (the standard chain finds them, as it finds real ones)."""
-    from s3_server import CREDENTIALS, start
-
     saved = {name: os.environ.get(name) for name in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     server, handle = start()

@@ -44,7 +44,9 @@ def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
             return create_memory_store(spec, seed=seed, block_size=block_size)
         if request.param == "zarr-windowed":
             memory_budget = min(memory_budget, one_block_window_budget(spec, block_size))
-        url: object = f"memory://{uuid.uuid4().hex}" if request.param == "zarr-memory-url" else str(tmp_path / "mem.zarr")
+        url: object = str(tmp_path / "mem.zarr")
+        if request.param == "zarr-memory-url":
+            url = f"memory://{uuid.uuid4().hex}"
         if request.param == "zarr-s3":
             s3 = request.getfixturevalue("s3")
             url = store_location(s3.url(), s3.options)

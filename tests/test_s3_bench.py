@@ -1,5 +1,5 @@
 """Smoke test of bench/store_s3.py: its latency proxy forwards requests to the S3 server, each one at least the
-injected latency later, and bench/store.py's worker runs with its store on S3 behind the proxy (the figures
+injected latency later, and (heavy) bench/store.py's worker runs with its store on S3 behind the proxy (the figures
 themselves are not checked)."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
+from s3_server import S3Server
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -25,17 +27,27 @@ def _bench() -> ModuleType:
     return store_s3
 
 
-def test_latency_proxy_and_worker_on_s3(s3, tmp_path: Path) -> None:  # noqa: ANN001
+def _proxy(bench: ModuleType, s3: S3Server, latency_s: float):  # noqa: ANN202
+    return bench.LatencyProxy(int(s3.endpoint.rsplit(":", 1)[1]), latency_s)
+
+
+def test_latency_proxy_delays_each_request(s3: S3Server) -> None:
+    proxy = _proxy(_bench(), s3, 0.05)
+    for _ in range(2):  # a new connection each time: every request is delayed, not just a connection's first
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/{s3.bucket}?list-type=2", timeout=30) as response:
+            body = response.read()
+        assert time.perf_counter() - t0 >= 0.05 and b"ListBucketResult" in body  # moto's answer, delayed
+
+
+@pytest.mark.heavy
+def test_worker_on_s3_behind_the_proxy(s3: S3Server, tmp_path: Path) -> None:
     bench = _bench()
-    port = int(s3.endpoint.rsplit(":", 1)[1])
-    proxy = bench.LatencyProxy(port, 0.05)
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/{s3.bucket}?list-type=2", timeout=30) as response:
-        body = response.read()
-    assert time.perf_counter() - t0 >= 0.05 and b"ListBucketResult" in body  # moto's answer, delayed once
+    proxy = _proxy(bench, s3, 0.005)
     deltas = tmp_path / "deltas.npz"
     rng = np.random.default_rng(0)
-    np.savez(deltas, codes=rng.integers(1, 256, (32, 3, 32, 32), dtype=np.uint8), scale=np.full(32, 8 / 255, np.float32))
+    codes = rng.integers(1, 256, (32, 3, 32, 32), dtype=np.uint8)
+    np.savez(deltas, codes=codes, scale=np.full(32, 8 / 255, np.float32))
     opts = argparse.Namespace(n=600, step_ms=1.0, epochs=1, steps=3)
     row = bench.run(f"s3://{s3.bucket}/bench-smoke", 1, 16, opts, deltas, f"http://127.0.0.1:{proxy.port}")
     assert row["steps"] == 3 and row["encode_s"] > 0 and row["fill_write_rows_per_s"] > 0

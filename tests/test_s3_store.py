@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from memloss.memstore._zarr_meta import CREATING_ATTR, location_kind, resolve_st
 from memloss.memstore.errors import StoreError
 from memloss.memstore.options import ENV_VAR, checked_location, parse_store_options, store_location
 from memloss.memstore.store import create_store, open_or_create, open_store
+from s3_server import S3Server
 from test_memstore_zarr import make_spec, write_epoch
 
 runner = CliRunner()
@@ -42,7 +44,7 @@ def _record_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return puts
 
 
-def test_the_commit_record_is_the_last_object_of_each_epoch(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     location = store_location(s3.url(), s3.options)
     with create_store(location, make_spec(n=40, k=2), block_size=8, memory_budget=1 << 30) as store:
         puts = _record_puts(monkeypatch)
@@ -60,7 +62,7 @@ def test_the_commit_record_is_the_last_object_of_each_epoch(s3, monkeypatch: pyt
             assert record["committed_epochs"][-1] == epoch
 
 
-def _listing(s3, url: str) -> list[str]:  # noqa: ANN001
+def _listing(s3: S3Server, url: str) -> list[str]:
     import s3fs
 
     return s3fs.S3FileSystem(endpoint_url=s3.endpoint, skip_instance_cache=True).find(url)
@@ -75,7 +77,7 @@ def _get(location: object, key: str) -> bytes:
     return data
 
 
-def test_an_epoch_interrupted_before_its_record_is_not_memory(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_an_epoch_interrupted_before_its_record_is_not_memory(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     location = store_location(s3.url(), s3.options)
     store = create_store(location, make_spec(n=40, k=2), block_size=8)
     write_epoch(store, 0)
@@ -101,7 +103,7 @@ def test_an_epoch_interrupted_before_its_record_is_not_memory(s3, monkeypatch: p
         assert writer.committed_epochs == [0, 1]
 
 
-def test_an_interrupted_creation_on_s3_is_rebuilt(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_an_interrupted_creation_on_s3_is_rebuilt(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     location = store_location(s3.url(), s3.options)
 
     def lost(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -122,7 +124,7 @@ def test_an_interrupted_creation_on_s3_is_rebuilt(s3, monkeypatch: pytest.Monkey
     assert any("creation had been interrupted" in n for n in notes)
 
 
-def test_a_second_writer_gets_one_line(s3) -> None:  # noqa: ANN001
+def test_a_second_writer_gets_one_line(s3: S3Server) -> None:
     url = s3.url()
     location = store_location(url, s3.options)
     with create_store(location, make_spec(), owner="runs/first") as first:
@@ -168,7 +170,8 @@ def _cli_error(args: list[str]) -> str:
     return result.output
 
 
-def test_bad_locations_are_one_line_before_anything_is_written(s3, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_bad_locations_are_one_line_before_anything_is_written(s3: S3Server, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = ["--store-option", f"endpoint_url={s3.endpoint}"]
     assert "the bucket 'no-such-bucket' does not exist" in _cli_error(
         ["inspect-store", "s3://no-such-bucket/x/mem.zarr", *endpoint])

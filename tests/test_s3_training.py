@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from memloss.cli.app import app
 from memloss.memstore.options import ENV_VAR, store_location
+from s3_server import S3Server
 from test_kill_sweep import TIMING, _same
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def _outcome(run: Path, url: str, endpoint: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_a_run_on_s3_killed_mid_epoch_resumes_and_is_inspected(s3, tmp_path: Path, data_dir: Path,  # noqa: ANN001
+def test_a_run_on_s3_killed_mid_epoch_resumes_and_is_inspected(s3: S3Server, tmp_path: Path, data_dir: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     run, url = tmp_path / "run", s3.url()
     _killed("before:step#6", _train(run, url, data_dir, s3.endpoint), s3.env)  # epoch 2, second step
@@ -81,7 +82,7 @@ def test_a_run_on_s3_killed_mid_epoch_resumes_and_is_inspected(s3, tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def straight(s3, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Any]:  # noqa: ANN001
+def straight(s3: S3Server, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Any]:
     run, url = tmp_path_factory.mktemp("straight") / "run", s3.url()
     result = runner.invoke(app, _train(run, url, data_dir, s3.endpoint))
     assert result.exit_code == 0, result.output
@@ -91,7 +92,7 @@ def straight(s3, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> di
 @pytest.mark.heavy
 @pytest.mark.parametrize("point", ["after:chunks#1", "after:chunks#2", "before:step#6", "before:eval#2",
                                    "after:replace:last.state.pt#1", "before:step#10"])
-def test_kill_9_on_s3_then_resume_is_bit_identical(point: str, s3, tmp_path: Path, data_dir: Path,  # noqa: ANN001
+def test_kill_9_on_s3_then_resume_is_bit_identical(point: str, s3: S3Server, tmp_path: Path, data_dir: Path,
                                                    straight: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     run, url = tmp_path / "run", s3.url()
     args = _train(run, url, data_dir, s3.endpoint)

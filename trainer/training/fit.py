@@ -8,9 +8,9 @@ points picks the best checkpoint, the store commits the epoch, and checkpoints, 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Callable
 
 from memloss.errors import ConfigError

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,8 @@ def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, n
     spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
     url = cfg.run.store or str(run_dir / "memory.zarr")
     own = "://" not in url and Path(url).is_relative_to(run_dir)
-    return open_or_create(store_location(url, options), spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed, owner=str(run_dir),
-                          replace_uncommitted=fresh, recreate=fresh and own, notes=notes)
+    return open_or_create(store_location(url, options), spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed,
+                          owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes)
 
 
 def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
