@@ -64,3 +64,7 @@ def _root(
 def main() -> None:
     """Entry point of the `memloss` console script."""
     app()
+
+
+if __name__ == "__main__":  # `python -m memloss.cli.app`: how `memloss train --nproc-per-node N` starts torchrun
+    main()

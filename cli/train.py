@@ -12,7 +12,7 @@ from memloss.cli.endings import interruptible_run, print_summary
 
 Opt = typer.Option
 # Options of this invocation only (how to run, not what to train): not part of the run's config.
-RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every", "store_option")
+RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every", "store_option", "nproc_per_node")
 
 
 def train(
@@ -57,11 +57,20 @@ def train(
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped")] = None,
     threads: Annotated[str, threads_option()] = "auto",
     log_every: Annotated[int, Opt(help="Steps between the per-step TensorBoard scalars; 0 = per epoch only (default: 50)", show_default=False)] = 50,
+    # Several processes (torchrun / DDP): see the guide's "More than one GPU".
+    nproc_per_node: Annotated[Optional[int], Opt(help="Start this many training processes on this node through torchrun (DDP; --batch-size stays the global batch); under torchrun leave it out", show_default=False)] = None,
+    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Several processes: synchronize BN statistics over them (SyncBatchNorm, CUDA only) (default: per process)")] = None,
 ) -> None:
     """Train a model adversarially, with the MemLoss term when --k > 0.
 
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
+    if nproc_per_node is not None:
+        import sys
+
+        from memloss.trainer.distributed.launch import relaunch
+
+        raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
     overrides = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
     from memloss.memstore.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
@@ -74,4 +83,7 @@ def train(
     options = parse_store_options(store_option or [])
     with interruptible_run(cfg, resume, store_options=bool(options)):
         result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
-    print_summary(result)
+    from memloss.trainer.distributed.context import env_rank
+
+    if env_rank() == 0:  # under torchrun: one summary, from rank 0
+        print_summary(result)

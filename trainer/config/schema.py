@@ -196,6 +196,7 @@ class RunConfig:
     seed: int = 0
     eval_n: int | None = None
     track_forgetting: bool = False
+    sync_bn: bool = False  # torchrun: BN statistics synchronized over ranks (SyncBatchNorm); else per rank
 
     def __post_init__(self) -> None:
         if self.model is not None:

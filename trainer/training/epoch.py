@@ -10,6 +10,9 @@ from typing import Any, Callable
 import torch
 
 from memloss.errors import MemlossError
+from memloss.trainer.distributed.context import current, rank_seed
+from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_metrics
+from memloss.trainer.distributed.shards import shard_range
 from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatModel
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
@@ -81,7 +84,10 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         if s.landing is not None:  # the epoch start drops the oldest memory: only once the resume point is on disk
             s.store.write_after(s.landing)
         ages = s.slots.epoch_ages(epoch, s.store.committed_epochs) if s.slots is not None else None
-        s.orders = {epoch: s.store.begin_epoch(epoch, ages=ages)}
+        order = s.store.begin_epoch(epoch, ages=ages)
+        s.orders = {epoch: s.shards.local(order) if s.shards is not None else order}  # this rank's part
+        if s.shards is not None and s.writer is not None:
+            s.writer.begin_epoch(order)  # type: ignore[attr-defined]  # the writes are gathered by global batch
     if s.monitor is not None:
         s.monitor.begin_epoch(epoch)
     s.loader.set_epoch(epoch)
@@ -102,6 +108,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         reporter.step(position, loss, len(y))
     if bool(nonfinite):
         _diverged(s, epoch, step)
+    average_buffers(s.model)  # per-rank BN statistics → their mean on every rank (torchrun)
     if s.ema is not None:
         s.ema.copy_buffers(s.model)  # BN statistics are copied, not averaged (the published update_bn)
     if s.writer is not None:
@@ -111,15 +118,18 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
             s.ahead.drain()
         wait[0] += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
+    sums.reduce(sum_metrics)  # over ranks (torchrun): one collective per epoch
+    if s.monitor is not None:
+        merge_monitor(*s.monitor.shared_tensors())
     monitored = s.monitor.read() if s.monitor is not None else {}
-    return {**sums.read(), **monitored, "epoch_seconds": seconds, "samples_per_s": position / seconds,
+    return {**sums.read(), **monitored, "epoch_seconds": seconds, "samples_per_s": sums.samples / seconds,
             "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
 
 
 def _prefetch(s: Session, epoch: int, position: int) -> None:
     """Starts gathering the memory of the batch at `position` of the epoch's order (the loader's next batch)."""
     if s.ahead is not None and position < len(s.orders[epoch]):
-        s.ahead.prefetch(s.orders[epoch][position:position + s.cfg.data.batch_size])
+        s.ahead.prefetch(s.orders[epoch][position:position + s.loader.batch_size])
 
 
 def _diverged(s: Session, epoch: int, step: int) -> None:
@@ -133,25 +143,27 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
     `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack. `on_batch(points)` is
-    called after each batch (progress)."""
+    called after each batch (progress). Under torchrun each rank attacks its part of the points (its own random
+    starts) and the counts are summed."""
     t = s.cfg.threat
     cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
-    gen = torch.Generator(device=s.device).manual_seed(s.cfg.run.seed + 7919 * epoch)
+    gen = torch.Generator(device=s.device).manual_seed(rank_seed(s.cfg.run.seed + 7919 * epoch))
     model = s.model if model is None else model
     model.eval()
     clean = robust = torch.zeros((), device=s.device)
-    for start in range(0, len(s.eval_y), EVAL_BATCH):
-        x = s.eval_x[start:start + EVAL_BATCH].to(s.device).float().div_(255.0)
-        y = s.eval_y[start:start + EVAL_BATCH].to(s.device)
+    first, last = shard_range(len(s.eval_y), current().rank, current().world)
+    for start in range(first, last, EVAL_BATCH):
+        x = s.eval_x[start:min(start + EVAL_BATCH, last)].to(s.device).float().div_(255.0)
+        y = s.eval_y[start:min(start + EVAL_BATCH, last)].to(s.device)
         with maybe_autocast(s.step.autocast, s.device):
             with torch.no_grad():
                 clean = clean + (model(x).argmax(1) == y).sum()
             _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)
         robust = robust + ok.sum()
         if on_batch is not None:
-            on_batch(len(y))
+            on_batch(len(y) * current().world)  # rank 0's progress stands for every rank's
     n = len(s.eval_y)
-    clean_acc, robust_acc = (torch.stack([clean, robust]).float() / n).tolist()
+    clean_acc, robust_acc = (all_sum(torch.stack([clean, robust]).float()) / n).tolist()
     return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
 
 

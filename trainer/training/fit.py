@@ -16,8 +16,12 @@ from typing import Any, Callable
 from memloss.errors import ConfigError
 from memloss.memstore.options import checked_location
 from memloss.memstore.repair import dropped_epochs, verify_committed
+from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads
 from memloss.trainer.config.schema import TrainConfig
+from memloss.trainer.distributed import context as ranks
+from memloss.trainer.distributed.state import check_world, world_fields
+from memloss.trainer.distributed.store import settle_epoch
 from memloss.trainer.training.checkpoint import finish_epoch, wait_landed
 from memloss.trainer.training.epoch import evaluate_ema, evaluate_epoch, train_epoch
 from memloss.trainer.training.logbook import DEFAULT_LOG_EVERY, Logbook, wall_clock
@@ -28,7 +32,7 @@ from memloss.trainer.training.resume import (
 from memloss.trainer.training.runs import (
     cleanup_notes, default_run_dir, load_state, read_metrics, start_run_dir, write_config_record,
 )
-from memloss.trainer.training.session import Session, open_session, restore
+from memloss.trainer.training.session import Session, open_session, rank_part, reopen_store, restore
 
 __all__ = ["FitResult", "fit", "resume_config"]
 
@@ -46,12 +50,19 @@ class FitResult:
 
 
 def _prepare(cfg: TrainConfig, resume: Path | None) -> tuple[TrainConfig, Path, list[str]]:
-    """(config with absolute paths, run directory, notes): a new run's directory is made ready for it."""
+    """(config with absolute paths, run directory, notes): a new run's directory is made ready for it (by rank 0
+    under torchrun; the other ranks take its path)."""
+    notes: list[str] = []
     if resume is not None:
-        run_dir = Path(absolute(resume))
-        return with_paths(cfg, run_dir), run_dir, cleanup_notes(run_dir)
+        run_dir = Path(ranks.share(absolute(resume)))
+        if ranks.current().main:
+            notes = cleanup_notes(run_dir)
+        ranks.barrier()
+        return with_paths(cfg, run_dir), run_dir, notes
     run_dir = Path(absolute(cfg.run.out or default_run_dir(cfg)))
-    notes = start_run_dir(run_dir)
+    if ranks.current().main:
+        notes = start_run_dir(run_dir)
+    run_dir = Path(ranks.share(str(run_dir)))
     return with_paths(cfg, run_dir), run_dir, notes
 
 
@@ -84,8 +95,18 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
         raise ConfigError(f"--log-every must be ≥ 0 steps (0: per-epoch scalars only), got {log_every}")
     checked_location(cfg.run.store, store_options)  # a bad URL, option or bucket: one line, before anything is written
     threads = parse_threads(threads)
+    ctx = ranks.start(resolve_device(cfg.run.device))  # torchrun: join the process group (else one process)
+    try:
+        return _fit(cfg, resume, quiet or not ctx.main, threads, log_every)
+    finally:
+        ranks.stop()
+
+
+def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, log_every: int) -> FitResult:
     cfg, run_dir, notes = _prepare(cfg, resume)
     state = load_state(run_dir) if resume is not None else None
+    if state is not None:
+        check_world(state)
     if state is not None and (done := finished_message(run_dir, cfg, state)) is not None:
         if not quiet:
             print(done, flush=True)
@@ -97,12 +118,13 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
     choice = None
     try:
         s.cfg = cfg = resolved(cfg, s.device, cfg.run.model or s.info.default_arch, len(s.eval_y))
-        if resume is None:
+        if resume is None and ranks.current().main:
             write_config_record(run_dir, cfg)
         notes += [*_store_notes(cfg), *s.notes, *_continue(s, state)]
         s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
         choice = choose_threads(threads, _thread_probe(s), s.device)
-        logbook = Logbook(run_dir, len(s.loader), s.start_epoch, log_every, lr=lambda: s.scheduler.get_last_lr()[0])
+        logbook = (Logbook(run_dir, len(s.loader), s.start_epoch, log_every, lr=lambda: s.scheduler.get_last_lr()[0])
+                   if ranks.current().main else None)
         with using_threads(choice.threads), Reporter(cfg.optim.epochs, len(s.loader), quiet, logbook) as reporter:
             for note in notes:
                 reporter.message(note)
@@ -128,7 +150,8 @@ def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
     files, the resume point last, are written once it has landed (checkpoint.py)."""
     started = time.time()
     trained = train_epoch(s, epoch, reporter)
-    commit = s.store.commit_epoch(wait=False) if s.store is not None else None
+    writes = s.store is not None and not s.store.read_only  # under torchrun rank 0 commits for every rank
+    commit = s.store.commit_epoch(wait=False) if writes else None
     reporter.start_eval(len(s.eval_y), models=2 if s.ema is not None else 1)
     t0 = time.perf_counter()
     evaluated = {**evaluate_epoch(s, epoch, on_batch=reporter.eval_step),
@@ -138,7 +161,10 @@ def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
               "store_commit_wait_s": wait_landed(s), "lr": s.scheduler.get_last_lr()[0]}
     record["epoch_total_seconds"] = time.time() - started
     record.update(wall_clock(started))
-    finish_epoch(s, epoch, record, commit)
+    s.rank_states = world_fields(rank_part(s))  # torchrun: every rank's random streams, gathered to rank 0
+    if ranks.current().main:
+        finish_epoch(s, epoch, record, commit)
+    settle_epoch(commit, lambda: reopen_store(s))  # torchrun: the other ranks see the committed epoch
     reporter.end_epoch(record)
 
 

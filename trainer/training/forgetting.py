@@ -137,6 +137,11 @@ class ForgettingMonitor:
             out["monitor_rows_by_age"] = [int(c) for c in count]
         return out
 
+    def shared_tensors(self) -> tuple[Tensor, Tensor]:
+        """(event sums float [4,K], this epoch's bits int8 [rows], −1 = not judged), in place: what the ranks of a
+        torchrun run combine at the end of an epoch (sums add up; a bit comes from the rank that judged it)."""
+        return self._sums, self.made_correct[self.epoch]
+
     def state_dict(self) -> dict[str, Any]:
         return {"made_correct": {str(e): b.cpu() for e, b in self.made_correct.items()}}
 

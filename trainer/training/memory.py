@@ -89,10 +89,15 @@ class DeferredWriter:
         """Queues the write of δ [B,C,H,W] (float, on the device) made on `views` for samples `idx` (host int64);
         returns the quantized δ as stored, (codes uint8 [B,C,H,W], scale float32 [B]) on the device."""
         codes, scale = quantize(delta.detach().float())
-        tensors = (codes, scale, views.offset.to(torch.int16), views.flip)
+        self.queue(idx, (codes, scale, views.offset.to(torch.int16), views.flip))
+        return codes, scale
+
+    def queue(self, idx: np.ndarray, tensors: tuple[torch.Tensor, ...]) -> None:
+        """Queues the write of quantized rows (codes uint8 [B,C,H,W], scale float32 [B], offset int16 [B,2], flip
+        bool [B], on the device) for samples `idx` (host int64 [B])."""
         if not self._cuda:
             self._store.write(idx, *tensors)
-            return codes, scale
+            return
         host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors)
         for dst, src in zip(host, tensors):
             dst.copy_(src, non_blocking=True)
@@ -100,7 +105,6 @@ class DeferredWriter:
         event.record()
         self.flush()
         self._pending = (idx, host, event)
-        return codes, scale
 
     def flush(self) -> None:
         """Writes the pending batch (waits for its copy, which finished long ago in steady state)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 # Metrics that are sums over samples (counts), not per-batch means to be weighted by batch size.
@@ -21,6 +23,10 @@ class MetricSums:
         for name, value in metrics.items():
             weighted = value.detach().float() if name in COUNT_METRICS else value.detach().float() * batch
             self._sums[name] = self._sums[name] + weighted if name in self._sums else weighted
+
+    def reduce(self, combine: Callable[[dict[str, torch.Tensor], int], tuple[dict[str, torch.Tensor], int]]) -> None:
+        """Replaces the sums and the sample count by `combine(sums, samples)` (e.g. their sums over ranks)."""
+        self._sums, self.samples = combine(self._sums, self.samples)
 
     def read(self) -> dict[str, float]:
         """Per-sample means (and ratios for counts) as floats: the epoch's one host sync."""

@@ -20,13 +20,19 @@ from memloss.errors import ConfigError
 from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.options import store_location
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
-from memloss.memstore.store import open_or_create
+from memloss.memstore.store import open_or_create, open_store
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.beton import PreparedSplit, prepare
-from memloss.trainer.data.loader import make_loader
+from memloss.trainer.data.loader import make_loader, random_order
 from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info
 from memloss.trainer.data.sources import load_tensors
+from memloss.trainer.distributed.context import current, main_first, rank_device, rank_seed
+from memloss.trainer.distributed.model import check_regularizer, training_model
+from memloss.trainer.distributed.shards import Shards
+from memloss.trainer.distributed.state import own_part
+from memloss.trainer.distributed.store import check_store_url, open_for_rank
+from memloss.trainer.distributed.writes import GatheringWriter
 from memloss.trainer.methods.losses import LossParams
 from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.threat import PGDConfig
@@ -73,9 +79,11 @@ class Session:
     # One worker thread that writes an epoch's files once the store's commit of it landed (training goes on).
     committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
     landing: Future[None] | None = None
+    shards: Shards | None = None  # this rank's part of each global batch (torchrun); None: one process
+    rank_states: dict[str, Any] = field(default_factory=dict)  # the resume point's per-rank fields (torchrun)
 
     def order_for(self, epoch: int) -> np.ndarray:
-        """The loader's traversal order: the one the store decided for this epoch."""
+        """The loader's traversal order: the one the store decided for this epoch (this rank's part of it)."""
         return self.orders[epoch]
 
 
@@ -96,7 +104,7 @@ def _regularizers(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, n: int,
 
 
 def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: dict[str, Any],
-                info: DatasetInfo | None = None) -> StepSetup:
+                info: DatasetInfo | None = None, train_model: nn.Module | None = None) -> StepSetup:
     method = get_method(cfg.method.method)
     if method.attack_objective is None and cfg.uses_store:
         raise ConfigError("--method standard makes no adversarial examples; use --k 0 without --track-forgetting")
@@ -113,7 +121,8 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
                      _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
                      autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"),
-                     memory_forward=cfg.method.memory_forward, clean_grad=cfg.method.memloss_clean_grad)
+                     memory_forward=cfg.method.memory_forward, clean_grad=cfg.method.memloss_clean_grad,
+                     train_model=train_model)
 
 
 def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
@@ -146,8 +155,18 @@ def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, n
     spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
     url = cfg.run.store or str(run_dir / "memory.zarr")
     own = "://" not in url and Path(url).is_relative_to(run_dir)
-    return open_or_create(store_location(url, options), spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed,
-                          owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes)
+    check_store_url(url)
+    location = store_location(url, options)
+    # Under torchrun rank 0 is the one writer; the other ranks read the committed epochs (distributed/store.py).
+    return open_for_rank(
+        lambda: open_or_create(location, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed,
+                               owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes),
+        lambda: open_store(location, spec, read_only=True, memory_budget=cfg.run.memory_budget))
+
+
+def _shards(cfg: TrainConfig, n: int) -> Shards | None:
+    ctx = current()
+    return Shards(n, cfg.data.batch_size, ctx.world, ctx.rank) if ctx.active else None
 
 
 def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
@@ -155,27 +174,37 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
     (not a resume). store_options: storage options of a store URL (memstore/options.py)."""
     torch.manual_seed(cfg.run.seed)
-    device = resolve_device(cfg.run.device)
+    device = rank_device(resolve_device(cfg.run.device))
     d = cfg.data
     info = dataset_info(d.dataset, resolution=d.resolution)
-    train = prepare(d.dataset, "train", d.data_dir, n=d.n, resolution=d.resolution)
-    try:
-        eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
-    except DatasetError as err:
-        raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
+    with main_first():  # rank 0 fills the dataset caches, then the other ranks read them
+        train = prepare(d.dataset, "train", d.data_dir, n=d.n, resolution=d.resolution)
+        try:
+            eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+        except DatasetError as err:
+            raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
     model = _model(cfg, info, device)
-    steps = -(-train.n // d.batch_size)
+    if current().rank > 0:
+        torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
+    shards = _shards(cfg, train.n)
+    steps = shards.steps if shards is not None else -(-train.n // d.batch_size)
     optimizer, scheduler = _optimizer(cfg, model, steps)
-    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.run.seed))
+    check_regularizer(cfg.method.reg)
     regs = _regularizers(cfg, model, info, train.n, eval_x[:1], device)
+    train_model = training_model(model, cfg.run.sync_bn, device)
     session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
-                      _step_setup(cfg, model, device, regs, info), generator, extras=regs)
+                      _step_setup(cfg, model, device, regs, info, train_model), generator, extras=regs,
+                      shards=shards)
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
     session.store = _store(cfg, train, run_dir, fresh, session.notes, store_options)
     order = session.order_for if session.store is not None else None
+    if shards is not None and order is None:
+        order = _uniform_part(shards, random_order(train.n, cfg.run.seed))
     try:
-        session.loader = make_loader(train, batch_size=d.batch_size, device=device, order=order, seed=cfg.run.seed,
-                                     num_workers=d.num_workers)
+        session.loader = make_loader(train, batch_size=d.batch_size // (shards.world if shards else 1),
+                                     device=device, order=order, seed=cfg.run.seed, num_workers=d.num_workers,
+                                     samples=shards.local_size if shards is not None else None)
     except BaseException:
         if session.store is not None:
             session.store.close()  # releases its lock
@@ -191,6 +220,8 @@ def attach_memory(s: Session) -> None:
     m = s.cfg.method
     s.ahead = ReadAhead(s.store)  # type: ignore[arg-type]
     s.writer = DeferredWriter(s.ahead, s.device)
+    if s.shards is not None:  # every rank's rows go to rank 0, the one writer (distributed/writes.py)
+        s.writer = GatheringWriter(s.writer if current().main else None, s.shards)  # type: ignore[assignment]
     s.slots = SlotSampler(m.k, m.memory_slots_per_step, m.memory_slot_draw, s.cfg.run.seed)
     s.monitor = ForgettingMonitor(s.store.n, s.store.k, s.device)  # type: ignore[union-attr]
 
@@ -205,7 +236,7 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "ema": s.ema.state_dict() if s.ema is not None else None,
             "memory": {name: part.state_dict() for name, part in (("slots", s.slots), ("monitor", s.monitor))
                        if part is not None},
-            "config": json.dumps(s.cfg.to_dict())}
+            "config": json.dumps(s.cfg.to_dict()), **s.rank_states}
 
 
 def restore(s: Session, state: dict[str, Any]) -> None:
@@ -213,8 +244,9 @@ def restore(s: Session, state: dict[str, Any]) -> None:
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
-    s.generator.set_state(state["generator"])
-    torch.set_rng_state(state["cpu_rng"])
+    own = own_part(state)  # a torchrun run's per-rank streams
+    s.generator.set_state((own or state)["generator"])
+    torch.set_rng_state((own or state)["cpu_rng"])
     s.best_robust, s.best_epoch = float(state["best_robust"]), int(state["best_epoch"])
     for name, extra in s.extras.items():
         extra.load_state_dict(state["extras"][name])
@@ -224,4 +256,22 @@ def restore(s: Session, state: dict[str, Any]) -> None:
     for name, part in (("slots", s.slots), ("monitor", s.monitor)):
         if part is not None and name in saved:
             part.load_state_dict(saved[name])
+    if own is not None and s.slots is not None and own.get("slots") is not None:
+        s.slots.load_state_dict(own["slots"])
     s.start_epoch = int(state["epoch"]) + 1
+
+
+def rank_part(s: Session) -> dict[str, Any]:
+    """This rank's random streams, for the resume point's per-rank entry (distributed/state.py)."""
+    return {"generator": s.generator.get_state(), "cpu_rng": torch.get_rng_state(),
+            "slots": s.slots.state_dict() if s.slots is not None else None}
+
+
+def reopen_store(s: Session) -> None:
+    """A read-only rank's store opened again: it then holds the epochs rank 0 committed since (torchrun)."""
+    assert s.store is not None and s.store.read_only
+    if s.ahead is not None:
+        s.ahead.close()
+    s.store.close()
+    s.store = open_store(s.cfg.run.store, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget)
+    s.ahead = ReadAhead(s.store)

@@ -43,6 +43,12 @@ class StepSetup:
     meow: MeowState | None = None
     memory_forward: str = "separate"  # separate: one train-mode forward per slot; fused: one for all slots
     clean_grad: str = "through"  # whether the MemLoss KL back-propagates into p(x)
+    train_model: nn.Module | None = None  # the train-mode forwards' module (DDP's wrapper under torchrun); None: model
+
+    @property
+    def trained(self) -> nn.Module:
+        """The module of the train-mode forwards; the attack and the eval-mode forwards use `model` itself."""
+        return self.model if self.train_model is None else self.train_model
 
 
 @dataclass
@@ -88,13 +94,13 @@ def _forwards(s: StepSetup, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tenso
               needs_clean: bool) -> _Forwards:
     """Separate train-mode forwards per input kind, as the official codes do (BN statistics per forward)."""
     feats = s.meow is not None
-    clean = forward(s.model, x, feats) if needs_clean or feats else None
-    adv = forward(s.model, x_adv, feats) if x_adv is not None and (s.method.needs_adv_forward or feats) else None
+    clean = forward(s.trained, x, feats) if needs_clean or feats else None
+    adv = forward(s.trained, x_adv, feats) if x_adv is not None and (s.method.needs_adv_forward or feats) else None
     logits_help = y_help = None
     if s.method.needs_helper and x_adv is not None and s.helper is not None:
         with torch.no_grad():
             y_help = s.helper(x_adv).argmax(dim=1)  # the standard model's label of x_adv
-        logits_help = s.model(x + HAT_HELPER_SCALE * (x_adv - x))
+        logits_help = s.trained(x + HAT_HELPER_SCALE * (x_adv - x))
     inputs = LossInputs(y, clean.logits if clean else None, adv.logits if adv else None, logits_help, y_help)
     return _Forwards(inputs, clean.features if clean else None, adv.features if adv else None)
 
@@ -104,9 +110,9 @@ def _memory_logits(s: StepSetup, x_mem: torch.Tensor) -> torch.Tensor:
     statistics per slot (the official code's one forward per input kind); `fused`: one forward of all S·B examples,
     BN statistics over all of them (fewer, larger kernels; the same logits for a model without BN)."""
     if s.memory_forward == "fused" and x_mem.shape[0] > 1:
-        logits = s.model(x_mem.flatten(0, 1))
+        logits = s.trained(x_mem.flatten(0, 1))
         return logits.view(x_mem.shape[0], x_mem.shape[1], -1)
-    return torch.stack([s.model(xm) for xm in x_mem])
+    return torch.stack([s.trained(xm) for xm in x_mem])
 
 
 def _memory_inputs(s: StepSetup, memory: MemoryExamples | None) -> tuple[MemoryInputs, MemLossConfig] | None:

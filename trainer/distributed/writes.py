@@ -1,0 +1,70 @@
+"""The store writes of several ranks, made by one: each step every rank sends its rows of the global batch to
+rank 0 (one `gather` of one uint8 tensor, no host sync), and rank 0 queues the whole global batch to the store.
+So every sample's row of an epoch is written once, by rank 0, and no chunk is ever written by two processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from memloss.memstore.quant import quantize
+from memloss.trainer.distributed.context import current
+from memloss.trainer.distributed.shards import Shards
+
+
+def _pack(tensors: tuple[torch.Tensor, ...], rows: int) -> torch.Tensor:
+    """The tensors' rows side by side as bytes: uint8 [rows, row bytes]; rows beyond the batch are zeros."""
+    flat = [t.reshape(len(t), -1).contiguous() for t in tensors]
+    parts = [f.view(torch.uint8) if f.dtype != torch.bool else f.to(torch.uint8) for f in flat]
+    packed = torch.cat(parts, dim=1)
+    if len(packed) < rows:
+        packed = torch.cat([packed, packed.new_zeros(rows - len(packed), packed.shape[1])])
+    return packed
+
+
+def _unpack(packed: torch.Tensor, like: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The inverse of `_pack` for rows shaped and typed as `like`'s."""
+    out, start = [], 0
+    for t in like:
+        width = t[:1].reshape(1, -1).shape[1] * (1 if t.dtype == torch.bool else t.element_size())
+        block = packed[:, start:start + width].contiguous()
+        start += width
+        value = block.to(torch.bool) if t.dtype == torch.bool else block.view(t.dtype)
+        out.append(value.reshape(len(packed), *t.shape[1:]))
+    return tuple(out)
+
+
+class GatheringWriter:
+    """Takes the place of the session's DeferredWriter on every rank of a multi-process run. `inner`: rank 0's
+    DeferredWriter over the store (None on the other ranks, which write nothing)."""
+
+    def __init__(self, inner: Any | None, shards: Shards) -> None:
+        self.inner, self.shards = inner, shards
+        self._order: np.ndarray | None = None
+        self._step = 0
+
+    def begin_epoch(self, order: np.ndarray) -> None:
+        """The epoch's global order (int64 [n]): global batch g's indices are its g-th slice of the batch size."""
+        self._order, self._step = order, 0
+
+    def push(self, idx: np.ndarray, delta: torch.Tensor, views: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """As DeferredWriter.push for this rank's part of the batch (idx: host int64 [b]); returns its quantized δ
+        (codes uint8 [b,C,H,W], scale float32 [b]) on the device. A collective: every rank calls it every step."""
+        codes, scale = quantize(delta.detach().float())
+        tensors = (codes, scale, views.offset.to(torch.int16), views.flip)
+        parts = self.shards.batch_parts(self._step)
+        packed = _pack(tensors, self.shards.local_batch)
+        gathered = [torch.empty_like(packed) for _ in parts] if current().main else None
+        dist.gather(packed, gather_list=gathered, dst=0)
+        if gathered is not None and self.inner is not None and self._order is not None:
+            rows = torch.cat([g[:size] for g, size in zip(gathered, parts)])
+            self.inner.queue(self.shards.global_batch(self._order, self._step), _unpack(rows, tensors))
+        self._step += 1
+        return codes, scale
+
+    def flush(self) -> None:
+        if self.inner is not None:
+            self.inner.flush()
