@@ -2,6 +2,7 @@
 check: `torchrun --nproc-per-node N tests/ddp_driver.py LOGDIR -- ARGS...`.
 
 Per rank r it appends JSON lines to LOGDIR: `writes.r<r>.jsonl` (every `MemStore.write`: epoch and sample indices),
+`reads.r<r>.jsonl` (every `MemStore.read`: rows, valid rows of memory age 0, whether the store is read-only),
 `chunks.r<r>.jsonl` (every whole-chunk write of the Zarr store: slot and first row), `params.r<r>.jsonl` (after
 each epoch: the sha256 of the model's parameters and buffers). With $DDP_KILL = "RANK:STEP", rank RANK kills itself
 with SIGKILL at its STEP-th training step of this process. Nothing here is imported by memloss: it is patched in.
@@ -31,6 +32,13 @@ def patch() -> None:
     from memloss.trainer.training import epoch, fit
 
     write, chunks, one_epoch, step = MemStore.write, _zarr.write_chunks, fit._epoch, epoch.train_step
+    read = MemStore.read
+
+    def read_logged(self, idx):  # noqa: ANN001, ANN202
+        batch = read(self, idx)
+        log("reads", {"epoch": self.current_epoch, "rows": len(idx), "valid": int(batch.valid[0].sum()),
+                      "read_only": self.read_only})
+        return batch
 
     def write_logged(self, idx, *rest):  # noqa: ANN001, ANN002, ANN202
         log("writes", {"epoch": self.current_epoch, "idx": [int(i) for i in idx]})
@@ -57,7 +65,7 @@ def patch() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return step(*args, **kwargs)
 
-    MemStore.write, _zarr.write_chunks, fit._epoch = write_logged, chunks_logged, epoch_logged
+    MemStore.write, MemStore.read, _zarr.write_chunks, fit._epoch = write_logged, read_logged, chunks_logged, epoch_logged
     epoch.train_step = step_maybe_killed
 
 

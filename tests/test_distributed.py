@@ -133,6 +133,10 @@ def test_two_ranks_write_once_and_stay_identical(tmp_path: Path, data_dir: Path)
         rows = [i for w in writes if w["epoch"] == epoch for i in w["idx"]]
         assert sorted(rows) == list(range(N))  # every sample's row of the epoch, exactly once
         assert [len(w["idx"]) for w in writes if w["epoch"] == epoch] == [BATCH] * (N // BATCH)  # global batches
+    for rank in (0, 1):  # each rank reads the memory of its own samples: all of epoch 1 is there in epoch 2
+        reads = [r for r in _lines(logs / f"reads.r{rank}.jsonl") if r["epoch"] == 2]
+        assert reads and all(r["valid"] == r["rows"] and r["read_only"] == (rank == 1) for r in reads)
+        assert sum(r["rows"] for r in reads) >= N // 2
     params = [_lines(logs / f"params.r{r}.jsonl") for r in (0, 1)]
     assert [p["epoch"] for p in params[0]] == [1, 2] and params[0] == params[1]
     records = _lines(run / "metrics.jsonl")
