@@ -55,7 +55,10 @@ def evaluate(
     hint = "rerun the same command to resume" if out else "pass --out to make evaluations resumable"
     with interruptible(hint), progress_sink(console) as sink:
         result = run_evaluation(cfg, sink)
-    render_result(console, result)
+    from memloss.trainer.distributed.context import env_rank
+
+    if env_rank() == 0:  # under torchrun: one table, from rank 0
+        render_result(console, result)
 
 
 def export(

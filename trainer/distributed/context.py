@@ -88,6 +88,11 @@ def rank_seed(seed: int) -> int:
     return seed + SEED_STRIDE * _CURRENT.rank
 
 
+def owns(item: int) -> bool:
+    """True when work item `item` (e.g. an evaluation batch) is this rank's: items are dealt round-robin."""
+    return item % _CURRENT.world == _CURRENT.rank
+
+
 def barrier() -> None:
     if _CURRENT.active:
         dist.barrier()

@@ -76,3 +76,13 @@ def gather_to_main(value: Any) -> list[Any] | None:
 
 def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def share_all(value: Any) -> list[Any]:
+    """Every rank's `value` (picklable, CPU tensors), in rank order, on every rank."""
+    ctx = current()
+    if not ctx.active:
+        return [value]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, value)
+    return out

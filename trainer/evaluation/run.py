@@ -28,6 +28,8 @@ from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
 from memloss.trainer.common.progress import ProgressSink, SilentProgress
 from memloss.trainer.common.threads import choose_threads, model_probe, using_threads
+from memloss.trainer.distributed import context as ranks
+from memloss.trainer.distributed.reduce import share_all
 from memloss.trainer.evaluation.aa_log import autoattack_log
 from memloss.trainer.evaluation.aa_progress import AttackProgress, following_autoattack
 from memloss.trainer.evaluation.inputs import load_eval_model, load_points, resolve_threat
@@ -98,7 +100,9 @@ def attack_batch(spec: AttackSpec, model: nn.Module, xb: torch.Tensor, yb: torch
 def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: np.ndarray,
              parts: list[slice], state: EvalState, ctx: RunContext) -> AttackResult:
     """Every batch of one attack, skipping the batches the state already holds. Progress is in points, with the
-    running robust accuracy (and, for AutoAttack, the sub-attack running)."""
+    running robust accuracy (and, for AutoAttack, the sub-attack running). Under torchrun the batches are dealt
+    round-robin to the ranks (each batch's attack depends only on the seed and its index, so the results are the
+    same) and the records are exchanged after the attack."""
     follow = AttackProgress(ctx.progress, spec.name, spec.subattacks)
     done = [state.get(spec.name, i) for i in range(len(parts))]
     follow.points_done = sum(p.stop - p.start for p, r in zip(parts, done) if r is not None)
@@ -106,7 +110,7 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     ctx.progress.begin(spec.name, len(y), follow.points_done, unit="points")
     with following_autoattack(follow) if spec.family == "autoattack" else nullcontext():
         for i, part in enumerate(parts):
-            if done[i] is not None:
+            if done[i] is not None or not ranks.owns(i):
                 continue
             follow.start_batch(part.stop - part.start)
             xb, yb = to_input(x[part], ctx.device), y[part].to(ctx.device)
@@ -114,6 +118,10 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             state.put(spec.name, i, record)
             follow.end_batch(sum(record["robust"]))
     ctx.progress.end(spec.name)
+    mine = {i: state.get(spec.name, i) for i in range(len(parts)) if done[i] is None and ranks.owns(i)}
+    for shared in share_all(mine):
+        for i, record in shared.items():
+            state.put(spec.name, i, record)
     records = [state.get(spec.name, i) for i in range(len(parts))]
     return collect(spec, [r for r in records if r is not None])
 
@@ -164,21 +172,33 @@ def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None,
         cfg = EvalConfig(Path(cfg), **options)
     elif options:
         raise TypeError(f"evaluate() got an EvalConfig and options {sorted(options)}; give one or the other")
+    device = resolve_device(cfg.device)
+    ranks.start(device)  # torchrun: the attack batches are shared among the ranks; rank 0 writes the files
+    try:
+        if not ranks.current().main:
+            progress = None
+        return _evaluate(cfg, progress, ranks.rank_device(device))
+    finally:
+        ranks.stop()
+
+
+def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.device) -> EvalResult:
     path = resolve_checkpoint(cfg.checkpoint)
     meta = read_model_meta(path)
-    threat, device = resolve_threat(cfg, meta), resolve_device(cfg.device)
+    threat = resolve_threat(cfg, meta)
     x, y = load_points(meta, cfg.n, cfg.data_dir)
     model = load_eval_model(path, device)
     attacks, sweeps = plan(cfg, threat)
     specs = attacks + [s for rows in sweeps.values() for s in rows]
     sha = file_sha256(path)
+    main = ranks.current().main
     state = EvalState(side_file(cfg.out, ".state.json") if cfg.out else None,
-                      settings_of(cfg, sha, meta, threat, len(y), specs))
+                      settings_of(cfg, sha, meta, threat, len(y), specs), writes=main)
     restored = state.restored()
     ctx = RunContext(device, cfg.seed, progress or SilentProgress())
     parts = batches(len(y), cfg.batch_size)
     uses_aa = any(s.family == "autoattack" for s in specs)
-    log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa else None
+    log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa and main else None
     threads = choose_threads(cfg.threads, _probe(model, x, y, cfg.batch_size, device), device)
     with using_threads(threads.threads), autoattack_log(log) as aa_warnings:
         correct, warnings = clean_pass(model, x, y, parts, device)
@@ -191,7 +211,7 @@ def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None,
         sweeps={k: tuple(results[s.name] for s in rows) for k, rows in sweeps.items()},
         warnings=tuple(warnings), versions=package_versions(), resumed_batches=restored,
         files={"aa_log": str(log)} if log else {}, threads=threads)
-    return finish(cfg, result, state)
+    return finish(cfg if main else dataclasses.replace(cfg, out=None, plot=None), result, state)
 
 
 def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,

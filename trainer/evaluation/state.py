@@ -15,10 +15,11 @@ STATE_VERSION = 1
 
 class EvalState:
     """Per-(attack, batch) results on disk. Record: robust (list of 0/1), seconds, max_perturbation, x_min, x_max.
-    path None keeps everything in memory (no resume)."""
+    path None keeps everything in memory (no resume). writes False: the file is read, never written (the ranks of
+    a torchrun evaluation other than rank 0)."""
 
-    def __init__(self, path: Path | None, settings: dict[str, Any]) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, settings: dict[str, Any], writes: bool = True) -> None:
+        self.path, self.writes = path, writes
         self.settings = settings
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         if path is not None and path.exists():
@@ -41,7 +42,7 @@ class EvalState:
 
     def put(self, attack: str, batch: int, record: dict[str, Any]) -> None:
         self.records.setdefault(attack, {})[str(batch)] = record
-        if self.path is not None:
+        if self.path is not None and self.writes:
             payload = {"version": STATE_VERSION, "settings": self.settings, "records": self.records}
             atomic_write_bytes(self.path, json.dumps(payload).encode())
 
@@ -50,7 +51,7 @@ class EvalState:
 
     def discard(self) -> None:
         """Removes the state file once the final results are safely written."""
-        if self.path is not None:
+        if self.path is not None and self.writes:
             self.path.unlink(missing_ok=True)
 
 
