@@ -155,9 +155,11 @@ def test_two_ranks_write_once_and_stay_identical(tmp_path: Path, data_dir: Path)
 
     plain = memloss.evaluate(run, attacks="pgd20", n=16, batch_size=8, threads=1, data_dir=data_dir)
     shared = json.loads((tmp_path / "ddp.json").read_text())
-    assert shared["attacks"][0]["robust"] == plain.attacks[0].robust.astype(int).tolist()
+    assert shared["attacks"][0]["n_robust"] == int(plain.attacks[0].robust.sum())
+    assert shared["attacks"][0]["max_perturbation"] == plain.attacks[0].max_perturbation
 
 
+@pytest.mark.heavy
 def test_one_process_under_torchrun_trains_as_the_plain_command(tmp_path: Path, data_dir: Path) -> None:
     args = [*ARGS, "--epochs", "2", "--data-dir", str(data_dir)]
     assert _torchrun(1, tmp_path / "logs", [*args, "--out", str(tmp_path / "ddp")]) == 0
