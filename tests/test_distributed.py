@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from memloss.errors import ConfigError
 from memloss.trainer.distributed import context
 from memloss.trainer.distributed.launch import torchrun_command, without_option
+from memloss.trainer.distributed.model import check_regularizer, check_sync_bn
 from memloss.trainer.distributed.shards import Shards, part_sizes, shard_range
 from memloss.trainer.distributed.state import check_world
 from memloss.trainer.distributed.store import check_store_url
@@ -91,6 +92,10 @@ def test_other_world_size_on_resume_and_memory_store_refused(monkeypatch: pytest
     monkeypatch.setattr(context, "_CURRENT", context.Context(0, 2, 0, True))
     with pytest.raises(ConfigError, match="memory://x lives inside one process"):
         check_store_url("memory://x")
+    with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
+        check_sync_bn(True, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--reg te keeps state"):
+        check_regularizer("te")
 
 
 # ---- real torchrun launches -----------------------------------------------------------------------------------

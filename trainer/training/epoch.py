@@ -105,7 +105,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         nonfinite |= ~torch.isfinite(loss)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
             _diverged(s, epoch, step)
-        reporter.step(position, loss, len(y))
+        reporter.step(position * current().world, loss, len(y) * current().world)  # global samples (torchrun)
     if bool(nonfinite):
         _diverged(s, epoch, step)
     average_buffers(s.model)  # per-rank BN statistics → their mean on every rank (torchrun)
