@@ -160,6 +160,7 @@ CASES: list[Case] = [
     Case("threads-word", [*TRAIN, "--threads", "many"], "--threads must be a positive integer or auto"),
     Case("threads-zero", [*TRAIN, "--threads", "0"], "--threads must be ≥ 1"),
     Case("log-every-negative", [*TRAIN, "--log-every", "-1"], "--log-every must be ≥ 0"),
+    Case("nproc-per-node-zero", [*TRAIN, "--nproc-per-node", "0"], "--nproc-per-node must be ≥ 1"),
     Case("ema-above-one", [*TRAIN, "--ema", "2"], "ema (the averaging decay) must be in (0, 1)"),
     Case("label-smoothing-one", [*TRAIN, "--label-smoothing", "1"], "label_smoothing must be in [0, 1)"),
     Case("label-smoothing-mart", [*TRAIN, "--method", "mart", "--label-smoothing", "0.1"], "has none to smooth"),
