@@ -40,8 +40,9 @@ def _command(config: str, args: argparse.Namespace, out: Path) -> list[str]:
             "-m", "memloss.cli.app", "--", *train]
 
 
-def _run(config: str, args: argparse.Namespace, root: Path, round_: int) -> tuple[float, float]:
-    """(samples/s of the last epoch, wall seconds of the command)."""
+def _run(config: str, args: argparse.Namespace, root: Path, round_: int) -> tuple[float, float, float]:
+    """(samples/s of the last epoch, wall seconds of the command, the last epoch's `rank_sync_s`: rank 0's wait
+    for its commit plus the other ranks' reopening of the store; 0 with one process)."""
     out = root / f"{config}-{round_}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
@@ -50,7 +51,7 @@ def _run(config: str, args: argparse.Namespace, root: Path, round_: int) -> tupl
     if done.returncode != 0:
         sys.exit(f"{config} failed:\n{done.stderr[-3000:]}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return records[-1]["samples_per_s"], wall
+    return records[-1]["samples_per_s"], wall, records[-1].get("rank_sync_s", 0.0)
 
 
 def main() -> None:
@@ -68,19 +69,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.data_dir = Path(tmp) / "data"
         _run("plain", args, Path(tmp), -1)  # converts the data once (not timed)
-        figures: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
+        figures: dict[str, list[tuple[float, float, float]]] = {c: [] for c in configs}
         for r in range(args.rounds):
             for c in configs[r % len(configs):] + configs[:r % len(configs)]:
                 figures[c].append(_run(c, args, Path(tmp), r))
     print(f"training through torchrun on {args.device}: synthetic n={args.n} {args.resolution}×{args.resolution}, "
           f"batch {args.batch_size} (global), {args.epochs} epochs, K=1, {args.attack_steps} attack steps, "
           f"1 thread per process; medians of {args.rounds} rounds")
-    print(f"{'configuration':<14}{'samples/s':>12}{'wall s':>10}{'vs plain':>10}")
-    base = statistics.median(s for s, _ in figures["plain"])
+    print(f"{'configuration':<14}{'samples/s':>12}{'wall s':>10}{'vs plain':>10}{'rank sync s':>13}")
+    base = statistics.median(f[0] for f in figures["plain"])
     for c in configs:
-        sps = statistics.median(s for s, _ in figures[c])
-        wall = statistics.median(w for _, w in figures[c])
-        print(f"{c:<14}{sps:>12.0f}{wall:>10.1f}{sps / base:>9.2f}x")
+        sps, wall, sync = (statistics.median(f[i] for f in figures[c]) for i in range(3))
+        print(f"{c:<14}{sps:>12.0f}{wall:>10.1f}{sps / base:>9.2f}x{sync:>13.3f}")
     ratios = [a[0] / b[0] for a, b in zip(figures.get("torchrun-1", []), figures["plain"])]
     if ratios:
         print(f"DDP-path overhead with one process (within-round ratio, median): "

@@ -161,10 +161,13 @@ def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
               "store_commit_wait_s": wait_landed(s), "lr": s.scheduler.get_last_lr()[0]}
     record["epoch_total_seconds"] = time.time() - started
     record.update(wall_clock(started))
+    if ranks.current().world > 1:  # the other ranks see the committed epoch; its cost is recorded
+        t1 = time.perf_counter()
+        settle_epoch(commit, lambda: reopen_store(s))
+        record["rank_sync_s"] = time.perf_counter() - t1
     s.rank_states = world_fields(rank_part(s))  # torchrun: every rank's random streams, gathered to rank 0
     if ranks.current().main:
         finish_epoch(s, epoch, record, commit)
-    settle_epoch(commit, lambda: reopen_store(s))  # torchrun: the other ranks see the committed epoch
     reporter.end_epoch(record)
 
 
