@@ -161,7 +161,7 @@ def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
               "store_commit_wait_s": wait_landed(s), "lr": s.scheduler.get_last_lr()[0]}
     record["epoch_total_seconds"] = time.time() - started
     record.update(wall_clock(started))
-    if ranks.current().world > 1:  # the other ranks see the committed epoch; its cost is recorded
+    if ranks.current().world > 1 and s.store is not None:  # the other ranks see the committed epoch (its cost)
         t1 = time.perf_counter()
         settle_epoch(commit, lambda: reopen_store(s))
         record["rank_sync_s"] = time.perf_counter() - t1

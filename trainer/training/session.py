@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -164,6 +164,11 @@ def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, n
         lambda: open_store(location, spec, read_only=True, memory_budget=cfg.run.memory_budget))
 
 
+def _uniform_part(shards: Shards, uniform: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
+    """This rank's part of the seeded uniform order (no store): the loader's order under torchrun."""
+    return lambda epoch: shards.local(uniform(epoch))
+
+
 def _shards(cfg: TrainConfig, n: int) -> Shards | None:
     ctx = current()
     return Shards(n, cfg.data.batch_size, ctx.world, ctx.rank) if ctx.active else None
@@ -269,7 +274,8 @@ def rank_part(s: Session) -> dict[str, Any]:
 
 def reopen_store(s: Session) -> None:
     """A read-only rank's store opened again: it then holds the epochs rank 0 committed since (torchrun)."""
-    assert s.store is not None and s.store.read_only
+    if s.store is None or not s.store.read_only:
+        return
     if s.ahead is not None:
         s.ahead.close()
     s.store.close()
