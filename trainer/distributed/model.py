@@ -18,14 +18,15 @@ def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
 
 
 def training_model(model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
-    """The module the training step's train-mode forwards go through: `model` itself with one process, else a DDP
-    wrapper of it (parameters shared with `model`, which stays the one saved, attacked and evaluated). With
-    `sync_bn`, `model`'s BN layers are converted in place to SyncBatchNorm first (same parameters and buffers)."""
+    """The module the training step's train-mode forwards go through: `model` itself with one process (also one
+    under torchrun), else a DDP wrapper of it (parameters shared with `model`, which stays the one saved, attacked
+    and evaluated). With `sync_bn`, `model`'s BN layers are converted in place to SyncBatchNorm first (same
+    parameters and buffers)."""
     ctx = current()
-    if not ctx.active:
+    if not ctx.active or ctx.world == 1:  # nothing to average: DDP would only add its per-step cost (bench/ddp.py)
         return model
     check_sync_bn(sync_bn, device)
-    if sync_bn and ctx.world > 1:
+    if sync_bn:
         for name, child in list(model.named_children()):
             setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
     # Buffers are not broadcast at every forward: BN statistics stay per rank and are averaged once per epoch.
