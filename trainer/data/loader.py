@@ -58,7 +58,8 @@ def check_order(order: Any, n: int, epoch: int, samples: int | None = None) -> n
     seen = np.zeros(n, dtype=bool)
     seen[arr] = True
     if int(seen.sum()) != size:
-        raise ValueError(f"order({epoch}) repeats some indices: not {size} distinct samples of range({n})")
+        what = f"a permutation of range({n})" if samples is None else f"{size} distinct samples of range({n})"
+        raise ValueError(f"order({epoch}) repeats some indices: not {what}")
     return arr
 
 
