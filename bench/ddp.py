@@ -81,6 +81,8 @@ def main() -> None:
     for c in configs:
         sps, wall, sync = (statistics.median(f[i] for f in figures[c]) for i in range(3))
         print(f"{c:<14}{sps:>12.0f}{wall:>10.1f}{sps / base:>9.2f}x{sync:>13.3f}")
+    for c in configs:
+        print(f"  {c} per round, samples/s: {', '.join(f'{f[0]:.0f}' for f in figures[c])}")
     ratios = [a[0] / b[0] for a, b in zip(figures.get("torchrun-1", []), figures["plain"])]
     if ratios:
         print(f"DDP-path overhead with one process (within-round ratio, median): "
