@@ -97,12 +97,13 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
     threads = parse_threads(threads)
     ctx = ranks.start(resolve_device(cfg.run.device))  # torchrun: join the process group (else one process)
     try:
-        return _fit(cfg, resume, quiet or not ctx.main, threads, log_every)
+        return _fit(cfg, resume, quiet or not ctx.main, threads, log_every, store_options)
     finally:
         ranks.stop()
 
 
-def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, log_every: int) -> FitResult:
+def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, log_every: int,
+         store_options: Mapping[str, Any] | None) -> FitResult:
     cfg, run_dir, notes = _prepare(cfg, resume)
     state = load_state(run_dir) if resume is not None else None
     if state is not None:

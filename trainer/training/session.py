@@ -81,6 +81,7 @@ class Session:
     landing: Future[None] | None = None
     shards: Shards | None = None  # this rank's part of each global batch (torchrun); None: one process
     rank_states: dict[str, Any] = field(default_factory=dict)  # the resume point's per-rank fields (torchrun)
+    store_options: Mapping[str, Any] | None = None  # storage options of the store URL (reopened under torchrun)
 
     def order_for(self, epoch: int) -> np.ndarray:
         """The loader's traversal order: the one the store decided for this epoch (this rank's part of it)."""
@@ -202,6 +203,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
                       _step_setup(cfg, model, device, regs, info, train_model), generator, extras=regs,
                       shards=shards)
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
+    session.store_options = store_options
     session.store = _store(cfg, train, run_dir, fresh, session.notes, store_options)
     order = session.order_for if session.store is not None else None
     if shards is not None and order is None:
@@ -279,5 +281,6 @@ def reopen_store(s: Session) -> None:
     if s.ahead is not None:
         s.ahead.close()
     s.store.close()
-    s.store = open_store(s.cfg.run.store, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget)
+    location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
+    s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget)
     s.ahead = ReadAhead(s.store)
