@@ -2,7 +2,8 @@
 they rely on. The 2-rank run checks that every sample's row of an epoch is written once, by rank 0 only (so no
 chunk is ever written by two ranks), that the parameters are identical on every rank after each epoch and that
 rank 0 alone writes the run directory; one process under torchrun must train exactly as the plain command. A
-kill -9 of one rank followed by --resume must end with the weights and the store of an uninterrupted run (heavy).
+kill -9 of one rank followed by --resume must end with the weights and the store of an uninterrupted run, and two
+ranks train with the store on a local S3 server (heavy).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from memloss.trainer.distributed.shards import Shards, part_sizes, shard_range
 from memloss.trainer.distributed.state import check_world
 from memloss.trainer.distributed.store import check_store_url
 from memloss.trainer.distributed.writes import _pack, _unpack
+from s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "ddp_driver.py"
@@ -191,3 +193,18 @@ def test_kill_one_rank_then_resume_matches_uninterrupted(tmp_path: Path, data_di
     assert _same_store(tmp_path / "a" / "memory.zarr", tmp_path / "b" / "memory.zarr")
     losses = [[r["loss"] for r in _lines(run / "metrics.jsonl")] for run in (tmp_path / "a", tmp_path / "b")]
     assert losses[0] == losses[1]
+
+
+@pytest.mark.heavy
+def test_two_ranks_with_the_store_on_s3(tmp_path: Path, data_dir: Path, s3: S3Server) -> None:
+    """The several-nodes layout on one node: the store on an S3 server (moto), rank 1 reading it read-only."""
+    logs, url = tmp_path / "logs", s3.url()
+    args = [*ARGS, "--epochs", "2", "--out", str(tmp_path / "run"), "--data-dir", str(data_dir), "--store", url,
+            "--store-option", f"endpoint_url={s3.endpoint}"]
+    assert _torchrun(2, logs, args, env={**s3.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}) == 0
+    writes = _lines(logs / "writes.r0.jsonl")
+    assert sorted(i for w in writes if w["epoch"] == 2 for i in w["idx"]) == list(range(N))
+    reads = [r for r in _lines(logs / "reads.r1.jsonl") if r["epoch"] == 2]
+    assert reads and all(r["valid"] == r["rows"] and r["read_only"] for r in reads)
+    params = [_lines(logs / f"params.r{r}.jsonl") for r in (0, 1)]
+    assert len(params[0]) == 2 and params[0] == params[1]
