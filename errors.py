@@ -10,3 +10,8 @@ class MemlossError(Exception):
 
 class ConfigError(MemlossError):
     """An unknown option or an impossible value in a training configuration."""
+
+
+class PeerFailed(MemlossError):
+    """Under torchrun: rank 0 failed with a `MemlossError` (and printed it); raised on the other ranks, which then end
+    quietly with the same exit code instead of waiting for rank 0 in a collective."""

@@ -5,6 +5,8 @@
   the system's reason and the file, which the user can fix as well.
 - Usage errors of the command line (an unknown option, `--k 1.5`): `error:` with click's message and the command
   whose `--help` lists the options (`OneLineGroup`).
+- Under torchrun: a rank whose peer (rank 0) refused bad input ends quietly with exit 2 (rank 0 printed the line);
+  a rank that loses its connection to a crashed or killed rank says so in one line and exits 1.
 - Ctrl-C: one line and exit code 130.
 Anything else escaping is a bug and keeps its traceback.
 """
@@ -12,13 +14,14 @@ Anything else escaping is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any, Callable, ParamSpec, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
-from memloss.errors import MemlossError
+from memloss.errors import MemlossError, PeerFailed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,6 +39,18 @@ def os_error_message(err: OSError) -> str:
     return f"cannot access{where}: {reason}"
 
 
+def lost_peer(err: RuntimeError) -> bool:
+    """True for the error a torchrun rank gets in a collective when another rank died (gloo: the connection closed;
+    NCCL: a DistBackendError): the dead rank's own output and torchrun's say why, a traceback here adds nothing."""
+    if "RANK" not in os.environ:
+        return False
+    dist = sys.modules.get("torch.distributed")
+    backend_error = getattr(dist, "DistBackendError", ()) if dist is not None else ()
+    text = str(err)
+    return (bool(backend_error) and isinstance(err, backend_error)) or any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "remote worker"))
+
+
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wraps a CLI command: MemlossError and OSError become `error: <message>` on stderr and exit code 2."""
 
@@ -43,10 +58,17 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except PeerFailed:  # torchrun: rank 0 printed the line; this rank ends with the same code, silently
+            raise typer.Exit(code=2) from None
         except MemlossError as err:
             raise _fail(str(err)) from None
         except OSError as err:
             raise _fail(os_error_message(err)) from None
+        except RuntimeError as err:
+            if not lost_peer(err):
+                raise
+            raise _fail(f"this training process (rank {os.environ.get('RANK')}) stopped: another rank of the job "
+                        "is gone (crashed or killed; its own output says why)", code=1) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(code=130) from None

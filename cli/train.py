@@ -65,12 +65,6 @@ def train(
 
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
-    if nproc_per_node is not None:
-        import sys
-
-        from memloss.trainer.distributed.launch import relaunch
-
-        raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
     overrides = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
     from memloss.memstore.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
@@ -81,6 +75,14 @@ def train(
     else:
         cfg = resolve_config(overrides, config)
     options = parse_store_options(store_option or [])
+    if nproc_per_node is not None:  # bad input is refused here, once, before any process starts
+        import sys
+
+        from memloss.trainer.distributed.launch import relaunch
+        from memloss.trainer.training.preflight import check_launch
+
+        check_launch(cfg, resume, nproc_per_node, options)
+        raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
     with interruptible_run(cfg, resume, store_options=bool(options)):
         result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
     from memloss.trainer.distributed.context import env_rank

@@ -161,6 +161,12 @@ CASES: list[Case] = [
     Case("threads-zero", [*TRAIN, "--threads", "0"], "--threads must be ≥ 1"),
     Case("log-every-negative", [*TRAIN, "--log-every", "-1"], "--log-every must be ≥ 0"),
     Case("nproc-per-node-zero", [*TRAIN, "--nproc-per-node", "0"], "--nproc-per-node must be ≥ 1"),
+    # Refused once by the launching process, before torchrun starts any rank (trainer/training/preflight.py).
+    Case("nproc-batch-not-divisible", [*TRAIN, "--nproc-per-node", "3"], "must be divisible by the 3 processes"),
+    Case("nproc-out-holds-a-run", ["train", *TINY, "--out", "{run}", "--nproc-per-node", "2"], "already holds a run"),
+    Case("nproc-resume-other-world", ["train", "--resume", "{part}", "--nproc-per-node", "2"],
+         "trained with 1 process(es) and is resumed with 2"),
+    Case("nproc-memory-store", [*TRAIN, "--store", "memory://x", "--nproc-per-node", "2"], "lives inside one process"),
     Case("ema-above-one", [*TRAIN, "--ema", "2"], "ema (the averaging decay) must be in (0, 1)"),
     Case("label-smoothing-one", [*TRAIN, "--label-smoothing", "1"], "label_smoothing must be in [0, 1)"),
     Case("label-smoothing-mart", [*TRAIN, "--method", "mart", "--label-smoothing", "0.1"], "has none to smooth"),

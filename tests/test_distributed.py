@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from s3_server import S3Server
 from safetensors.torch import load_file
 
 from memloss.errors import ConfigError
@@ -27,8 +28,8 @@ from memloss.trainer.distributed.model import check_regularizer, check_sync_bn
 from memloss.trainer.distributed.shards import Shards, part_sizes, shard_range
 from memloss.trainer.distributed.state import check_world
 from memloss.trainer.distributed.store import check_store_url
+from memloss.trainer.distributed.torchrun import _ending
 from memloss.trainer.distributed.writes import _pack, _unpack
-from s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "ddp_driver.py"
@@ -83,7 +84,7 @@ def test_launch_command_drops_nproc() -> None:
     argv = ["train", "--nproc-per-node", "2", "--k", "1", "--nproc-per-node=3"]
     assert without_option(argv) == ["train", "--k", "1"]
     cmd = torchrun_command(2, ["train", "--k", "1"])
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert cmd[1:4] == ["-m", "memloss.trainer.distributed.torchrun", "--standalone"]
     assert cmd[-5:] == ["memloss.cli.app", "--", "train", "--k", "1"]
 
 
@@ -164,6 +165,21 @@ def test_two_ranks_write_once_and_stay_identical(tmp_path: Path, data_dir: Path)
     shared = json.loads((tmp_path / "ddp.json").read_text())
     assert shared["attacks"][0]["n_robust"] == int(plain.attacks[0].robust.sum())
     assert shared["attacks"][0]["max_perturbation"] == plain.attacks[0].max_perturbation
+    # A refusal on rank 0 (its --out holds a run) ends every rank with rank 0's one line, exit 2, no traceback.
+    again = [sys.executable, "-m", "memloss.trainer.distributed.torchrun", "--standalone", "--nproc-per-node=2", "-m",
+             "memloss.cli.app", "--", "train", *ARGS, "--out", str(run), "--data-dir", str(data_dir)]
+    refused = subprocess.run(again, env=_env(), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert [line for line in refused.stderr.splitlines() if line.strip()] == [
+        f"error: {run} already holds a run (2 epoch(s) done); continue it with --resume {run} or choose another --out"]
+
+
+@pytest.mark.parametrize(("rank", "exitcode", "code", "says"), [
+    (0, 2, 2, None), (1, 130, 130, None), (1, -9, 1, "rank 1 was killed by signal 9"),
+    (0, 1, 1, "rank 0 exited with code 1")])
+def test_launcher_endings(rank: int, exitcode: int, code: int, says: str | None) -> None:
+    got, line = _ending(rank, exitcode)
+    assert got == code and (line is None if says is None else says in line and "--resume" in line)
 
 
 @pytest.mark.heavy

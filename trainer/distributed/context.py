@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from memloss.errors import ConfigError
+from memloss.errors import ConfigError, MemlossError, PeerFailed
+
+T = TypeVar("T")
 
 SEED_STRIDE = 1_000_003  # rank r's seed is seed + r·SEED_STRIDE (rank 0 keeps the user's seed)
 TIMEOUT = timedelta(minutes=30)  # a collective waiting longer means a rank is stuck, not slow
@@ -115,6 +117,26 @@ def share(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(fn: Callable[[], T]) -> T | None:
+    """Runs `fn` on rank 0 only and returns its result there (None on the other ranks, which wait for it). When `fn`
+    raises a `MemlossError` (bad input: a run directory in use, a store held by another run), every other rank raises
+    `PeerFailed` with its message, so the whole job ends with rank 0's one line. One process: `fn()`."""
+    if not _CURRENT.active:
+        return fn()
+    if not _CURRENT.main:
+        failed = share(None)
+        if failed is not None:
+            raise PeerFailed(failed)
+        return None
+    try:
+        result = fn()
+    except MemlossError as err:
+        share(str(err))
+        raise
+    share(None)
+    return result
 
 
 def stop() -> None:

@@ -1,5 +1,6 @@
 """`memloss train --nproc-per-node N ...`: the same command started N times on this node by torchrun
-(`python -m torch.distributed.run --standalone --nproc-per-node N -m memloss.cli.app -- train ...`)."""
+(`python -m memloss.trainer.distributed.torchrun --standalone --nproc-per-node N -m memloss.cli.app -- train ...`,
+torchrun with memloss's one-line endings, torchrun.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def torchrun_command(nproc: int, command_args: list[str]) -> list[str]:
     """The torchrun command line that runs `memloss <command_args>` in `nproc` processes on this node. The `--`
     before the memloss command keeps torchrun's parser off its options (it would take `--n` for an abbreviation of
     its own `--nnodes`/`--node-rank`); memloss's command line reads `-- train ...` as `train ...`."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    return [sys.executable, "-m", "memloss.trainer.distributed.torchrun", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "memloss.cli.app", "--", *command_args]
 
 

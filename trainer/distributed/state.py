@@ -24,9 +24,9 @@ def world_fields(parts: dict[str, Any]) -> dict[str, Any]:
     return {"world_size": ctx.world, "ranks": gathered} if ctx.main else {}
 
 
-def check_world(state: dict[str, Any]) -> None:
-    """Refuses to resume a run saved with another number of processes."""
-    saved, now = int(state.get("world_size", 1)), current().world
+def check_world(state: dict[str, Any], world: int | None = None) -> None:
+    """Refuses to resume a run saved with another number of processes than `world` (default: this job's)."""
+    saved, now = int(state.get("world_size", 1)), current().world if world is None else world
     if saved != now:
         raise ConfigError(f"this run was trained with {saved} process(es) and is resumed with {now}; resume it with "
                           f"{saved} (torchrun --nproc-per-node {saved}, or memloss train --nproc-per-node {saved})")

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from memloss.errors import ConfigError
-from memloss.trainer.distributed.context import barrier, current
+from memloss.trainer.distributed.context import barrier, current, on_main
 
 
 def check_store_url(url: str | None) -> None:
@@ -30,13 +30,8 @@ def open_for_rank(open_writer: Callable[[], Any], open_reader: Callable[[], Any]
     ctx = current()
     if not ctx.active or ctx.world == 1:
         return open_writer()
-    if ctx.main:
-        try:
-            return open_writer()
-        finally:
-            barrier()  # also when it failed: the others then fail to open it, instead of waiting forever
-    barrier()
-    return open_reader()
+    writer = on_main(open_writer)  # a refusal (lock held, other settings) ends every rank with rank 0's line
+    return writer if ctx.main else open_reader()
 
 
 def settle_epoch(commit: Future[None] | None, reopen: Callable[[], None]) -> None:

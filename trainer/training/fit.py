@@ -52,17 +52,12 @@ class FitResult:
 def _prepare(cfg: TrainConfig, resume: Path | None) -> tuple[TrainConfig, Path, list[str]]:
     """(config with absolute paths, run directory, notes): a new run's directory is made ready for it (by rank 0
     under torchrun; the other ranks take its path)."""
-    notes: list[str] = []
     if resume is not None:
         run_dir = Path(ranks.share(absolute(resume)))
-        if ranks.current().main:
-            notes = cleanup_notes(run_dir)
-        ranks.barrier()
+        notes = ranks.on_main(lambda: cleanup_notes(run_dir)) or []
         return with_paths(cfg, run_dir), run_dir, notes
-    run_dir = Path(absolute(cfg.run.out or default_run_dir(cfg)))
-    if ranks.current().main:
-        notes = start_run_dir(run_dir)
-    run_dir = Path(ranks.share(str(run_dir)))
+    run_dir = Path(ranks.share(absolute(cfg.run.out or default_run_dir(cfg))))
+    notes = ranks.on_main(lambda: start_run_dir(run_dir)) or []  # a refusal ends every rank with its one line
     return with_paths(cfg, run_dir), run_dir, notes
 
 

@@ -48,15 +48,20 @@ def check_run_dir_path(path: Path, option: str) -> None:
             return
 
 
-def start_run_dir(path: Path) -> list[str]:
-    """Prepares `path` for a new run: refuses one holding a run that completed an epoch; a run that never did is
-    started again (its partial epoch files removed). Returns notes for the user."""
+def check_new_run_dir(path: Path) -> None:
+    """Refuses `path` for a new run when it cannot be a run directory or holds a run that completed an epoch."""
     check_run_dir_path(path, "--out")
-    notes = []
     if (path / STATE_FILE).exists():
         done = _epochs_done(path)
         raise ConfigError(f"{path} already holds a run ({done}); continue it with --resume {path} or choose "
                           "another --out")
+
+
+def start_run_dir(path: Path) -> list[str]:
+    """Prepares `path` for a new run: refuses one holding a run that completed an epoch; a run that never did is
+    started again (its partial epoch files removed). Returns notes for the user."""
+    check_new_run_dir(path)
+    notes = []
     if (path / CONFIG_FILE).exists():
         for pattern in EPOCH_FILES:
             for stale in path.glob(pattern):
