@@ -12,7 +12,7 @@ import numpy as np
 
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, take_rows
-from memloss.memstore.order import BlockLayout, EpochPlan, default_block_size, random_members
+from memloss.memstore.order import BlockLayout, EpochPlan, default_block_size, layout_members
 from memloss.memstore.ring import RingState
 from memloss.memstore.spec import StoreSpec
 
@@ -23,7 +23,8 @@ class InMemoryStore(MemStore):
     def __init__(self, spec: StoreSpec, *, seed: int = 0, block_size: int | None = None) -> None:
         n, shape = spec.fingerprint.n, spec.fingerprint.shape
         b = block_size or default_block_size(n, spec.sample_bytes)
-        layout = BlockLayout.from_members(random_members(n, seed), b)
+        parts = spec.fingerprint.parts
+        layout = BlockLayout.from_members(layout_members(parts, b, seed), b, parts)
         state = RingState([None] * (spec.k + 1), [])
         super().__init__(spec, layout, seed, state, window_blocks=layout.num_blocks, read_only=False)
         self._rows = Entries.empty(n, shape, lead=(spec.k + 1,))

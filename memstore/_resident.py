@@ -1,9 +1,11 @@
-"""Resident fast path of the Zarr store: all S = K+1 ring slots of the whole dataset kept in RAM across epochs.
+"""Resident rows of the Zarr store: all S = K+1 ring slots of a prefix of the storage rows kept in RAM across epochs.
 
-When the memory budget covers S slots of N rows, epoch e+1 needs no disk read: its read slots are epoch e (the
-rows this process just wrote, which stay here after their chunks went to storage) and epochs e−1 … e−K+1, already
-resident for epoch e. Only the first epoch after opening a store loads its read slots from disk. Rows are kept in
-storage-row order, so a block is a contiguous row range and the write-behind of its chunk takes views (no copy).
+The prefix is every row when the memory budget covers S slots of the whole dataset (the resident fast path), or the
+base part of a two-part store (a base set plus generated images, memstore/mixing.py), whose samples an epoch visits
+several times in any order. Epoch e+1 then needs no disk read for these rows: its read slots are epoch e (the rows
+this process just wrote, which stay here after their chunks went to storage) and epochs e−1 … e−K+1, already
+resident for epoch e. Only the first epoch after opening loads them from disk. Rows are kept in storage-row order,
+so a block is a contiguous row range and the write-behind of its chunk takes views (no copy).
 
 `held[s]` is the committed epoch whose rows slot s holds exactly as they are on storage (None: unknown). A slot is
 read from RAM only when `held[s]` equals the ring state's epoch for s, so validity is decided exactly as on disk
@@ -12,28 +14,29 @@ read from RAM only when `held[s]` equals the ring state's epoch for s, so validi
 
 from __future__ import annotations
 
-import numpy as np
+from concurrent.futures import Future
 
+import numpy as np
+import zarr
+
+from memloss.memstore._prefetch import BackgroundReader
+from memloss.memstore._tracker import WriteTracker
+from memloss.memstore._zarr_chunks import read_rows
 from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries, take_rows
 from memloss.memstore.order import BlockLayout
 from memloss.memstore.ring import RingState
 
 
 class ResidentSlots:
-    """Rows of every ring slot, Entries with lead [S] over storage rows [N], plus the progress of the epoch being
-    written (which rows it wrote, how many per block) so that complete blocks can be flushed whole."""
+    """Rows [0, rows) of every ring slot: Entries with lead [S] over those storage rows."""
 
-    def __init__(self, layout: BlockLayout, shape: tuple[int, ...], num_slots: int) -> None:
+    def __init__(self, layout: BlockLayout, shape: tuple[int, ...], num_slots: int, rows: int) -> None:
         # Uninitialized: a row is only ever read after a load or a write set it, or masked by its NO_EPOCH stamp.
-        self.rows = Entries.uninitialized(layout.n, shape, lead=(num_slots,))
+        self.rows = Entries.uninitialized(rows, shape, lead=(num_slots,))
         self.rows.epoch.fill(NO_EPOCH)
         self.held: list[int | None] = [None] * num_slots
         self._touched = [False] * num_slots
         self._layout = layout
-        starts = np.arange(layout.num_blocks, dtype=np.int64) * layout.block_size
-        self._block_len = np.minimum(starts + layout.block_size, layout.n) - starts
-        self._written = np.zeros(layout.n, dtype=bool)
-        self._filled = np.zeros(layout.num_blocks, dtype=np.int64)
 
     def missing(self, state: RingState, slots: list[int]) -> list[int]:
         """Read slots whose committed epoch is not in RAM (they must be loaded from storage)."""
@@ -52,33 +55,75 @@ class ResidentSlots:
             self._touched[slot] = True
         self.held[slot] = None
         self.rows.epoch[slot] = NO_EPOCH
-        self._written[:] = False
-        self._filled[:] = 0
 
     def gather(self, slots: list[int], pos: np.ndarray) -> Entries:
         """Rows at storage positions pos int64 [B] of ring `slots`: Entries with lead [len(slots)] (copies)."""
         return take_rows(self.rows, slots, pos)
 
-    def put(self, slot: int, pos: np.ndarray, entries: Entries) -> np.ndarray:
-        """Stores rows at storage positions pos int64 [B] into `slot`; returns the blocks this write completed."""
+    def put(self, slot: int, pos: np.ndarray, entries: Entries) -> None:
+        """Stores rows at storage positions pos int64 [B] into `slot` (a later write of a row replaces it)."""
         for name in ENTRY_FIELDS:
             getattr(self.rows, name)[slot, pos] = getattr(entries, name)
-        new = pos[~self._written[pos]]  # a sample written again before its block is flushed counts once
-        self._written[new] = True
-        blocks = new // self._layout.block_size
-        self._filled += np.bincount(blocks, minlength=self._layout.num_blocks)
-        touched = np.unique(blocks)
-        return touched[self._filled[touched] == self._block_len[touched]]
 
-    def block(self, slot: int, block: int) -> Entries | None:
+    def block(self, slot: int, block: int, tracker: WriteTracker) -> Entries | None:
         """Views of one block's rows in `slot` for a whole-chunk write; None if the epoch wrote none of them.
         Rows of a partly written block that were not written get the empty values (as on disk, codes 128)."""
         start, stop = self._layout.block_rows(block)
-        if self._filled[block] == 0:
+        if not tracker.any_written(start, stop):
             return None
         view = Entries(*(getattr(self.rows, name)[slot, start:stop] for name in ENTRY_FIELDS))
-        unwritten = ~self._written[start:stop]
+        unwritten = tracker.unwritten(start, stop)
         if unwritten.any():
             view.codes[unwritten], view.scale[unwritten], view.offset[unwritten] = 128, 0, 0
             view.flip[unwritten], view.epoch[unwritten] = False, NO_EPOCH
         return view
+
+
+class ResidentPart:
+    """The resident rows with their background load from storage (on the store's reader thread)."""
+
+    def __init__(self, layout: BlockLayout, shape: tuple[int, ...], num_slots: int, rows: int,
+                 arrays: dict[str, zarr.Array], reader: BackgroundReader) -> None:
+        self.slots = ResidentSlots(layout, shape, num_slots, rows)
+        self._rows, self._arrays, self._reader = rows, arrays, reader
+        self._load: tuple[Future[None], dict[int, int]] | None = None  # load running: (future, slot -> epoch)
+
+    def start(self, write_slot: int | None, state: RingState, read_slots: list[int]) -> None:
+        """Rotates the slots (write_slot None: a read-only opener) and loads the read slots not in RAM."""
+        if write_slot is None:
+            self.slots.forget()
+        else:
+            self.slots.start_writing(write_slot)
+        missing = self.slots.missing(state, read_slots)
+        if missing:
+            epochs = {slot: int(state.slot_epochs[slot]) for slot in missing}  # type: ignore[arg-type]
+            self._load = (self._reader.submit(lambda: self._load_slots(missing)), epochs)
+
+    def _load_slots(self, slots: list[int]) -> None:
+        """Runs on the reader thread: every chunk of the resident rows of ring `slots`, decoded in place."""
+        read_rows(self._arrays, slots, slice(0, self._rows), self.slots.rows, slots)
+
+    def settle(self) -> BaseException | None:
+        """Waits for a running load and returns its error; on success its slots count as held (RAM equals disk).
+        After a failure the load stays recorded: every later read of the epoch fails too."""
+        if self._load is None:
+            return None
+        fut, epochs = self._load
+        exc = fut.exception()
+        if exc is not None:
+            return exc
+        self._load = None
+        for slot, epoch in epochs.items():
+            self.slots.held[slot] = epoch
+        return None
+
+    def drop_load(self) -> None:
+        """Waits for a running load and forgets it, whatever its outcome."""
+        self.settle()
+        self._load = None
+
+    def failed(self) -> BaseException | None:
+        """The error of a finished load, without waiting."""
+        if self._load is not None and self._load[0].done():
+            return self._load[0].exception()
+        return None

@@ -55,7 +55,7 @@ class WindowReader:
         self.at_last_window = False
         nxt, self._next = self._next, None
         if nxt is not None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
-                plan.epoch, self._slots, len(plan.windows)):
+                plan.epoch, self._slots, len(plan.windows)) and np.array_equal(nxt.plan.windows[0], plan.windows[0]):
             self._windows[0] = self._reader.submit(lambda: _Window(*nxt.complete()))
         elif nxt is not None:
             _settle(nxt.loaded)

@@ -1,17 +1,18 @@
 """Zarr backend: the memory lives in a Zarr v3 group (local path or any fsspec URL zarr accepts).
 
 Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
-The store never read-modify-writes a chunk: rows of a block are buffered until every sample of the block has
-been written this epoch, then the whole chunk is written by a background thread (write-behind). Reads load whole
+The store never read-modify-writes a chunk: rows of a block are buffered until the block got every write the
+epoch's plan visits it with (_tracker.py), then the whole chunk is written by a background thread (write-behind),
+once an epoch. Reads load whole
 windows of blocks for the K read slots, one window ahead (prefetch). When the memory budget holds every slot of the
 dataset, the slots stay in RAM across epochs instead (memstore/_resident.py) and only the first epoch after opening
-reads from disk. Format details: docs/store-format.md.
+reads from disk; a two-part store (base set + generated images) keeps its base part so and reads its generated part
+in windows. Format details: docs/store-format.md.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,58 +20,55 @@ import zarr
 
 from memloss.memstore._early import NextWindow
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
-from memloss.memstore._resident import ResidentSlots
+from memloss.memstore._resident import ResidentPart
+from memloss.memstore._tracker import WriteTracker
 from memloss.memstore._windows import WindowReader
-from memloss.memstore._zarr_chunks import WriteJob, read_rows, write_chunks
+from memloss.memstore._zarr_chunks import WriteJob, write_chunks
 from memloss.memstore._zarr_meta import ZarrHandle, read_failure, save_ring_state, verify_read_slots
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan, plan_epoch
+from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
 from memloss.memstore.ring import RingState
 
 
-@dataclass
-class _BlockBuffer:
-    """Rows of one block being filled during the epoch; `written` marks rows already set."""
-
-    entries: Entries
-    written: np.ndarray
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.written.all())
-
-
 class ZarrMemStore(MemStore):
-    """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`."""
+    """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`.
 
-    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident: bool = False) -> None:
+    The first `resident_blocks` blocks stay in RAM across epochs (memstore/_resident.py): every block when the
+    budget holds them all, the base part of a two-part store, or none. The others are read in windows."""
+
+    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0) -> None:
         super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
         self._writer: BackgroundWriter[WriteJob] | None = None
+        self._resident_blocks = int(resident_blocks)
+        self._resident_rows = min(self._resident_blocks * self._layout.block_size, self._layout.rows)
         if not read_only:
-            # Resident jobs are views of the resident rows (no memory of their own): never block on the queue.
-            queued = handle.layout.num_blocks if resident else window_blocks
-            self._writer = BackgroundWriter(lambda jobs: write_chunks(self._arrays, jobs), maxsize=queued, name="memstore-write",
-                                            batch=WRITE_BATCH_BLOCKS)
+            # Resident jobs are views of the resident rows (no memory of their own): they never block the queue.
+            queued = self._resident_blocks + (0 if self.resident else window_blocks)
+            self._writer = BackgroundWriter(lambda jobs: write_chunks(self._arrays, jobs), maxsize=queued,
+                                            name="memstore-write", batch=WRITE_BATCH_BLOCKS)
         self._windows = WindowReader(handle.layout, handle.spec.fingerprint.shape, handle.arrays, self._reader)
         self._landed: Future[None] | None = None  # the last ring-state save (a commit may still be landing)
         self._reads_after: Future[None] | None = None  # set by write_after: what the next epoch's reads wait for
         self._next_prepared = False  # the next epoch's first window is loading (windowed path)
         self._read_slot_ids: list[int] = []
-        self._buffers: dict[int, _BlockBuffer] = {}
-        self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
-        self._use_resident = resident
-        self._resident: ResidentSlots | None = None  # allocated at the first epoch (an inspector never pays for it)
-        self._load: tuple[Future[None], dict[int, int]] | None = None  # resident load running: (future, slot->epoch)
+        self._buffers: dict[int, Entries] = {}  # windowed blocks being filled this epoch
+        self._tracker = WriteTracker(self._layout, None)
+        self._resident: ResidentPart | None = None  # allocated at the first epoch (an inspector never pays for it)
 
     @property
     def resident(self) -> bool:
-        """True when the slots stay in RAM across epochs (the budget holds every slot of the dataset)."""
-        return self._use_resident
+        """True when every slot of every row stays in RAM across epochs (the budget holds them all)."""
+        return self._resident_blocks >= self._layout.num_blocks
+
+    @property
+    def resident_blocks(self) -> int:
+        """Blocks (the first ones) kept in RAM across epochs; the others are read in windows."""
+        return self._resident_blocks
 
     @property
     def url(self) -> str:
@@ -93,22 +91,31 @@ class ZarrMemStore(MemStore):
             self._writer.call(done.result)  # an error of `done` becomes the writer's: nothing more is written
 
     # ---- epochs -----------------------------------------------------------------------------------------------
+    def _windowed_plan(self, plan: EpochPlan) -> EpochPlan:
+        """The windows the window reader loads: all of them, or those after the resident base part's window."""
+        return plan.from_window(1 if self._resident_blocks else 0)
+
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
         verify_read_slots(self._handle, self._state, self._read_slot_ids)  # missing chunks: one line, before reading
-        self._flushed = np.zeros(self._layout.num_blocks, dtype=bool)
+        self._tracker = WriteTracker(self._layout, plan.visits)
         self._buffers = {}
         self._next_prepared = False
         after, self._reads_after = self._reads_after or self._landed, None
-        if self._use_resident:
-            self._start_resident(plan.epoch)
-            return
-        self._windows.start(plan, self._read_slot_ids, after)
+        if self._resident_blocks:
+            if self._resident is None:
+                self._resident = ResidentPart(self._layout, self._spec.fingerprint.shape, self.num_slots,
+                                              self._resident_rows, self._arrays, self._reader)
+            write_slot = None if self._read_only else plan.epoch % self.num_slots
+            self._resident.start(write_slot, self._state, self._read_slot_ids)
+        if not self.resident:
+            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after)
 
     def _abandon_epoch(self) -> None:
         self._buffers = {}
         self._windows.drop(keep_from=None)
-        self._settle_load(raise_error=False)  # the new epoch may write into a slot the load is filling
+        if self._resident is not None:
+            self._resident.drop_load()  # the new epoch may write into a slot the load is filling
         if self._epoch is not None and self._writer is not None:
             # An epoch in progress is dropped: its queued chunks (resident ones are views of rows the new epoch may
             # reset) are written first. After a commit nothing is in progress, and a landing commit is not waited.
@@ -118,67 +125,27 @@ class ZarrMemStore(MemStore):
         """Queues the epoch's remaining blocks; the commit's state save lands after them (see `_save_state`)."""
         assert self._writer is not None
         slot = epoch % self.num_slots
-        for block in np.flatnonzero(~self._flushed):
-            start, stop = self._layout.block_rows(int(block))
-            if self._resident is not None:
-                entries = self._resident.block(slot, int(block))
-            else:
-                buf = self._buffers.pop(int(block), None)
-                entries = buf.entries if buf is not None else None
-                self._windows.carry(int(block), entries)
-            self._writer.submit(WriteJob(slot, start, stop, entries))
-            self._flushed[block] = True
+        for block in np.flatnonzero(~self._tracker.flushed):
+            self._flush(slot, int(block), self._block_entries(slot, int(block)))
         self._windows.drop(keep_from=None)
         if self._resident is not None:
-            self._resident.held[slot] = epoch  # the slot's rows are final; storage gets them in the background
+            self._resident.slots.held[slot] = epoch  # the slot's rows are final; storage gets them in the background
 
-    # ---- resident fast path -------------------------------------------------------------------------------------
-    def _start_resident(self, epoch: int) -> None:
-        """Rotates the resident slots: the epoch's write slot starts empty, and read slots not in RAM (the first
-        epoch after opening) are loaded from disk in the background."""
-        if self._resident is None:
-            self._resident = ResidentSlots(self._layout, self._spec.fingerprint.shape, self.num_slots)
-        if self._read_only:
-            self._resident.forget()
-        else:
-            self._resident.start_writing(epoch % self.num_slots)
-        missing = self._resident.missing(self._state, self._read_slot_ids)
-        if missing:
-            epochs = {slot: int(self._state.slot_epochs[slot]) for slot in missing}  # type: ignore[arg-type]
-            self._load = (self._reader.submit(lambda: self._load_resident(missing)), epochs)
-
-    def _load_resident(self, slots: list[int]) -> None:
-        """Runs on the reader thread: every chunk of ring `slots`, decoded straight into the resident rows."""
-        assert self._resident is not None
-        read_rows(self._arrays, slots, slice(None), self._resident.rows, slots)
-
-    def _settle_load(self, raise_error: bool) -> None:
-        """Waits for a running resident load; on success its slots count as held (RAM equals disk)."""
-        if self._load is None:
-            return
-        fut, epochs = self._load
-        exc = fut.exception()
-        if exc is not None and raise_error:
-            raise self._read_error(exc) from exc  # `_load` stays set: every later read of this epoch fails too
-        self._load = None
-        if exc is None:
+    def _block_entries(self, slot: int, block: int) -> Entries | None:
+        """The rows of a block as written this epoch (None: no row was written)."""
+        if block < self._resident_blocks:
             assert self._resident is not None
-            for slot, epoch in epochs.items():
-                self._resident.held[slot] = epoch
+            return self._resident.slots.block(slot, block, self._tracker)
+        return self._buffers.pop(block, None)
 
-    def _read_resident(self, idx: np.ndarray, slots: list[int]) -> Entries:
-        self._settle_load(raise_error=True)
-        assert self._resident is not None
-        return self._resident.gather(slots, self._layout.position[idx])
-
-    def _write_resident(self, pos: np.ndarray, entries: Entries) -> None:
-        """Rows go into the write slot in RAM; each block completed by this write is flushed whole (views)."""
-        assert self._resident is not None and self._writer is not None
-        slot = self._write_slot()
-        for block in self._resident.put(slot, pos, entries):
-            start, stop = self._layout.block_rows(int(block))
-            self._flushed[block] = True
-            self._writer.submit(WriteJob(slot, start, stop, self._resident.block(slot, int(block))))
+    def _flush(self, slot: int, block: int, entries: Entries | None) -> None:
+        """Hands a block's chunk to the writer (once per epoch)."""
+        assert self._writer is not None
+        start, stop = self._layout.block_rows(block)
+        self._tracker.flushed[block] = True
+        if block >= self._resident_blocks:
+            self._windows.carry(block, entries)
+        self._writer.submit(WriteJob(slot, start, stop, entries))
 
     # ---- reads ------------------------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> StoreError:
@@ -187,17 +154,35 @@ class ZarrMemStore(MemStore):
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
         if slots != self._read_slot_ids:
             raise StoreError("internal error: read slots changed during the epoch")
-        if self._use_resident:
-            return self._read_resident(idx, slots)
+        pos = self._layout.position[idx]
+        resident = pos < self._resident_rows
+        if resident.all():
+            return self._read_resident(pos, slots)
         out = Entries.uninitialized(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
-        try:
-            self._windows.gather(self._layout.position[idx], out)
-        except Exception as exc:
-            self._raise_background_error()  # a failed commit is the cause a window load reports
-            raise self._read_error(exc) from exc
+        if resident.any():  # a mixed batch: base rows from RAM, generated rows from their window
+            _assign(out, resident, self._read_resident(pos[resident], slots))
+            part = Entries.uninitialized(int((~resident).sum()), self._spec.fingerprint.shape, lead=(len(slots),))
+            self._gather_windows(pos[~resident], part)
+            _assign(out, ~resident, part)
+        else:
+            self._gather_windows(pos, out)
         if self._windows.at_last_window and not self._next_prepared:
             self._prepare_next()
         return out
+
+    def _read_resident(self, pos: np.ndarray, slots: list[int]) -> Entries:
+        assert self._resident is not None
+        failed = self._resident.settle()
+        if failed is not None:
+            raise self._read_error(failed) from failed
+        return self._resident.slots.gather(slots, pos)
+
+    def _gather_windows(self, pos: np.ndarray, out: Entries) -> None:
+        try:
+            self._windows.gather(pos, out)
+        except Exception as exc:
+            self._raise_background_error()  # a failed commit is the cause a window load reports
+            raise self._read_error(exc) from exc
 
     def _prepare_next(self) -> None:
         """Starts loading epoch e+1's first window, for the read slots it will have once e is committed."""
@@ -208,46 +193,39 @@ class ZarrMemStore(MemStore):
         state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
         slots = [(nxt - 1 - k) % self.num_slots for k in range(self.k)
                  if nxt - 1 - k >= 0 and state.slot_epochs[(nxt - 1 - k) % self.num_slots] == nxt - 1 - k]
-        plan = plan_epoch(self._layout, self._window_blocks, self._seed, nxt)
+        plan = self._windowed_plan(self._make_plan(nxt, self._mix))
         early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
-                           self._flushed.copy())
+                           self._tracker.flushed.copy())
         self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
         assert self._writer is not None
         pos = self._layout.position[idx]
+        self._tracker.check(pos, idx, self._epoch)
+        resident = pos < self._resident_rows
+        slot = self._write_slot()
+        if resident.any():
+            assert self._resident is not None
+            self._resident.slots.put(slot, pos[resident], _subset(entries, resident))
+        if not resident.all():
+            self._fill_blocks(pos[~resident], _subset(entries, ~resident))
+        for block in self._tracker.record(pos):
+            self._flush(slot, int(block), self._block_entries(slot, int(block)))
+
+    def _fill_blocks(self, pos: np.ndarray, entries: Entries) -> None:
+        """Copies rows into the buffers of their windowed blocks (Entries.empty: unwritten rows hold no memory)."""
         blocks = pos // self._layout.block_size
-        if self._flushed[blocks].any():
-            sample = int(idx[np.flatnonzero(self._flushed[blocks])[0]])
-            raise StoreError(
-                f"sample {sample} was written again in epoch {self._epoch} after its block was stored; "
-                "write each sample once per epoch"
-            )
-        if self._resident is not None:
-            self._write_resident(pos, entries)
-            return
         order = np.argsort(blocks, kind="stable")
         uniq, first = np.unique(blocks[order], return_index=True)
         for block, rows in zip(uniq, np.split(order, first[1:])):
-            self._fill_block(int(block), pos[rows], entries, rows)
-
-    def _fill_block(self, block: int, pos: np.ndarray, entries: Entries, rows: np.ndarray) -> None:
-        start, stop = self._layout.block_rows(block)
-        buf = self._buffers.get(block)
-        if buf is None:
-            buf = _BlockBuffer(Entries.empty(stop - start, self._spec.fingerprint.shape), np.zeros(stop - start, bool))
-            self._buffers[block] = buf
-        local = pos - start
-        for name in ENTRY_FIELDS:
-            getattr(buf.entries, name)[local] = getattr(entries, name)[rows]
-        buf.written[local] = True
-        if buf.complete:
-            del self._buffers[block]
-            self._flushed[block] = True
-            self._windows.carry(block, buf.entries)
-            assert self._writer is not None
-            self._writer.submit(WriteJob(self._write_slot(), start, stop, buf.entries))
+            start, stop = self._layout.block_rows(int(block))
+            buf = self._buffers.get(int(block))
+            if buf is None:
+                buf = self._buffers[int(block)] = Entries.empty(stop - start, self._spec.fingerprint.shape)
+            local = pos[rows] - start
+            for name in ENTRY_FIELDS:
+                getattr(buf, name)[local] = getattr(entries, name)[rows]
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_background_error(self) -> None:
@@ -256,8 +234,8 @@ class ZarrMemStore(MemStore):
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
         failed = self._windows.failed()
-        if failed is None and self._load is not None and self._load[0].done():
-            failed = self._load[0].exception()
+        if failed is None and self._resident is not None:
+            failed = self._resident.failed()
         if failed is not None:
             raise self._read_error(failed) from failed
 
@@ -266,7 +244,8 @@ class ZarrMemStore(MemStore):
         try:
             self._windows.drop(keep_from=None)
             self._windows.drop_next()
-            self._settle_load(raise_error=False)
+            if self._resident is not None:
+                self._resident.drop_load()
             self._resident = None
         finally:
             self._reader.close()
@@ -276,3 +255,16 @@ class ZarrMemStore(MemStore):
         if self._writer is not None and self._writer.error is not None:
             exc = self._writer.error
             raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc
+
+
+def _subset(entries: Entries, mask: np.ndarray) -> Entries:
+    """The rows of `entries` (no lead dims) where `mask` is True (the object itself when every row is)."""
+    if mask.all():
+        return entries
+    return Entries(*(getattr(entries, name)[mask] for name in ENTRY_FIELDS))
+
+
+def _assign(out: Entries, mask: np.ndarray, part: Entries) -> None:
+    """out[:, mask] = part for every field (lead dim [slots])."""
+    for name in ENTRY_FIELDS:
+        getattr(out, name)[:, mask] = getattr(part, name)

@@ -31,15 +31,17 @@ from memloss.memstore._manifest import manifest_key, read_error, verify_slots, w
 from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import BlockLayout, default_block_size, random_members
+from memloss.memstore.order import BlockLayout, default_block_size, layout_members, storage_rows
 from memloss.memstore.ring import RingState
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 
 __all__ = ["ARRAYS", "UrlLike", "ZarrHandle", "create_handle", "open_handle", "resolve_store", "save_ring_state"]
 
 FORMAT_NAME = "memloss-memstore"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 stores have no manifests: their committed epochs are not verified
+FORMAT_VERSION = 3
+# 1: one part, no manifests (its committed epochs are not verified); 2: manifests; 3: datasets of two parts (padding
+# rows between them). Versions 1 and 2 open as stores of one part.
+READABLE_VERSIONS = (1, 2, 3)
 ATTR = "memloss"
 CREATING_ATTR = "memloss_creating"
 ARRAYS = ("codes", "scale", "info")
@@ -130,7 +132,7 @@ def _creating_info(owner: str | None) -> dict[str, Any]:
 
 def _array_specs(spec: StoreSpec, b: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], str, Any]]:
     """name -> (shape, chunks, dtype, fill value) of every per-slot array."""
-    s, n, shape = spec.k + 1, spec.fingerprint.n, spec.fingerprint.shape
+    s, n, shape = spec.k + 1, storage_rows(spec.fingerprint.parts, b), spec.fingerprint.shape
     return {
         "codes": ((s, n, *shape), (1, b, *shape), "uint8", 128),
         "scale": ((s, n), (1, b), "float32", 0.0),
@@ -145,8 +147,8 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
     store, text = resolve_store(url, read_only=False)
     if check_location(store, text, ("empty", "creating") if lock is not None else ("empty",)) == "creating":
         demote_and_wipe(store)
-    n = spec.fingerprint.n
-    b = int(block_size) if block_size is not None else default_block_size(n, spec.sample_bytes)
+    n, parts = spec.fingerprint.n, spec.fingerprint.parts
+    b = int(block_size) if block_size is not None else default_block_size(min(parts), spec.sample_bytes)
     if not 1 <= b <= n:
         raise StoreError(f"block_size {block_size} must be in [1, {n}]")
     codes_codecs, aux_codecs = make_codecs(codec), make_codecs(AUX_CODEC)
@@ -154,9 +156,9 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
     for name, (shape, chunks, dtype, fill) in _array_specs(spec, b).items():
         group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
                            compressors=codes_codecs if name == "codes" else aux_codecs)
-    members = random_members(n, seed)
-    arr = group.create_array("members", shape=(n,), chunks=(min(n, MEMBERS_CHUNK),), dtype="int64",
-                             compressors=aux_codecs)
+    members = layout_members(spec.fingerprint.parts, b, seed)
+    arr = group.create_array("members", shape=members.shape, chunks=(min(members.shape[0], MEMBERS_CHUNK),),
+                             dtype="int64", compressors=aux_codecs)
     arr[:] = members
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "memloss_version": memloss_version(),
@@ -166,7 +168,7 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
         "slot_epochs": [None] * (spec.k + 1), "committed_epochs": [], "manifests": {},
     }
     group.attrs.put({ATTR: meta})  # written last, replacing the creation marker: now the store is complete
-    layout = BlockLayout.from_members(members, b)
+    layout = BlockLayout.from_members(members, b, spec.fingerprint.parts)
     arrays = open_arrays(group, ARRAYS)
     return ZarrHandle(text, group, arrays, spec, layout, int(seed), RingState([None] * (spec.k + 1), []), meta,
                       lock)
@@ -183,7 +185,7 @@ def open_handle(url: UrlLike, expect: StoreSpec | None, read_only: bool, lock: S
         raise StoreError(f"{text}: the store's attributes are corrupt; recreate the store")
     if meta.get("format") != FORMAT_NAME or meta.get("format_version") not in READABLE_VERSIONS:
         raise StoreError(f"{text}: store format {meta.get('format')!r} v{meta.get('format_version')} is not "
-                         f"{FORMAT_NAME} v{FORMAT_VERSION}; upgrade memloss or recreate the store")
+                         f"{FORMAT_NAME} v1–v{FORMAT_VERSION}; upgrade memloss or recreate the store")
     spec = _parse_spec(meta, text)
     if expect is not None:
         diff = expect.mismatch(spec)
@@ -212,10 +214,11 @@ def _open_arrays(store: Store, text: str, meta: dict[str, Any], spec: StoreSpec,
                          ) from exc
     b = _int_field(meta, "block_size", text)
     _check_arrays(arrays, spec, b, text)
-    if members.shape != (spec.fingerprint.n,):
-        raise StoreError(f"{text}: members has shape {members.shape}, expected ({spec.fingerprint.n},); store corrupt")
+    rows = storage_rows(spec.fingerprint.parts, b)
+    if members.shape != (rows,):
+        raise StoreError(f"{text}: members has shape {members.shape}, expected ({rows},); the store is corrupt")
     try:
-        layout = BlockLayout.from_members(members, b)
+        layout = BlockLayout.from_members(members, b, spec.fingerprint.parts)
     except (ValueError, IndexError) as exc:
         raise StoreError(f"{text}: members is not a permutation ({exc}); the store is corrupt") from exc
     return ZarrHandle(text, group, arrays, spec, layout, _int_field(meta, "seed", text), _parse_state(meta, spec, text),

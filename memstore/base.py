@@ -17,7 +17,8 @@ import torch
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import BlockLayout, EpochPlan, plan_epoch
+from memloss.memstore.mixing import BatchMix, check_visited, epoch_plan
+from memloss.memstore.order import BlockLayout, EpochPlan
 from memloss.memstore.ring import RingState
 from memloss.memstore.spec import StoreSpec
 
@@ -39,6 +40,7 @@ class MemStore(ABC):
         self._epoch: int | None = None
         self._plan: EpochPlan | None = None
         self._drawn: np.ndarray | None = None  # bool [windows, K]: ages each window reads (None = all)
+        self._mix: BatchMix | None = None  # the batches of a two-part store's epochs (memstore/mixing.py)
         self._closed = False
 
     # ---- properties -------------------------------------------------------------------------------------------
@@ -95,10 +97,13 @@ class MemStore(ABC):
         return self._read_only
 
     # ---- public API ---------------------------------------------------------------------------------------------
-    def begin_epoch(self, epoch: int, ages: AgesOfWindow | None = None) -> np.ndarray:
+    def begin_epoch(self, epoch: int, ages: AgesOfWindow | None = None, mix: BatchMix | None = None) -> np.ndarray:
         """Starts epoch `epoch` (>= 0): returns its order (int64 permutation of range(N), deterministic in (seed,
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
         `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
+
+        `mix`: required by (only by) a store of two parts (base set + generated images); the order is then the
+        epoch's batches one after the other (memstore/mixing.py), each sample written once per visit.
 
         `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
         ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in
@@ -109,12 +114,12 @@ class MemStore(ABC):
             raise StoreError(f"epoch must be an integer >= 0, got {epoch!r}")
         epoch = int(epoch)
         self._abandon_epoch()
-        plan = plan_epoch(self._layout, self._window_blocks, self._seed, epoch)
+        plan = self._make_plan(epoch, mix)
         drawn = None if ages is None else self._draw_table(ages, len(plan.windows))
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
             self._save_state(self._state)
-        self._plan, self._drawn, self._epoch = plan, drawn, epoch
+        self._plan, self._drawn, self._epoch, self._mix = plan, drawn, epoch, mix
         self._start_epoch(self._plan, self._read_slots(epoch))
         return self._plan.order.copy()
 
@@ -123,6 +128,7 @@ class MemStore(ABC):
         self._check_usable()
         epoch = self._require_epoch()
         idx_np = as_index(idx, self.n)
+        check_visited(self._plan, self._layout, idx_np)
         wanted = self._read_slots(epoch)
         drawn = self._drawn_rows(idx_np)
         if drawn is not None and self._reads_any_slots:  # read only the ages some window of the batch drew
@@ -212,6 +218,9 @@ class MemStore(ABC):
             pass
 
     # ---- helpers --------------------------------------------------------------------------------------------------
+    def _make_plan(self, epoch: int, mix: BatchMix | None) -> EpochPlan:
+        return epoch_plan(self._layout, self._window_blocks, self._seed, epoch, mix)
+
     def _draw_table(self, ages: AgesOfWindow, windows: int) -> np.ndarray:
         """bool [windows, K]: the ages each window reads, from the caller's `ages(window)`."""
         table = np.zeros((windows, self.k), dtype=bool)

@@ -151,7 +151,7 @@ def _valid_entries(handle: ZarrHandle, slot: int) -> int:
     epoch = handle.state.slot_epochs[slot]
     if epoch is None:
         return 0
-    arr, n, total = handle.arrays["info"], handle.layout.n, 0
+    arr, n, total = handle.arrays["info"], handle.layout.rows, 0
     step = max(handle.layout.block_size, EPOCH_READ_ROWS // handle.layout.block_size * handle.layout.block_size)
     for start in range(0, n, step):
         total += int((arr[slot, start : min(n, start + step), 0] == epoch).sum())

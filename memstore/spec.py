@@ -76,13 +76,16 @@ class ThreatModel:
 
 @dataclass(frozen=True)
 class DatasetFingerprint:
-    """Identifies the training split a store belongs to: `name`, size `n`, sample `shape` (C,H,W) and the SHA-256
-    of its labels (see `labels_sha256`)."""
+    """Identifies the training set a store belongs to: `name`, size `n`, sample `shape` (C,H,W), the SHA-256 of its
+    labels (see `labels_sha256`) and its `parts`: the sizes of the sets it concatenates, in sample-index order
+    (default one part of n samples; a base set plus generated images is (N_base, N_generated), and then
+    `labels_sha256` is `parts_labels_sha256` of the parts' digests)."""
 
     name: str
     n: int
     shape: tuple[int, int, int]
     labels_sha256: str
+    parts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -93,13 +96,25 @@ class DatasetFingerprint:
         object.__setattr__(self, "n", int(self.n))
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise MemlossError(f"sample shape {self.shape} must be (C, H, W) with positive sizes")
+        parts = tuple(int(p) for p in self.parts) or (self.n,)
+        if len(parts) > 2 or min(parts) < 1 or sum(parts) != self.n:
+            raise MemlossError(f"dataset parts {parts} must be one or two positive sizes summing to n={self.n}")
+        object.__setattr__(self, "parts", parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n": self.n, "shape": list(self.shape), "labels_sha256": self.labels_sha256}
+        return {"name": self.name, "n": self.n, "shape": list(self.shape), "labels_sha256": self.labels_sha256,
+                "parts": list(self.parts)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetFingerprint:
-        return cls(name=str(d["name"]), n=int(d["n"]), shape=tuple(d["shape"]), labels_sha256=str(d["labels_sha256"]))
+        """Also reads format-1 fingerprints, which have no "parts" (one part)."""
+        return cls(name=str(d["name"]), n=int(d["n"]), shape=tuple(d["shape"]), labels_sha256=str(d["labels_sha256"]),
+                   parts=tuple(int(p) for p in d.get("parts", [d["n"]])))
+
+
+def parts_labels_sha256(digests: list[str]) -> str:
+    """The labels digest of a set made of parts: SHA-256 of the parts' `labels_sha256` hex digests joined by ":"."""
+    return hashlib.sha256(":".join(digests).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,7 @@ class StoreSpec:
             "n": fp.n,
             "shape": fp.shape,
             "labels_sha256": fp.labels_sha256,
+            "parts": fp.parts,
             "norm": self.threat.norm,
             "eps": self.threat.eps,
             "k": self.k,

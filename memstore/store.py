@@ -21,19 +21,17 @@ from memloss.memstore.base import DEFAULT_MEMORY_BUDGET
 from memloss.memstore.codecs import DEFAULT_CODES_CODEC
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import fits_resident, resident_window_blocks, window_blocks_for_budget
+from memloss.memstore.order import memory_plan
 from memloss.memstore.spec import StoreSpec
 
 
-def _window_blocks(handle_spec: StoreSpec, block_size: int, num_blocks: int, memory_budget: int) -> tuple[int, bool]:
-    """(blocks per window, resident): a budget that holds every slot of the whole dataset keeps it in RAM across
-    epochs and orders it as one window (uniform permutation); otherwise windows fit the budget."""
+def _window_blocks(spec: StoreSpec, block_size: int, memory_budget: int) -> tuple[int, int]:
+    """(blocks per window, resident blocks): a budget that holds every slot of the whole dataset keeps it in RAM
+    across epochs and orders it as one window (uniform permutation); otherwise windows fit the budget (a two-part
+    store keeps its base part in RAM, see `memory_plan`)."""
     if memory_budget < 1:
         raise StoreError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
-    rb, k = row_bytes(handle_spec), handle_spec.k
-    if fits_resident(memory_budget, k, handle_spec.fingerprint.n, block_size, rb):
-        return resident_window_blocks(num_blocks), True
-    return window_blocks_for_budget(memory_budget, k, block_size, rb, num_blocks), False
+    return memory_plan(memory_budget, spec.k, spec.fingerprint.parts, block_size, row_bytes(spec))
 
 
 def _lock(url: UrlLike, owner: str | None, notes: list[str] | None, allowed: tuple[str, ...]) -> StoreLock:
@@ -57,8 +55,8 @@ def _lock(url: UrlLike, owner: str | None, notes: list[str] | None, allowed: tup
 def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool) -> ZarrMemStore:
     budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
     try:
-        windows, resident = _window_blocks(handle.spec, handle.layout.block_size, handle.layout.num_blocks, budget)
-        return ZarrMemStore(handle, windows, read_only=read_only, resident=resident)
+        windows, resident = _window_blocks(handle.spec, handle.layout.block_size, budget)
+        return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident)
     except BaseException:
         handle.release()
         raise
@@ -85,7 +83,7 @@ def create_store(
     """
     n = spec.fingerprint.n
     if block_size is not None and 1 <= block_size <= n:  # fail on a too-small budget before anything is written
-        _window_blocks(spec, block_size, -(-n // block_size), memory_budget)
+        _window_blocks(spec, block_size, memory_budget)
     lock = _lock(url, owner, None, ("empty", "creating"))
     try:
         handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
@@ -158,7 +156,7 @@ def open_or_create(
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
         n = spec.fingerprint.n
         if block_size is not None and 1 <= block_size <= n:
-            _window_blocks(spec, block_size, -(-n // block_size), budget)
+            _window_blocks(spec, block_size, budget)
         handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
                                memory_budget=budget, lock=lock)
     except BaseException:
