@@ -19,8 +19,8 @@ app = typer.Typer(
 )
 
 
-def _register(name: str, command: Callable[..., None]) -> None:
-    app.command(name)(one_line_errors(command))
+def _register(name: str, command: Callable[..., None], context: dict | None = None) -> None:
+    app.command(name, context_settings=context)(one_line_errors(command))
 
 
 def _register_all() -> None:
@@ -30,9 +30,9 @@ def _register_all() -> None:
     from memloss.cli.inspect_store import inspect_store
     from memloss.cli.repair_store import repair_store
     from memloss.cli.toy import toy
-    from memloss.cli.train import train
+    from memloss.cli.train import CONTEXT, train
 
-    _register("train", train)
+    _register("train", train, CONTEXT)
     _register("inspect-store", inspect_store)
     _register("repair-store", repair_store)
     _register("evaluate", evaluate)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -12,10 +12,25 @@ from memloss.cli.endings import interruptible_run, print_summary
 
 Opt = typer.Option
 # Options of this invocation only (how to run, not what to train): not part of the run's config.
-RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every", "store_option", "nproc_per_node")
+RUN_TIME_OPTIONS = ("config", "resume", "threads", "log_every", "store_option", "nproc_per_node", "ctx")
+# `--aux-data FILE [FILE ...]`: click has no variadic options, so `train` takes extra arguments and the files after
+# --aux-data arrive there (train has no positional arguments of its own).
+CONTEXT = {"allow_extra_args": True}
+
+
+def aux_files(given: Optional[list[str]], extra: list[str]) -> Optional[tuple[str, ...]]:
+    """The generated-data files: those of --aux-data (repeatable) and the arguments that followed it."""
+    from memloss.errors import ConfigError
+
+    if extra and not given:
+        raise ConfigError(f"unexpected argument(s) {' '.join(extra)}; train takes only options (part files of a "
+                          "generated set go after --aux-data)")
+    files = [*(given or []), *extra]
+    return tuple(files) if files else None
 
 
 def train(
+    ctx: typer.Context,
     dataset: Annotated[Optional[str], Opt(help="cifar10 | cifar100 | svhn | digits | synthetic (default: digits)")] = None,
     k: Annotated[Optional[int], Opt("--k", help="Memory depth K: epochs of adversarial examples kept (0 = no MemLoss term) (default: 1)")] = None,
     store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL, e.g. s3://bucket/prefix/mem.zarr (default: RUN_DIR/memory.zarr)")] = None,
@@ -53,6 +68,10 @@ def train(
     data_dir: Annotated[Optional[str], Opt(help="Dataset directory (default: $MEMLOSS_DATA or ~/.cache/memloss/data)")] = None,
     n: Annotated[Optional[int], Opt(help="Training samples: the first N of the training split; synthetic: N generated (default: all; synthetic 1024)")] = None,
     resolution: Annotated[Optional[int], Opt(help="synthetic only: image side in pixels (default: 32)")] = None,
+    aux_data: Annotated[Optional[list[str]], Opt(metavar="FILE", help="Generated images mixed into every batch: .npz files with image uint8 [N,H,W,C] and label [N]; several part files form one set (--aux-data p1.npz p2.npz); converted once to a .beton beside the base set's (default: none)")] = None,
+    aux_take: Annotated[Optional[int], Opt(help="Use a seeded subset of this many generated images (the published aux_take_amount, seed 13) (default: all)")] = None,
+    aux_fraction: Annotated[Optional[float], Opt(help="Share f of generated samples in every batch: int(f·B) of B (default: 0.7 with --aux-data, the published recipe)")] = None,
+    epoch_samples: Annotated[Optional[int], Opt(help="Samples per epoch with --aux-data, in whole batches (default: base + generated set size)")] = None,
     config: Annotated[Optional[Path], Opt(help="TOML file with any of these options; command-line values win")] = None,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped")] = None,
     threads: Annotated[str, threads_option()] = "auto",
@@ -65,7 +84,8 @@ def train(
 
     `memloss train --dataset cifar10 --k 1 --store s.zarr` is the paper's CIFAR-10 MemLoss+TRADES run.
     """
-    overrides = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
+    overrides: dict[str, Any] = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
+    overrides["aux_data"] = aux_files(aux_data, list(ctx.args))
     from memloss.memstore.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
     from memloss.trainer.training.fit import fit, resume_config

@@ -22,7 +22,7 @@ class InMemoryStore(MemStore):
 
     def __init__(self, spec: StoreSpec, *, seed: int = 0, block_size: int | None = None) -> None:
         n, shape = spec.fingerprint.n, spec.fingerprint.shape
-        b = block_size or default_block_size(n, spec.sample_bytes)
+        b = block_size or default_block_size(min(spec.fingerprint.parts), spec.sample_bytes)
         parts = spec.fingerprint.parts
         layout = BlockLayout.from_members(layout_members(parts, b, seed), b, parts)
         state = RingState([None] * (spec.k + 1), [])

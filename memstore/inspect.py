@@ -79,9 +79,13 @@ def _summary(handle: ZarrHandle, stats: dict[int, _SlotStats]) -> dict[str, Any]
     spec, meta, layout = handle.spec, handle.meta, handle.layout
     coords_per_row = spec.sample_bytes
     by_array, by_slot = _bytes_on_disk(handle)
-    valid = {slot: _valid_entries(handle, slot) for slot in range(spec.k + 1)}
+    by_part = {slot: _valid_entries(handle, slot) for slot in range(spec.k + 1)}
+    valid = {slot: sum(counts) for slot, counts in by_part.items()}
     per_slot = [_slot_summary(handle, slot, valid[slot], by_slot.get(slot, 0), stats.get(slot)) for slot in
                 range(spec.k + 1)]
+    if len(spec.fingerprint.parts) > 1:
+        for entry in per_slot:
+            entry["valid_by_part"] = by_part[entry["slot"]]
     total_valid = sum(valid.values())
     f32 = total_valid * coords_per_row * 4
     total = sum(by_array.values())
@@ -93,6 +97,7 @@ def _summary(handle: ZarrHandle, stats: dict[int, _SlotStats]) -> dict[str, Any]
         "dataset": spec.fingerprint.to_dict(),
         "threat": spec.threat.to_dict(),
         "n": spec.fingerprint.n,
+        "parts": list(spec.fingerprint.parts),
         "sample_shape": list(spec.fingerprint.shape),
         "k": spec.k,
         "slots": spec.k + 1,
@@ -147,15 +152,19 @@ def _slot_summary(handle: ZarrHandle, slot: int, valid: int, nbytes: int, st: _S
     }
 
 
-def _valid_entries(handle: ZarrHandle, slot: int) -> int:
+def _valid_entries(handle: ZarrHandle, slot: int) -> list[int]:
+    """Rows of each part of ring `slot` that hold memory of its committed epoch (the stamps, read in slices)."""
     epoch = handle.state.slot_epochs[slot]
     if epoch is None:
-        return 0
-    arr, n, total = handle.arrays["info"], handle.layout.rows, 0
+        return [0] * len(handle.layout.parts)
+    arr, out = handle.arrays["info"], []
     step = max(handle.layout.block_size, EPOCH_READ_ROWS // handle.layout.block_size * handle.layout.block_size)
-    for start in range(0, n, step):
-        total += int((arr[slot, start : min(n, start + step), 0] == epoch).sum())
-    return total
+    for first, stop in handle.layout.part_rows:
+        total = 0
+        for start in range(first, stop, step):
+            total += int((arr[slot, start : min(stop, start + step), 0] == epoch).sum())
+        out.append(total)
+    return out
 
 
 def _all_slot_stats(handle: ZarrHandle, sample_coords: int, seed: int) -> dict[int, _SlotStats]:
@@ -231,7 +240,8 @@ def render_summary(summary: dict[str, Any]) -> Any:
     ratio = summary["ratio_vs_float32"]
     rows = [
         ("format", f"{summary['format']} v{summary['format_version']} (memloss {summary['memloss_version']})"),
-        ("dataset", f"{d['name']}, N = {d['n']}, shape {tuple(d['shape'])}"),
+        ("dataset", f"{d['name']}, N = {d['n']}, shape {tuple(d['shape'])}" + (
+            f" ({summary['parts'][0]} base + {summary['parts'][1]} generated)" if len(summary["parts"]) > 1 else "")),
         ("labels sha256", d["labels_sha256"][:16]),
         ("threat model", f"{t['norm']} ε = {t['eps']} ({t['eps_float']:.6g})"),
         ("K / ring slots", f"{summary['k']} / {summary['slots']}"),
@@ -251,7 +261,23 @@ def render_summary(summary: dict[str, Any]) -> Any:
         slots.add_column(label, justify="right")
     for s in summary["per_slot"]:
         slots.add_row(*(_cell(s[c]) for c in cols))
-    return Group(head, slots)
+    if len(summary["parts"]) == 1:
+        return Group(head, slots)
+    return Group(head, slots, _parts_table(summary))
+
+
+def _parts_table(summary: dict[str, Any]) -> Any:
+    """Per ring slot, the rows of each part that hold memory of its epoch (an epoch visits every base sample but
+    only some generated ones: the others have no memory from it)."""
+    from rich.table import Table
+
+    table = Table(title="rows holding memory, per part")
+    for label in ("ring\nslot", "holds\nepoch", "base rows", "generated rows"):
+        table.add_column(label, justify="right")
+    for s in summary["per_slot"]:
+        cells = [f"{v} ({100 * v / n:.1f}%)" for v, n in zip(s["valid_by_part"], summary["parts"])]
+        table.add_row(str(s["slot"]), _cell(s["epoch"]), *cells)
+    return table
 
 
 def _cell(value: Any) -> str:

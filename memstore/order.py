@@ -23,7 +23,7 @@ PADDING = -1  # members entry of a storage row that holds no sample
 
 
 def default_block_size(n: int, sample_bytes: int) -> int:
-    """Samples per block so that one chunk of codes is about 512 KB raw, capped at n."""
+    """Samples per block so that one chunk of codes is about 512 KB raw, capped at n (the smallest part's size)."""
     return int(max(1, min(n, TARGET_CHUNK_BYTES // max(1, sample_bytes))))
 
 

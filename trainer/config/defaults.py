@@ -74,6 +74,9 @@ def normalize_option(key: str, value: Any) -> Any:
         return str(value)
     if key == "memory_budget" and isinstance(value, str):
         return parse_bytes(value)
+    if key == "aux_data":
+        files = [value] if isinstance(value, (str, Path)) else list(value)
+        return tuple(str(Path(f).expanduser().absolute()) for f in files)  # a resumed run finds them from anywhere
     return value
 
 

@@ -32,9 +32,15 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
         raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(choices)}")
 
 
+AUX_FRACTION_DEFAULT = 0.7  # generated share of every batch in the published recipe (DM-Improves-AT)
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data and how it is batched. `n`/`resolution` only apply to the synthetic dataset."""
+    """Which data and how it is batched. `n`/`resolution` only apply to the synthetic dataset. `aux_data`:
+    generated-image .npz part files forming one set, mixed into every batch at `aux_fraction` (default 0.7 with
+    aux_data); `aux_take`: a seeded subset of them; `epoch_samples`: samples per epoch (default: base + generated,
+    rounded up to whole batches)."""
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -42,6 +48,10 @@ class DataConfig:
     resolution: int | None = None
     batch_size: int = 128
     num_workers: int | None = None
+    aux_data: tuple[str, ...] = ()
+    aux_take: int | None = None
+    aux_fraction: float | None = None
+    epoch_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -55,6 +65,25 @@ class DataConfig:
                               "resolution: drop --resolution")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers must be ≥ 0, got {self.num_workers}")
+        object.__setattr__(self, "aux_data", tuple(str(f) for f in self.aux_data))
+        self._check_aux()
+
+    def _check_aux(self) -> None:
+        given = [name for name in ("aux_take", "aux_fraction", "epoch_samples") if getattr(self, name) is not None]
+        if given and not self.aux_data:
+            raise ConfigError(f"--{given[0].replace('_', '-')} needs generated data: add --aux-data FILE [FILE ...]")
+        if not self.aux_data:
+            return
+        if self.aux_fraction is None:
+            object.__setattr__(self, "aux_fraction", AUX_FRACTION_DEFAULT)
+        f = float(self.aux_fraction)  # type: ignore[arg-type]
+        if not 0 < f < 1 or not 1 <= int(f * self.batch_size) < self.batch_size:
+            raise ConfigError(f"--aux-fraction {f} must leave both generated and base samples in a batch of "
+                              f"{self.batch_size} (int(f·B) between 1 and B−1), e.g. 0.7")
+        if self.aux_take is not None and self.aux_take < 1:
+            raise ConfigError(f"--aux-take must be ≥ 1 generated images, got {self.aux_take}")
+        if self.epoch_samples is not None and self.epoch_samples < 1:
+            raise ConfigError(f"--epoch-samples must be ≥ 1, got {self.epoch_samples}")
 
 
 @dataclass(frozen=True)

@@ -45,16 +45,19 @@ def random_order(n: int, seed: int) -> OrderFn:
     return lambda epoch: np.random.default_rng((seed, epoch)).permutation(n)
 
 
-def check_order(order: Any, n: int, epoch: int, samples: int | None = None) -> np.ndarray:
+def check_order(order: Any, n: int, epoch: int, samples: int | None = None, length: int | None = None) -> np.ndarray:
     """`order` as int64 [samples] if it holds `samples` distinct indices of range(n) (None: a permutation of
-    range(n)), else ValueError."""
-    size = n if samples is None else samples
+    range(n)); with `length`, `length` indices of range(n), repeats allowed (a mixed epoch visits base samples
+    several times). ValueError otherwise."""
+    size = length if length is not None else n if samples is None else samples
     arr = np.asarray(order)
     if arr.ndim != 1 or len(arr) != size or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"order({epoch}) must be an integer array of length {size}, got {arr.dtype} {arr.shape}")
     arr = arr.astype(np.int64, copy=False)
     if size and (arr.min() < 0 or arr.max() >= n):
         raise ValueError(f"order({epoch}) has values outside range({n})")
+    if length is not None:
+        return arr
     seen = np.zeros(n, dtype=bool)
     seen[arr] = True
     if int(seen.sum()) != size:
@@ -63,9 +66,10 @@ def check_order(order: Any, n: int, epoch: int, samples: int | None = None) -> n
     return arr
 
 
-def make_callback_order(order: OrderFn, n: int, samples: int | None = None) -> Any:
+def make_callback_order(order: OrderFn, n: int, samples: int | None = None, length: int | None = None) -> Any:
     """An ffcv TraversalOrder instance whose sample_order(epoch) is `order(epoch)` (checked), see the module doc.
-    samples: the epoch's length when it is a subset of the dataset (a rank's part, see trainer/distributed)."""
+    samples: the epoch's length when it is a subset of the dataset (a rank's part, see trainer/distributed);
+    length: the epoch's length when it may repeat samples (see `check_order`)."""
     base = _traversal_order_base()
 
     class CallbackOrder(base):  # type: ignore[misc, valid-type]
@@ -78,25 +82,26 @@ def make_callback_order(order: OrderFn, n: int, samples: int | None = None) -> A
 
         def sample_order(self, epoch: int) -> np.ndarray:
             if not self.armed:  # the Loader constructor's length probe
-                return self.indices
+                return self.indices if length is None else np.resize(self.indices, length)
             if samples is not None:  # the loader's indices are 0..samples−1: only its length comes from them
                 return check_order(order(epoch), n, epoch, samples)
-            return self.indices[check_order(order(epoch), n, epoch)]
+            return self.indices[check_order(order(epoch), n, epoch, length=length)]
 
     return CallbackOrder()
 
 
 class BatchLoader:
     """Iterates a PreparedSplit as (x uint8 [B,C,H,W], y int64 [B], idx int64 [B]) on `device`, owned tensors;
-    the last partial batch is kept. Iteration k (counting from `set_epoch`) uses `order(epoch)`."""
+    the last partial batch is kept. Iteration k (counting from `set_epoch`) uses `order(epoch)`: a permutation of
+    the split, or `length` indices of it when given."""
 
     def __init__(self, split: PreparedSplit, batch_size: int, device: torch.device, order: OrderFn,
-                 num_workers: int, samples: int | None = None) -> None:
+                 num_workers: int, samples: int | None = None, length: int | None = None) -> None:
         from ffcv.loader import Loader
 
         self.split, self.batch_size, self.device = split, batch_size, device
-        self.samples = split.n if samples is None else samples
-        self._order = make_callback_order(order, split.n, samples)
+        self.samples = int(length) if length is not None else split.n if samples is None else samples
+        self._order = make_callback_order(order, split.n, samples, length)
         indices = None if samples is None else np.arange(samples)
         with _keep_torch_threads():
             self._loader = Loader(str(split.beton), batch_size=batch_size, num_workers=num_workers,
@@ -198,12 +203,13 @@ def _pipelines(device: torch.device) -> dict[str, list]:
 
 def make_loader(split: PreparedSplit, *, batch_size: int, device: torch.device | str = "cpu",
                 order: OrderFn | None = None, seed: int = 0, num_workers: int | None = None,
-                samples: int | None = None) -> BatchLoader:
+                samples: int | None = None, length: int | None = None) -> BatchLoader:
     """A BatchLoader over `split`; `order(epoch)` gives each epoch's permutation of range(n) (None: uniform random,
     `np.random.default_rng((seed, epoch))`); `num_workers` = decoding threads (None: CPU count, at most 8).
-    samples: each epoch visits only this many distinct samples, `order(epoch)` giving them (int64 [samples])."""
+    samples: each epoch visits only this many distinct samples, `order(epoch)` giving them (int64 [samples]).
+    length: each epoch is `length` indices of range(n), repeats allowed."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, 8)
     chosen = order if order is not None else random_order(split.n, seed)
-    return BatchLoader(split, batch_size, torch.device(device), chosen, max(1, workers), samples)
+    return BatchLoader(split, batch_size, torch.device(device), chosen, max(1, workers), samples, length)

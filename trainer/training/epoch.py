@@ -19,7 +19,7 @@ from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
 from memloss.trainer.training.checkpoint import model_meta
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
-from memloss.trainer.training.metrics import MetricSums
+from memloss.trainer.training.metrics import MemoryShares, MetricSums
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.session import Session
 from memloss.trainer.training.step import maybe_autocast, train_step
@@ -32,13 +32,14 @@ class TrainingDiverged(MemlossError):
     """The loss became NaN or Inf."""
 
 
-def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any,
-                     wait: list[float]) -> tuple[Any, MemoryExamples | None]:
+def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: list[float],
+                     shares: MemoryShares) -> tuple[Any, MemoryExamples | None]:
     """The store's MemoryBatch of the batch and the memory examples of the slots the step uses (None: no term)."""
     t0 = time.perf_counter()
     reader = s.ahead if s.ahead is not None else s.store  # ahead: gathered while the previous step ran
     batch = reader.read(idx)  # type: ignore[union-attr]
     wait[0] += time.perf_counter() - t0
+    shares.add(batch.valid)
     k = s.cfg.method.k
     if k == 0 or s.slots is None:
         return batch, None
@@ -50,14 +51,14 @@ def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any,
 
 
 def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
-                 sums: MetricSums, wait: list[float]) -> torch.Tensor:
+                 sums: MetricSums, wait: list[float], shares: MemoryShares) -> torch.Tensor:
     """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host."""
     x = x_u8.float().div_(255.0)
     if s.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     views = sample_views(len(y), s.info.crop_padding, s.info.flip, s.generator, s.device)
     x_view = apply_view(x, views, s.info.crop_padding)
-    batch, memory = _memory_for_step(s, x, idx, views, wait) if s.store is not None else (None, None)
+    batch, memory = _memory_for_step(s, x, idx, views, wait, shares) if s.store is not None else (None, None)
     s.model.train()
     result = train_step(s.step, x_view, y, idx_dev, memory, s.generator)
     if s.writer is not None and result.x_adv is not None:
@@ -84,16 +85,19 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         if s.landing is not None:  # the epoch start drops the oldest memory: only once the resume point is on disk
             s.store.write_after(s.landing)
         ages = s.slots.epoch_ages(epoch, s.store.committed_epochs) if s.slots is not None else None
-        order = s.store.begin_epoch(epoch, ages=ages)
+        order = s.store.begin_epoch(epoch, ages=ages, mix=s.data.mix)
         s.orders = {epoch: s.shards.local(order) if s.shards is not None else order}  # this rank's part
         if s.shards is not None and s.writer is not None:
             s.writer.begin_epoch(order)  # type: ignore[attr-defined]  # the writes are gathered by global batch
+    elif s.unstored is not None:
+        s.orders = {epoch: s.unstored(epoch)}
     if s.monitor is not None:
         s.monitor.begin_epoch(epoch)
     s.loader.set_epoch(epoch)
     if s.step.te is not None:
         s.step.te.begin_epoch(epoch)
     sums, wait, nonfinite = MetricSums(), [0.0], torch.zeros((), dtype=torch.bool, device=s.device)
+    shares = MemoryShares(s.data.mix.base_per_batch if s.data.mix is not None else None)
     reporter.start_epoch(epoch)
     t0, position = time.perf_counter(), 0
     _prefetch(s, epoch, 0)
@@ -101,7 +105,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         host_idx = s.orders[epoch][position:position + len(y)] if s.store is not None else None
         position += len(y)
         _prefetch(s, epoch, position)
-        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait)
+        loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait, shares)
         nonfinite |= ~torch.isfinite(loss)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
             _diverged(s, epoch, step)
@@ -122,7 +126,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     if s.monitor is not None:
         merge_monitor(*s.monitor.shared_tensors())
     monitored = s.monitor.read() if s.monitor is not None else {}
-    return {**sums.read(), **monitored, "epoch_seconds": seconds, "samples_per_s": sums.samples / seconds,
+    return {**sums.read(), **monitored, **shares.read(), "epoch_seconds": seconds,
+            "samples_per_s": sums.samples / seconds,
             "store_wait_s": wait[0], "store_wait_frac": wait[0] / seconds}
 
 

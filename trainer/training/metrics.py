@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 # Metrics that are sums over samples (counts), not per-batch means to be weighted by batch size.
@@ -39,3 +40,32 @@ class MetricSums:
         if sums.get("mem_count"):
             out["mem_acc"] = sums["mem_correct"] / sums["mem_count"]
         return out
+
+
+class MemoryShares:
+    """Per memory age (1 … K), the share of an epoch's batch rows that held memory of that age, counted from the
+    store's host-side valid masks (no device sync): over all rows and, with generated data, over the base rows (the
+    first `base_rows` of every batch) and the generated rows apart. A sample an epoch did not visit has no memory
+    from it, so generated rows hold memory about as often as an epoch visits a generated sample."""
+
+    def __init__(self, base_rows: int | None = None) -> None:
+        self.base_rows = base_rows
+        self._held: dict[str, np.ndarray] = {}
+        self._rows: dict[str, int] = {}
+
+    def add(self, valid: torch.Tensor) -> None:
+        """valid: bool [K, B] on the host (a store MemoryBatch's)."""
+        v = valid.numpy()
+        self._count("mem_held_by_age", v)
+        if self.base_rows is not None:
+            self._count("mem_held_base_by_age", v[:, : self.base_rows])
+            self._count("mem_held_aux_by_age", v[:, self.base_rows :])
+
+    def _count(self, key: str, v: np.ndarray) -> None:
+        held = v.sum(axis=1)
+        self._held[key] = self._held[key] + held if key in self._held else held
+        self._rows[key] = self._rows.get(key, 0) + v.shape[1]
+
+    def read(self) -> dict[str, list[float]]:
+        """{key: [share for age 1, …, age K]} (empty without a store)."""
+        return {key: [round(float(h) / max(self._rows[key], 1), 6) for h in held] for key, held in self._held.items()}

@@ -36,11 +36,21 @@ def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
             parts.append(f"{label} {pct(record[key])}")
     if record.get("mem_loss") is not None:
         parts.append(f"memloss {record['mem_loss']:.4f}")
+    parts += _held(record)
     parts += [f"{record['samples_per_s']:.0f} samples/s", f"store wait {100 * record['store_wait_frac']:.1f}%",
               f"{record['epoch_seconds']:.1f}s"]
     if record.get("eval_seconds") is not None:
         parts.append(f"+ eval {record['eval_seconds']:.1f}s")
     return "  ".join(parts)
+
+
+def _held(record: dict[str, Any]) -> list[str]:
+    """The share of batch rows that held memory of age 1 (epoch n−1): base/generated with generated data."""
+    if record.get("mem_held_aux_by_age"):
+        return [f"held {pct(record['mem_held_base_by_age'][0])}/{pct(record['mem_held_aux_by_age'][0])} base/gen"]
+    if record.get("mem_held_by_age"):
+        return [f"held {pct(record['mem_held_by_age'][0])}"]
+    return []
 
 
 class Reporter:

@@ -19,12 +19,12 @@ from torch import nn
 from memloss.errors import ConfigError
 from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.options import store_location
-from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
+from memloss.memstore.spec import StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create, open_store
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.loader import make_loader, random_order
+from memloss.trainer.data.mixed import MixedLoader, TrainingSet, prepare_training_set, unstored_order
 from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info
 from memloss.trainer.data.sources import load_tensors
 from memloss.trainer.distributed.context import current, main_first, rank_device, rank_seed
@@ -54,7 +54,7 @@ class Session:
     run_dir: Path
     device: torch.device
     info: DatasetInfo
-    train: PreparedSplit
+    data: TrainingSet  # the base split, and with --aux-data the generated one and the batch mix
     loader: Any
     eval_x: torch.Tensor
     eval_y: torch.Tensor
@@ -82,6 +82,7 @@ class Session:
     shards: Shards | None = None  # this rank's part of each global batch (torchrun); None: one process
     rank_states: dict[str, Any] = field(default_factory=dict)  # the resume point's per-rank fields (torchrun)
     store_options: Mapping[str, Any] | None = None  # storage options of the store URL (reopened under torchrun)
+    unstored: Callable[[int], np.ndarray] | None = None  # the mixed order of a run without a store
 
     def order_for(self, epoch: int) -> np.ndarray:
         """The loader's traversal order: the one the store decided for this epoch (this rank's part of it)."""
@@ -146,14 +147,13 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tupl
     return opt, sched
 
 
-def _store(cfg: TrainConfig, split: PreparedSplit, run_dir: Path, fresh: bool, notes: list[str],
+def _store(cfg: TrainConfig, data: TrainingSet, run_dir: Path, fresh: bool, notes: list[str],
            options: Mapping[str, Any] | None = None) -> Any | None:
     """The run's store, locked for this run. A new run (`fresh`) rebuilds a store inside its run directory (left by
     a start that never completed an epoch) and replaces another one that never committed an epoch."""
     if not cfg.uses_store:
         return None
-    fingerprint = DatasetFingerprint(cfg.data.dataset, split.n, split.shape, split.labels_sha256)
-    spec = StoreSpec(fingerprint, ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
+    spec = StoreSpec(data.fingerprint(), ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
     url = cfg.run.store or str(run_dir / "memory.zarr")
     own = "://" not in url and Path(url).is_relative_to(run_dir)
     check_store_url(url)
@@ -184,7 +184,9 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     d = cfg.data
     info = dataset_info(d.dataset, resolution=d.resolution)
     with main_first():  # rank 0 fills the dataset caches, then the other ranks read them
-        train = prepare(d.dataset, "train", d.data_dir, n=d.n, resolution=d.resolution)
+        data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
+                                    aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
+                                    epoch_samples=d.epoch_samples, num_workers=d.num_workers)
         try:
             eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
         except DatasetError as err:
@@ -192,26 +194,23 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     model = _model(cfg, info, device)
     if current().rank > 0:
         torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
-    shards = _shards(cfg, train.n)
-    steps = shards.steps if shards is not None else -(-train.n // d.batch_size)
+    shards = _shards(cfg, data.n)
+    if shards is not None and data.mix is not None:
+        raise ConfigError("--aux-data does not run under torchrun (--nproc-per-node) yet; train on one process")
+    steps = shards.steps if shards is not None else data.steps_per_epoch(d.batch_size)
     optimizer, scheduler = _optimizer(cfg, model, steps)
     generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.run.seed))
     check_regularizer(cfg.method.reg)
-    regs = _regularizers(cfg, model, info, train.n, eval_x[:1], device)
+    regs = _regularizers(cfg, model, info, data.n, eval_x[:1], device)
     train_model = training_model(model, cfg.run.sync_bn, device)
-    session = Session(cfg, run_dir, device, info, train, None, eval_x, eval_y, model, optimizer, scheduler,
+    session = Session(cfg, run_dir, device, info, data, None, eval_x, eval_y, model, optimizer, scheduler,
                       _step_setup(cfg, model, device, regs, info, train_model), generator, extras=regs,
                       shards=shards)
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
     session.store_options = store_options
-    session.store = _store(cfg, train, run_dir, fresh, session.notes, store_options)
-    order = session.order_for if session.store is not None else None
-    if shards is not None and order is None:
-        order = _uniform_part(shards, random_order(train.n, cfg.run.seed))
+    session.store = _store(cfg, data, run_dir, fresh, session.notes, store_options)
     try:
-        session.loader = make_loader(train, batch_size=d.batch_size // (shards.world if shards else 1),
-                                     device=device, order=order, seed=cfg.run.seed, num_workers=d.num_workers,
-                                     samples=shards.local_size if shards is not None else None)
+        session.loader = _loader(session)
     except BaseException:
         if session.store is not None:
             session.store.close()  # releases its lock
@@ -219,6 +218,21 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     if session.store is not None:
         attach_memory(session)
     return session
+
+
+def _loader(s: Session) -> Any:
+    """The FFCV loader in the store's order (seeded uniform without a store); with generated data the mixed one."""
+    d, data, shards = s.cfg.data, s.data, s.shards
+    if data.mix is not None:
+        if s.store is None:
+            s.unstored = unstored_order(data.parts, s.cfg.run.seed, data.mix)
+        return MixedLoader(data, s.order_for, s.device, d.num_workers)
+    order = s.order_for if s.store is not None else None
+    if shards is not None and order is None:
+        order = _uniform_part(shards, random_order(data.n, s.cfg.run.seed))
+    return make_loader(data.base, batch_size=d.batch_size // (shards.world if shards else 1), device=s.device,
+                       order=order, seed=s.cfg.run.seed, num_workers=d.num_workers,
+                       samples=shards.local_size if shards is not None else None)
 
 
 def attach_memory(s: Session) -> None:

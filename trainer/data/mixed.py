@@ -1,0 +1,131 @@
+"""The training set of a run: the base split alone, or the base split plus generated images mixed into every batch.
+
+With generated data (`--aux-data`), global sample i < N_base is base sample i and N_base + j is generated sample j,
+and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
+(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks).
+
+Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
+batch of the epoch's order. Two loaders rather than one because FFCV reads one file per loader and the two sets are
+converted and cached independently (the base set once per dataset, the generated set once per set of part files and
+subset); one `.beton` of both would be a third copy of millions of images, rebuilt for every subset. Each batch costs
+one concatenation on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memloss.memstore.mixing import BatchMix, plan_mixed, unstored_layout
+from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
+from memloss.trainer.data.beton import PreparedSplit, prepare
+from memloss.trainer.data.generated import prepare_generated
+from memloss.trainer.data.loader import BatchLoader, make_loader
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The base split, and with generated data its split and the batch mix of every epoch."""
+
+    dataset: str
+    base: PreparedSplit
+    aux: PreparedSplit | None = None
+    mix: BatchMix | None = None
+
+    @property
+    def n(self) -> int:
+        """Samples: base plus generated."""
+        return self.base.n + (self.aux.n if self.aux is not None else 0)
+
+    @property
+    def parts(self) -> tuple[int, ...]:
+        return (self.base.n,) if self.aux is None else (self.base.n, self.aux.n)
+
+    def fingerprint(self) -> DatasetFingerprint:
+        """What a memory store of this set is made for (two parts with generated data)."""
+        if self.aux is None:
+            return DatasetFingerprint(self.dataset, self.base.n, self.base.shape, self.base.labels_sha256)
+        digest = parts_labels_sha256([self.base.labels_sha256, self.aux.labels_sha256])
+        return DatasetFingerprint(f"{self.dataset}+generated", self.n, self.base.shape, digest, self.parts)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.mix.batches if self.mix is not None else -(-self.base.n // batch_size)
+
+
+def batch_mix(n_total: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None) -> BatchMix:
+    """int(f·B) generated samples a batch, ceil(epoch_samples / B) batches an epoch (default epoch_samples: every
+    sample, as the published sampler's ceil(N_total / B))."""
+    batches = -(-(epoch_samples or n_total) // batch_size)
+    return BatchMix(batch_size, int(aux_fraction * batch_size), batches)
+
+
+def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n: int | None = None,
+                         resolution: int | None = None, batch_size: int = 128, aux_data: Sequence[str] = (),
+                         aux_take: int | None = None, aux_fraction: float | None = None,
+                         epoch_samples: int | None = None, num_workers: int | None = None) -> TrainingSet:
+    """The base split of `dataset` (converted once), and the generated set of `aux_data` (converted once beside
+    it) with its batch mix; a mix the sets cannot serve is a one-line StoreError."""
+    base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
+    if not aux_data:
+        return TrainingSet(dataset, base)
+    aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
+                            num_workers=num_workers)
+    mix = batch_mix(base.n + aux.n, batch_size, 0.7 if aux_fraction is None else aux_fraction, epoch_samples)
+    mix.check((base.n, aux.n))
+    return TrainingSet(dataset, base, aux, mix)
+
+
+def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable[[int], np.ndarray]:
+    """The mixed order of a run that keeps no memory store: the same sampler with blocks of one sample in one
+    window, i.e. a uniform draw of the generated samples without replacement (pure in seed and epoch)."""
+    layout = unstored_layout(parts, seed)
+    return lambda epoch: plan_mixed(layout, layout.num_blocks, seed, epoch, mix).order
+
+
+class MixedLoader:
+    """Batches (x uint8 [B,C,H,W], y int64 [B], idx int64 [B]) of a two-part epoch on `device`: base rows first,
+    then generated ones, idx global. `order(epoch)` gives the epoch's global order int64 [batches·B]."""
+
+    def __init__(self, data: TrainingSet, order: Callable[[int], np.ndarray], device: torch.device,
+                 num_workers: int | None) -> None:
+        assert data.aux is not None and data.mix is not None
+        mix, first_aux = data.mix, data.base.n
+        self._shift = first_aux
+
+        def part(epoch: int, lo: int, hi: int, shift: int) -> np.ndarray:
+            return order(epoch).reshape(mix.batches, mix.batch_size)[:, lo:hi].ravel() - shift
+
+        m = mix.base_per_batch
+        self._loaders: list[BatchLoader] = [
+            make_loader(data.base, batch_size=m, device=device, num_workers=num_workers,
+                        order=lambda e: part(e, 0, m, 0), length=mix.batches * m),
+            make_loader(data.aux, batch_size=mix.aux_per_batch, device=device, num_workers=num_workers,
+                        order=lambda e: part(e, m, mix.batch_size, first_aux), length=mix.aux_rows),
+        ]
+        self.batches = mix.batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self._loaders:
+            loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for (xb, yb, ib), (xa, ya, ia) in zip(*self._loaders):
+            yield torch.cat([xb, xa]), torch.cat([yb, ya]), torch.cat([ib, ia + self._shift])
+
+    def close(self) -> None:
+        for loader in self._loaders:
+            loader.close()
+
+    def __enter__(self) -> MixedLoader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
