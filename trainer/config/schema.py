@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memloss.errors import ConfigError
+from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
 
@@ -30,9 +31,6 @@ ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn", "wrn-28-10", "wrn-34-1
 def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(choices)}")
-
-
-AUX_FRACTION_DEFAULT = 0.7  # generated share of every batch in the published recipe (DM-Improves-AT)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class DataConfig:
         if not self.aux_data:
             return
         if self.aux_fraction is None:
-            object.__setattr__(self, "aux_fraction", AUX_FRACTION_DEFAULT)
+            object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]
         if not 0 < f < 1 or not 1 <= int(f * self.batch_size) < self.batch_size:
             raise ConfigError(f"--aux-fraction {f} must leave both generated and base samples in a batch of "

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from memloss.memstore.mixing import BatchMix, plan_mixed, unstored_layout
+from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed, unstored_layout
 from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
-from memloss.trainer.data.generated import prepare_generated
+from memloss.trainer.data.generated import GeneratedSource, prepare_generated
+from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.data.loader import BatchLoader, make_loader
 
 
@@ -59,7 +60,7 @@ class TrainingSet:
 
 def batch_mix(n_total: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None) -> BatchMix:
     """int(f·B) generated samples a batch, ceil(epoch_samples / B) batches an epoch (default epoch_samples: every
-    sample, as the published sampler's ceil(N_total / B))."""
+    sample, as the published sampler's ceil(N_total / B)); f = aux_fraction, e.g. PUBLISHED_AUX_FRACTION."""
     batches = -(-(epoch_samples or n_total) // batch_size)
     return BatchMix(batch_size, int(aux_fraction * batch_size), batches)
 
@@ -73,10 +74,13 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
     base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
     if not aux_data:
         return TrainingSet(dataset, base)
+    # The files are checked and the mix validated before a conversion of millions of images starts.
+    n_aux = len(GeneratedSource(list(aux_data), dataset_info(dataset, resolution), aux_take))
+    mix = batch_mix(base.n + n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
+                    epoch_samples)
+    mix.check((base.n, n_aux))
     aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
                             num_workers=num_workers)
-    mix = batch_mix(base.n + aux.n, batch_size, 0.7 if aux_fraction is None else aux_fraction, epoch_samples)
-    mix.check((base.n, aux.n))
     return TrainingSet(dataset, base, aux, mix)
 
 

@@ -1,0 +1,154 @@
+"""Training on a base set plus generated images (`--aux-data`): two epochs with K = 1 on a synthetic base set and an
+.npz of 300 images, every batch holding exactly int(f·B) generated rows, the memory held per age matching a hand
+count of the store's order, a run without a store, the one-line errors of bad files through the CLI, and the
+recipe preset with its generated-data keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from memloss.cli.app import app
+from memloss.memstore.mixing import plan_mixed
+from memloss.memstore.store import open_store
+from memloss.trainer.config.defaults import resolve_config
+from memloss.trainer.training import epoch as epoch_module
+from memloss.trainer.training.fit import fit
+
+N_BASE, N_AUX, BATCH, FRACTION = 96, 300, 32, 0.5  # 13 batches of 16 + 16: 208 of the 300 generated an epoch
+PRESETS = Path(__file__).resolve().parents[1] / "docs" / "presets"
+TINY = {"dataset": "synthetic", "n": N_BASE, "resolution": 8, "batch_size": BATCH, "eval_n": 32, "attack_steps": 2,
+        "epochs": 2, "aux_fraction": FRACTION}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic base set, converted once for the module (its conversion prints progress)."""
+    from memloss.trainer.data.beton import prepare
+
+    root = tmp_path_factory.mktemp("data")
+    prepare("synthetic", "train", root, n=N_BASE, resolution=8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def aux_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gen") / "gen.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, image=rng.integers(0, 256, (N_AUX, 8, 8, 3), dtype=np.uint8), label=rng.integers(0, 10, N_AUX))
+    return path
+
+
+def _cfg(tmp_path: Path, aux_file: Path, **overrides: Any):  # noqa: ANN202
+    return resolve_config({**TINY, "out": str(tmp_path / "run"),
+                           "aux_data": [str(aux_file)], **overrides})
+
+
+def test_two_epochs_with_k1_mix_every_batch_and_count_memory_by_hand(tmp_path: Path, aux_file: Path, data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    batches: list[np.ndarray] = []
+    original = epoch_module._train_batch
+
+    def spy(s, x_u8, y, idx_dev, idx, *rest):  # noqa: ANN001, ANN202
+        assert np.array_equal(idx_dev.cpu().numpy(), idx)  # the loader's rows are the store's order
+        batches.append(idx.copy())
+        return original(s, x_u8, y, idx_dev, idx, *rest)
+
+    monkeypatch.setattr(epoch_module, "_train_batch", spy)
+    cfg = _cfg(tmp_path, aux_file, k=1, store=str(tmp_path / "mem.zarr"), data_dir=str(data_dir))
+    fit(cfg, quiet=True)
+    assert len(batches) == 2 * 13
+    assert all(b.shape == (BATCH,) and (b >= N_BASE).sum() == int(FRACTION * BATCH) for b in batches)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    with open_store(str(tmp_path / "mem.zarr"), read_only=True) as store:
+        assert store.committed_epochs == [1, 2] and store.spec.fingerprint.parts == (N_BASE, N_AUX)
+        plans = {e: plan_mixed(store.layout, store.window_blocks, store.seed, e, store_mix(cfg)) for e in (1, 2)}
+    aux = {e: p.order.reshape(13, BATCH)[:, BATCH // 2 :].ravel() for e, p in plans.items()}
+    assert np.array_equal(np.concatenate(batches[13:]), plans[2].order)
+    held_aux = np.isin(aux[2], aux[1]).mean()  # hand count: generated rows of epoch 2 that epoch 1 visited
+    assert 0 < held_aux < 1  # some generated samples were skipped in epoch 1
+    assert records[0]["mem_held_by_age"] == [0.0] and records[0]["mem_held_aux_by_age"] == [0.0]
+    assert records[1]["mem_held_base_by_age"] == [1.0]
+    assert records[1]["mem_held_aux_by_age"] == [pytest.approx(held_aux, abs=1e-6)]
+    assert records[1]["mem_held_by_age"] == [pytest.approx((1 + held_aux) / 2, abs=1e-6)]
+    assert records[1]["mem_loss"] > 0
+
+
+def store_mix(cfg) -> Any:  # noqa: ANN001
+    from memloss.trainer.data.mixed import batch_mix
+
+    return batch_mix(N_BASE + N_AUX, cfg.data.batch_size, cfg.data.aux_fraction)
+
+
+def test_a_run_without_store_mixes_too(tmp_path: Path, aux_file: Path, data_dir: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    original = epoch_module._train_batch
+
+    def spy(s, x_u8, y, idx_dev, idx, *rest):  # noqa: ANN001, ANN202
+        seen.append(int((idx_dev >= N_BASE).sum()))
+        return original(s, x_u8, y, idx_dev, idx, *rest)
+
+    monkeypatch.setattr(epoch_module, "_train_batch", spy)
+    cfg = _cfg(tmp_path, aux_file, k=0, epochs=1, epoch_samples=5 * BATCH, aux_fraction=0.75, data_dir=str(data_dir))
+    result = fit(cfg, quiet=True)
+    assert seen == [24] * 5 and result.store is None
+
+
+runner = CliRunner()
+
+
+def _bad_npz(tmp_path: Path, name: str, **arrays: np.ndarray) -> str:
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing", "does not exist"),
+    ("size", "images are 16×16, synthetic is 8×8"),
+    ("no-label", "label"),
+    ("truncated", "truncated"),
+    ("too-few", "generated set has 100"),
+])
+def test_bad_generated_files_are_one_line_errors(tmp_path: Path, data_dir: Path, case: str, message: str) -> None:
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 100)
+    files = {
+        "missing": str(tmp_path / "nothing.npz"),
+        "size": _bad_npz(tmp_path, "big.npz", image=np.zeros((100, 16, 16, 3), np.uint8), label=labels),
+        "no-label": _bad_npz(tmp_path, "nolabel.npz", image=images),
+        "too-few": _bad_npz(tmp_path, "few.npz", image=images, label=labels),
+    }
+    if case == "truncated":
+        whole = Path(_bad_npz(tmp_path, "whole.npz", image=images, label=labels)).read_bytes()
+        (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+        files["truncated"] = str(tmp_path / "cut.npz")
+    args = ["train", "--dataset", "synthetic", "--n", "96", "--resolution", "8", "--batch-size", "32",
+            "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--aux-data", files[case]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_aux_options_need_aux_data_and_files_follow_the_option(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--aux-fraction", "0.5", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "needs generated data: add --aux-data" in result.output
+    result = runner.invoke(app, ["train", "stray.npz", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "unexpected argument(s) stray.npz" in result.output
+    from memloss.cli.train import aux_files
+
+    assert aux_files(["a.npz"], ["b.npz", "c.npz"]) == ("a.npz", "b.npz", "c.npz")
+
+
+def test_the_recipe_preset_carries_the_generated_data_keys() -> None:
+    cfg = resolve_config({}, PRESETS / "dm-improves-at.toml")
+    assert [Path(f).name for f in cfg.data.aux_data] == ["1m.npz"] and cfg.data.aux_fraction == 0.7
+    assert cfg.data.aux_take is None and cfg.data.epoch_samples is None
+    assert cfg.run.model == "wrn-28-10-swish" and cfg.data.batch_size == 512
