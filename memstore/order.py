@@ -226,5 +226,5 @@ def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: i
         raise StoreError(
             f"memory budget {budget_bytes} B is too small at K={k}: the base set's {parts[0]} samples stay in RAM "
             f"({base_bytes} B for K+1 slots) and the generated part needs at least {one_block} B more; raise "
-            f"memory_budget to at least {base_bytes + one_block} B")
+            f"memory_budget to at least {base_bytes + one_block} B ({(base_bytes + one_block) / 2**30:.2f} GiB)")
     return window_blocks_for_budget(left, k, block_size, row_bytes, num_blocks - first_windowed), first_windowed

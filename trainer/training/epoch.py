@@ -33,13 +33,14 @@ class TrainingDiverged(MemlossError):
 
 
 def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: list[float],
-                     shares: MemoryShares) -> tuple[Any, MemoryExamples | None]:
+                     shares: MemoryShares | None) -> tuple[Any, MemoryExamples | None]:
     """The store's MemoryBatch of the batch and the memory examples of the slots the step uses (None: no term)."""
     t0 = time.perf_counter()
     reader = s.ahead if s.ahead is not None else s.store  # ahead: gathered while the previous step ran
     batch = reader.read(idx)  # type: ignore[union-attr]
     wait[0] += time.perf_counter() - t0
-    shares.add(batch.valid)
+    if shares is not None:
+        shares.add(batch.valid)
     k = s.cfg.method.k
     if k == 0 or s.slots is None:
         return batch, None
@@ -51,8 +52,9 @@ def _memory_for_step(s: Session, x: torch.Tensor, idx: Any, views: Any, wait: li
 
 
 def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch.Tensor, idx: Any,
-                 sums: MetricSums, wait: list[float], shares: MemoryShares) -> torch.Tensor:
-    """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host."""
+                 sums: MetricSums, wait: list[float], shares: MemoryShares | None = None) -> torch.Tensor:
+    """One optimizer step on a loader batch; idx_dev: int64 [B] on the device, idx: the same on the host; `shares`
+    counts the rows holding memory per age."""
     x = x_u8.float().div_(255.0)
     if s.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
