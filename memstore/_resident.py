@@ -60,6 +60,13 @@ class ResidentSlots:
         """Rows at storage positions pos int64 [B] of ring `slots`: Entries with lead [len(slots)] (copies)."""
         return take_rows(self.rows, slots, pos)
 
+    def gather_into(self, slots: list[int], pos: np.ndarray, out: Entries, at: int) -> None:
+        """Rows at storage positions pos int64 [B] of ring `slots` into rows [at, at + B) of out (lead [len(slots)])."""
+        for name in ENTRY_FIELDS:
+            src, dst = getattr(self.rows, name), getattr(out, name)
+            for k, slot in enumerate(slots):
+                np.take(src[slot], pos, axis=0, out=dst[k, at:at + pos.shape[0]], mode="clip")
+
     def put(self, slot: int, pos: np.ndarray, entries: Entries) -> None:
         """Stores rows at storage positions pos int64 [B] into `slot` (a later write of a row replaces it)."""
         for name in ENTRY_FIELDS:

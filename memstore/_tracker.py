@@ -20,7 +20,7 @@ class WriteTracker:
 
     def __init__(self, layout: BlockLayout, visits: np.ndarray | None) -> None:
         self._b = layout.block_size
-        self._left = (layout.members >= 0).astype(np.int32) if visits is None else visits.astype(np.int32)
+        self._left = (layout.members >= 0).astype(np.uint16) if visits is None else visits.astype(np.uint16)
         self._written = np.zeros(layout.rows, dtype=bool)
         blocks = np.arange(layout.rows, dtype=np.int64) // self._b
         self._block_left = np.bincount(blocks, weights=self._left, minlength=layout.num_blocks).astype(np.int64)

@@ -13,6 +13,7 @@ in windows. Format details: docs/store-format.md.
 from __future__ import annotations
 
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,14 @@ from memloss.memstore._early import NextWindow
 from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore._resident import ResidentPart
 from memloss.memstore._tracker import WriteTracker
+from memloss.memstore._wbuffers import WindowBuffers
 from memloss.memstore._windows import WindowReader
 from memloss.memstore._zarr_chunks import WriteJob, write_chunks
 from memloss.memstore._zarr_meta import ZarrHandle, read_failure, save_ring_state, verify_read_slots
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
+from memloss.memstore.mixing import epoch_plan
 from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
 from memloss.memstore.ring import RingState
 
@@ -56,7 +59,7 @@ class ZarrMemStore(MemStore):
         self._reads_after: Future[None] | None = None  # set by write_after: what the next epoch's reads wait for
         self._next_prepared = False  # the next epoch's first window is loading (windowed path)
         self._read_slot_ids: list[int] = []
-        self._buffers: dict[int, Entries] = {}  # windowed blocks being filled this epoch
+        self._wbuf = WindowBuffers(self._layout, self._spec.fingerprint.shape, self._write_barrier)
         self._tracker = WriteTracker(self._layout, None)
         self._resident: ResidentPart | None = None  # allocated at the first epoch (an inspector never pays for it)
 
@@ -90,6 +93,11 @@ class ZarrMemStore(MemStore):
             self._reads_after = self._landed  # the next epoch's reads need the commits so far, not `done`
             self._writer.call(done.result)  # an error of `done` becomes the writer's: nothing more is written
 
+    def _write_barrier(self) -> Future[None]:
+        """Completes once every chunk queued so far is written."""
+        assert self._writer is not None
+        return self._writer.call(lambda: None)
+
     # ---- epochs -----------------------------------------------------------------------------------------------
     def _windowed_plan(self, plan: EpochPlan) -> EpochPlan:
         """The windows the window reader loads: all of them, or those after the resident base part's window."""
@@ -99,7 +107,7 @@ class ZarrMemStore(MemStore):
         self._read_slot_ids = [slot for _, slot in read_slots]
         verify_read_slots(self._handle, self._state, self._read_slot_ids)  # missing chunks: one line, before reading
         self._tracker = WriteTracker(self._layout, plan.visits)
-        self._buffers = {}
+        self._wbuf.start(plan)
         self._next_prepared = False
         after, self._reads_after = self._reads_after or self._landed, None
         if self._resident_blocks:
@@ -112,7 +120,7 @@ class ZarrMemStore(MemStore):
             self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after)
 
     def _abandon_epoch(self) -> None:
-        self._buffers = {}
+        self._wbuf.start(None)
         self._windows.drop(keep_from=None)
         if self._resident is not None:
             self._resident.drop_load()  # the new epoch may write into a slot the load is filling
@@ -136,7 +144,7 @@ class ZarrMemStore(MemStore):
         if block < self._resident_blocks:
             assert self._resident is not None
             return self._resident.slots.block(slot, block, self._tracker)
-        return self._buffers.pop(block, None)
+        return self._wbuf.block(block, self._tracker)
 
     def _flush(self, slot: int, block: int, entries: Entries | None) -> None:
         """Hands a block's chunk to the writer (once per epoch)."""
@@ -146,6 +154,8 @@ class ZarrMemStore(MemStore):
         if block >= self._resident_blocks:
             self._windows.carry(block, entries)
         self._writer.submit(WriteJob(slot, start, stop, entries))
+        if block >= self._resident_blocks:
+            self._wbuf.handed_over(block)
 
     # ---- reads ------------------------------------------------------------------------------------------------
     def _read_error(self, exc: BaseException) -> StoreError:
@@ -159,9 +169,15 @@ class ZarrMemStore(MemStore):
         if resident.all():
             return self._read_resident(pos, slots)
         out = Entries.uninitialized(idx.shape[0], self._spec.fingerprint.shape, lead=(len(slots),))
-        if resident.any():  # a mixed batch: base rows from RAM, generated rows from their window
+        m = int(resident.sum())
+        if m and resident[:m].all():  # a mixed batch, base rows first: each part straight into its rows
+            self._read_resident(pos[:0], slots)  # waits for a running load
+            assert self._resident is not None
+            self._resident.slots.gather_into(slots, pos[:m], out, 0)
+            self._gather_windows(pos[m:], out, at=m)
+        elif m:  # base rows anywhere in the batch
             _assign(out, resident, self._read_resident(pos[resident], slots))
-            part = Entries.uninitialized(int((~resident).sum()), self._spec.fingerprint.shape, lead=(len(slots),))
+            part = Entries.uninitialized(idx.shape[0] - m, self._spec.fingerprint.shape, lead=(len(slots),))
             self._gather_windows(pos[~resident], part)
             _assign(out, ~resident, part)
         else:
@@ -177,9 +193,9 @@ class ZarrMemStore(MemStore):
             raise self._read_error(failed) from failed
         return self._resident.slots.gather(slots, pos)
 
-    def _gather_windows(self, pos: np.ndarray, out: Entries) -> None:
+    def _gather_windows(self, pos: np.ndarray, out: Entries, at: int = 0) -> None:
         try:
-            self._windows.gather(pos, out)
+            self._windows.gather(pos, out, at)
         except Exception as exc:
             self._raise_background_error()  # a failed commit is the cause a window load reports
             raise self._read_error(exc) from exc
@@ -193,7 +209,8 @@ class ZarrMemStore(MemStore):
         state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
         slots = [(nxt - 1 - k) % self.num_slots for k in range(self.k)
                  if nxt - 1 - k >= 0 and state.slot_epochs[(nxt - 1 - k) % self.num_slots] == nxt - 1 - k]
-        plan = self._windowed_plan(self._make_plan(nxt, self._mix))
+        plan = self._windowed_plan(epoch_plan(self._layout, self._window_blocks, self._seed, nxt, self._mix))
+        plan = replace(plan, order=plan.order[:0])  # only its windows are needed
         early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
                            self._tracker.flushed.copy())
         self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
@@ -209,23 +226,9 @@ class ZarrMemStore(MemStore):
             assert self._resident is not None
             self._resident.slots.put(slot, pos[resident], _subset(entries, resident))
         if not resident.all():
-            self._fill_blocks(pos[~resident], _subset(entries, ~resident))
+            self._wbuf.put(pos[~resident], _subset(entries, ~resident))
         for block in self._tracker.record(pos):
             self._flush(slot, int(block), self._block_entries(slot, int(block)))
-
-    def _fill_blocks(self, pos: np.ndarray, entries: Entries) -> None:
-        """Copies rows into the buffers of their windowed blocks (Entries.empty: unwritten rows hold no memory)."""
-        blocks = pos // self._layout.block_size
-        order = np.argsort(blocks, kind="stable")
-        uniq, first = np.unique(blocks[order], return_index=True)
-        for block, rows in zip(uniq, np.split(order, first[1:])):
-            start, stop = self._layout.block_rows(int(block))
-            buf = self._buffers.get(int(block))
-            if buf is None:
-                buf = self._buffers[int(block)] = Entries.empty(stop - start, self._spec.fingerprint.shape)
-            local = pos[rows] - start
-            for name in ENTRY_FIELDS:
-                getattr(buf, name)[local] = getattr(entries, name)[rows]
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_background_error(self) -> None:
@@ -240,7 +243,7 @@ class ZarrMemStore(MemStore):
             raise self._read_error(failed) from failed
 
     def _close_backend(self) -> None:
-        self._buffers = {}
+        self._wbuf.start(None)
         try:
             self._windows.drop(keep_from=None)
             self._windows.drop_next()

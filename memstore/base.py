@@ -8,6 +8,7 @@ shared logic here; the backends only move rows (`_read_entries`, `_write_entries
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -102,8 +103,7 @@ class MemStore(ABC):
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
         `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
 
-        `mix`: required by (only by) a store of two parts (base set + generated images); the order is then the
-        epoch's batches one after the other (memstore/mixing.py), each sample written once per visit.
+        `mix`: required by (only by) a store of two parts; the order is then the epoch's batches (memstore/mixing.py).
 
         `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
         ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in
@@ -113,15 +113,17 @@ class MemStore(ABC):
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise StoreError(f"epoch must be an integer >= 0, got {epoch!r}")
         epoch = int(epoch)
-        self._abandon_epoch()
-        plan = self._make_plan(epoch, mix)
+        plan = epoch_plan(self._layout, self._window_blocks, self._seed, epoch, mix)
+        order = plan.order  # the caller's; the store keeps the plan's windows and visits (the order's rows: N int64)
+        plan = replace(plan, order=order[:0])
         drawn = None if ages is None else self._draw_table(ages, len(plan.windows))
+        self._abandon_epoch()
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
             self._save_state(self._state)
         self._plan, self._drawn, self._epoch, self._mix = plan, drawn, epoch, mix
         self._start_epoch(self._plan, self._read_slots(epoch))
-        return self._plan.order.copy()
+        return order
 
     def read(self, idx: Any) -> MemoryBatch:
         """Memory of samples idx (int [B]) for the current epoch n: see `MemoryBatch`."""
@@ -218,9 +220,6 @@ class MemStore(ABC):
             pass
 
     # ---- helpers --------------------------------------------------------------------------------------------------
-    def _make_plan(self, epoch: int, mix: BatchMix | None) -> EpochPlan:
-        return epoch_plan(self._layout, self._window_blocks, self._seed, epoch, mix)
-
     def _draw_table(self, ages: AgesOfWindow, windows: int) -> np.ndarray:
         """bool [windows, K]: the ages each window reads, from the caller's `ages(window)`."""
         table = np.zeros((windows, self.k), dtype=bool)

@@ -117,12 +117,19 @@ def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, m
     per_shard = [np.concatenate([b.reshape(mix.batches, -1), a.reshape(mix.batches, -1)], axis=1)
                  for b, a in zip(base, aux)]
     rows = np.concatenate(per_shard, axis=1).ravel()  # storage rows, batch after batch
+    visits = np.bincount(rows, minlength=layout.rows)
+    # A block of the last windows whose rows all fell after the epoch's cut is not visited: out of the windows.
+    per_block = np.bincount(np.arange(layout.rows) // layout.block_size, weights=visits, minlength=layout.num_blocks)
+    aux_windows = [w for w in (blocks[per_block[blocks] > 0] for blocks in aux_windows) if w.size]
     window_of_block = np.full(layout.num_blocks, -1, dtype=np.int64)
     base_blocks = layout.part_blocks(0)
     window_of_block[base_blocks] = 0
     for w, blocks in enumerate(aux_windows, start=1):
         window_of_block[blocks] = w
-    visits = np.bincount(rows, minlength=layout.rows).astype(np.int32)
+    if visits.max() > np.iinfo(np.uint16).max:
+        raise StoreError(f"an epoch would visit a base sample {visits.max()} times (at most 65535); use fewer "
+                         "batches per epoch")
+    visits = visits.astype(np.uint16)  # 2 B a row: the plan lives beside the store's windows
     return EpochPlan(epoch=int(epoch), order=layout.members[rows], windows=[base_blocks, *aux_windows],
                      window_of_block=window_of_block, visits=visits)
 

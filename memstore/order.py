@@ -124,7 +124,7 @@ class BlockLayout:
 class EpochPlan:
     """The order of one epoch: `order` int64 [L] (a permutation of range(n); for a two-part store the epoch's
     batches one after the other, memstore/mixing.py), `windows` (block ids per window, in training order),
-    `window_of_block` int64 [num_blocks] (−1: a block the epoch does not visit) and `visits` (int32 [rows]: how
+    `window_of_block` int64 [num_blocks] (−1: a block the epoch does not visit) and `visits` (uint16 [rows]: how
     often the epoch visits each storage row; None: every sample once)."""
 
     epoch: int
