@@ -114,24 +114,36 @@ def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, m
     mix.check(layout.parts, shards)
     base = _base_rows(layout, mix, seed, epoch, shards)
     aux, aux_windows = _aux_rows(layout, mix, window_blocks, seed, epoch, shards)
-    per_shard = [np.concatenate([b.reshape(mix.batches, -1), a.reshape(mix.batches, -1)], axis=1)
-                 for b, a in zip(base, aux)]
-    rows = np.concatenate(per_shard, axis=1).ravel()  # storage rows, batch after batch
-    visits = np.bincount(rows, minlength=layout.rows)
+    visits = _visits(layout, base, aux)
     # A block of the last windows whose rows all fell after the epoch's cut is not visited: out of the windows.
-    per_block = np.bincount(np.arange(layout.rows) // layout.block_size, weights=visits, minlength=layout.num_blocks)
+    starts = np.arange(layout.num_blocks, dtype=np.int64) * layout.block_size
+    per_block = np.add.reduceat(visits, starts, dtype=np.int64)
     aux_windows = [w for w in (blocks[per_block[blocks] > 0] for blocks in aux_windows) if w.size]
     window_of_block = np.full(layout.num_blocks, -1, dtype=np.int64)
     base_blocks = layout.part_blocks(0)
     window_of_block[base_blocks] = 0
     for w, blocks in enumerate(aux_windows, start=1):
         window_of_block[blocks] = w
-    if visits.max() > np.iinfo(np.uint16).max:
-        raise StoreError(f"an epoch would visit a base sample {visits.max()} times (at most 65535); use fewer "
-                         "batches per epoch")
-    visits = visits.astype(np.uint16)  # 2 B a row: the plan lives beside the store's windows
-    return EpochPlan(epoch=int(epoch), order=layout.members[rows], windows=[base_blocks, *aux_windows],
+    per_shard = [np.concatenate([b.reshape(mix.batches, -1), a.reshape(mix.batches, -1)], axis=1)
+                 for b, a in zip(base, aux)]
+    del base, aux
+    order = layout.members[np.concatenate(per_shard, axis=1).ravel()]  # batch after batch
+    return EpochPlan(epoch=int(epoch), order=order, windows=[base_blocks, *aux_windows],
                      window_of_block=window_of_block, visits=visits)
+
+
+def _visits(layout: BlockLayout, base: list[np.ndarray], aux: list[np.ndarray]) -> np.ndarray:
+    """uint16 [rows]: visits of each storage row (2 B a row: the plan lives beside the store's windows)."""
+    visits = np.zeros(layout.rows, dtype=np.uint16)
+    for rows in aux:
+        visits[rows] = 1  # generated rows: once at most
+    first, stop = layout.part_rows[0]
+    base_visits = np.bincount(np.concatenate(base) - first, minlength=stop - first)
+    if base_visits.max() > np.iinfo(np.uint16).max:
+        raise StoreError(f"an epoch would visit a base sample {base_visits.max()} times (at most 65535); use fewer "
+                         "batches per epoch")
+    visits[first:stop] = base_visits
+    return visits
 
 
 def _base_rows(layout: BlockLayout, mix: BatchMix, seed: int, epoch: int, shards: int) -> list[np.ndarray]:

@@ -152,3 +152,32 @@ def test_the_recipe_preset_carries_the_generated_data_keys() -> None:
     assert [Path(f).name for f in cfg.data.aux_data] == ["1m.npz"] and cfg.data.aux_fraction == 0.7
     assert cfg.data.aux_take is None and cfg.data.epoch_samples is None
     assert cfg.run.model == "wrn-28-10-swish" and cfg.data.batch_size == 512
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path: Path, aux_file: Path, data_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from memloss.trainer.training import fit as fit_module
+    from memloss.trainer.training.fit import resume_config
+
+    common = {"k": 1, "data_dir": str(data_dir), "epochs": 3}
+    straight = fit(_cfg(tmp_path / "a", aux_file, store=str(tmp_path / "a.zarr"), **common), quiet=True)
+    original = fit_module.train_epoch
+
+    def stop_at_third(s, epoch, reporter):  # noqa: ANN001, ANN202
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(s, epoch, reporter)
+
+    monkeypatch.setattr(fit_module, "train_epoch", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(tmp_path / "b", aux_file, store=str(tmp_path / "b.zarr"), **common), quiet=True)
+    monkeypatch.setattr(fit_module, "train_epoch", original)
+    run = tmp_path / "b" / "run"
+    resumed = fit(resume_config(run, {}), resume=run, quiet=True)
+    assert [r["epoch"] for r in resumed.records] == [1, 2, 3]
+    a, b = load_file(str(straight.run_dir / "last.safetensors")), load_file(str(run / "last.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [r["mem_held_aux_by_age"] for r in straight.records] == [r["mem_held_aux_by_age"] for r in resumed.records]
