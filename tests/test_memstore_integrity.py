@@ -205,7 +205,7 @@ def test_format_1_stores_open_unverified_and_upgrade_at_their_next_commit(tmp_pa
     with open_store(url) as store:
         write_epoch(store, 1)
     meta = json.loads(meta_path.read_text())["attributes"]["memloss"]
-    assert meta["format_version"] == 2 and list(meta["manifests"]) == ["1"]
+    assert meta["format_version"] == 3 and list(meta["manifests"]) == ["1"]  # and the parts of version 3
     assert repair_store(url, check_only=True).unverified == [0]
 
 
