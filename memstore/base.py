@@ -211,13 +211,11 @@ class MemStore(ABC):
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-            return
         try:
             self.close()
-        except Exception:  # the body's exception is the one the user needs to see
-            pass
+        except Exception:
+            if exc_type is None:  # otherwise the body's exception is the one the user needs to see
+                raise
 
     # ---- helpers --------------------------------------------------------------------------------------------------
     def _draw_table(self, ages: AgesOfWindow, windows: int) -> np.ndarray:
@@ -247,13 +245,8 @@ class MemStore(ABC):
 
     def _read_slots(self, epoch: int) -> list[tuple[int, int]]:
         """(k, ring slot) for each memory slot k whose epoch n−1−k is committed."""
-        out = []
-        for k in range(self.k):
-            e = epoch - 1 - k
-            slot = e % self.num_slots
-            if e >= 0 and self._state.slot_epochs[slot] == e:
-                out.append((k, slot))
-        return out
+        ages = ((k, epoch - 1 - k) for k in range(self.k))
+        return [(k, e % self.num_slots) for k, e in ages if e >= 0 and self._state.slot_epochs[e % self.num_slots] == e]
 
     def _write_slot(self) -> int:
         return self._require_epoch() % self.num_slots
