@@ -2,6 +2,7 @@
 writes, evaluation), then the obvious retry: `memloss train --resume RUN` if the run directory has its config.json,
 else the same command again. Every retry must end with exactly the weights, metrics and memory of a run that was
 never interrupted. The full sweep is `heavy` (scripts/test.sh -m heavy); three representative points run by default.
+The heavy sweep also kills a run with generated data (a store of two parts) at nine points.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ SWEEP = [
 DEFAULT_SUBSET = ["after:set:members#1", "after:set:root-json#4", "before:replace:last.state.pt#1"]
 
 
-def _train(out: Path, data_dir: Path) -> list[str]:
-    return ["train", *ARGS, "--data-dir", str(data_dir), "--out", str(out)]
+def _train(out: Path, data_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["train", *ARGS, *extra, "--data-dir", str(data_dir), "--out", str(out)]
 
 
 def _outcome(run: Path) -> dict[str, Any]:
@@ -90,21 +91,21 @@ def straight(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[s
     return _outcome(run)
 
 
-def kill_and_retry(point: str, run: Path, data_dir: Path) -> None:
+def kill_and_retry(point: str, run: Path, data_dir: Path, extra: tuple[str, ...] = ()) -> None:
     """Runs the training, killed at `point`, then retries as a user would until it finishes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "tests" / "kill_driver.py"), point, "--", *_train(run, data_dir)]
+    cmd = [sys.executable, str(ROOT / "tests" / "kill_driver.py"), point, "--", *_train(run, data_dir, extra)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == -signal.SIGKILL, f"{point} was never reached: {done.returncode} {done.stderr[-2000:]}"
     resume = ["train", "--resume", str(run), "--threads", "1"]
-    retry = resume if (run / "config.json").exists() else _train(run, data_dir)
+    retry = resume if (run / "config.json").exists() else _train(run, data_dir, extra)
     result = CliRunner().invoke(app, retry)
     assert result.exit_code == 0, (point, retry[:3], result.output[-3000:], result.exception)
 
 
-def _check(point: str, tmp_path: Path, data_dir: Path, straight: dict[str, Any]) -> None:
+def _check(point: str, tmp_path: Path, data_dir: Path, straight: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
     run = tmp_path / "run"
-    kill_and_retry(point, run, data_dir)
+    kill_and_retry(point, run, data_dir, extra)
     _same(straight, _outcome(run), point)
     assert not [p for p in run.rglob("*") if p.name.endswith((".tmp", ".partial"))], "temporary files left"
 
@@ -120,6 +121,34 @@ def test_kill_9_then_retry_is_bit_identical(point: str, tmp_path: Path, data_dir
 @pytest.mark.parametrize("point", [p for p in SWEEP if p not in DEFAULT_SUBSET])
 def test_kill_9_sweep(point: str, tmp_path: Path, data_dir: Path, straight: dict[str, Any]) -> None:
     _check(point, tmp_path, data_dir, straight)
+
+
+# A store of two parts (96 base + 300 generated images, 13 mixed batches an epoch): its base part resident, its
+# generated part windowed, unvisited generated blocks deleted at the commit.
+GENERATED_SWEEP = ["after:set:members#1", "after:chunks#1", "after:chunks#4", "before:set:manifest#1",
+                   "after:set:root-json#4", "before:step#20", "after:replace:last.state.pt#1", "before:set:manifest#3",
+                   "before:step#40"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The options of a run with generated data, and its outcome uninterrupted."""
+    path = tmp_path_factory.mktemp("gen") / "gen.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, image=rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8), label=rng.integers(0, 10, 300))
+    extra = ("--aux-data", str(path), "--aux-fraction", "0.5")
+    run = tmp_path_factory.mktemp("straight-gen") / "run"
+    result = CliRunner().invoke(app, _train(run, data_dir, extra))
+    assert result.exit_code == 0, result.output
+    return extra, _outcome(run)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("point", GENERATED_SWEEP)
+def test_kill_9_sweep_with_generated_data(point: str, tmp_path: Path, data_dir: Path,
+                                          generated: tuple[tuple[str, ...], dict[str, Any]]) -> None:
+    extra, outcome = generated
+    _check(point, tmp_path, data_dir, outcome, extra)
 
 
 def test_the_sweep_covers_every_kind_of_point() -> None:
