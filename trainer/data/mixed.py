@@ -111,7 +111,7 @@ class MixedLoader:
             make_loader(data.aux, batch_size=mix.aux_per_batch, device=device, num_workers=num_workers,
                         order=lambda e: part(e, m, mix.batch_size, first_aux), length=mix.aux_rows),
         ]
-        self.batches = mix.batches
+        self.batches, self.batch_size = mix.batches, mix.batch_size  # batch_size: rows of a joined batch
 
     def __len__(self) -> int:
         return self.batches
