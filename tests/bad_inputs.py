@@ -145,6 +145,8 @@ CASES: list[Case] = [
     Case("aux-take-zero", [*TRAIN, "--aux-data", "{txt}", "--aux-take", "0"], "--aux-take must be ≥ 1"),
     Case("aux-data-missing", [*TRAIN, "--aux-data", "{case}/gen.npz"], "gen.npz does not exist"),
     Case("aux-data-not-npz", [*TRAIN, "--aux-data", "{txt}"], "is not a readable .npz"),
+    Case("aux-data-torchrun", [*TRAIN, "--aux-data", "{txt}", "--nproc-per-node", "2"],
+         "--aux-data does not run under torchrun"),
     Case("budget-word", [*TRAIN, "--memory-budget", "lots"], "not a size"),
     Case("budget-tiny", [*TRAIN, "--memory-budget", "10"], "memory_budget must be ≥ 1 MiB"),
     Case("eval-n-zero", [*TRAIN, "--eval-n", "0"], "eval_n must be ≥ 1"),

@@ -27,6 +27,8 @@ def check_launch(cfg: TrainConfig, resume: Path | None, nproc: int,
     if state is not None:
         check_world(state, nproc)
     Shards(0, cfg.data.batch_size, nproc, 0)  # the global batch splits evenly
+    if cfg.data.aux_data:
+        raise ConfigError("--aux-data does not run under torchrun (--nproc-per-node) yet; train on one process")
     if nproc > 1 and cfg.run.store and cfg.run.store.startswith("memory://"):
         raise ConfigError(f"--store {cfg.run.store} lives inside one process; with several processes use a path "
                           "(one node), a shared filesystem path or an s3:// URL (several nodes)")
