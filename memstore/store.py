@@ -81,16 +81,26 @@ def create_store(
     codes). codec: see memstore.codecs (default zstd-1). owner: who writes (e.g. the run directory), named to a
     second writer. Refuses a location that is not empty (an interrupted creation is rebuilt).
     """
-    n = spec.fingerprint.n
-    if block_size is not None and 1 <= block_size <= n:  # fail on a too-small budget before anything is written
-        _window_blocks(spec, block_size, memory_budget)
+    _check_budget(spec, block_size, memory_budget)  # a too-small budget fails before anything is written
     lock = _lock(url, owner, None, ("empty", "creating"))
     try:
-        handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
-                               memory_budget=memory_budget, lock=lock)
+        return _create_locked(url, spec, lock, seed, block_size, codec, memory_budget)
     except BaseException:
         lock.release()
         raise
+
+
+def _check_budget(spec: StoreSpec, block_size: int | None, memory_budget: int) -> None:
+    """Refuses a memory budget that cannot hold one window of `block_size` blocks (StoreError, one line)."""
+    if block_size is not None and 1 <= block_size <= spec.fingerprint.n:
+        _window_blocks(spec, block_size, memory_budget)
+
+
+def _create_locked(url: UrlLike, spec: StoreSpec, lock: StoreLock, seed: int, block_size: int | None, codec: str | None,
+                   memory_budget: int) -> ZarrMemStore:
+    """Creates the store at `url` under the writer `lock` already taken, and opens it for writing."""
+    handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
+                           memory_budget=memory_budget, lock=lock)
     return _store(handle, memory_budget, read_only=False)
 
 
@@ -154,15 +164,11 @@ def open_or_create(
         elif kind == "creating":
             _note(notes, f"rebuilt the store {text}: its creation had been interrupted")
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        n = spec.fingerprint.n
-        if block_size is not None and 1 <= block_size <= n:
-            _window_blocks(spec, block_size, budget)
-        handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
-                               memory_budget=budget, lock=lock)
+        _check_budget(spec, block_size, budget)
+        return _create_locked(url, spec, lock, seed, block_size, codec, budget)
     except BaseException:
         lock.release()
         raise
-    return _store(handle, budget, read_only=False)
 
 
 def _has_commits(url: UrlLike) -> bool:
