@@ -105,7 +105,7 @@ class ZarrMemStore(MemStore):
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
-        verify_read_slots(self._handle, self._state, self._read_slot_ids)  # missing chunks: one line, before reading
+        verify_read_slots(self._handle, self._state, self._slots_from_storage())  # one line, before reading
         self._tracker = WriteTracker(self._layout, plan.visits)
         self._wbuf.start(plan)
         self._next_prepared = False
@@ -118,6 +118,13 @@ class ZarrMemStore(MemStore):
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
             self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after)
+
+    def _slots_from_storage(self) -> list[int]:
+        """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
+        its RAM already holds at their committed epoch (its own writes, or loaded and verified before)."""
+        if self.resident and self._resident is not None and not self._read_only:
+            return self._resident.slots.missing(self._state, self._read_slot_ids)
+        return self._read_slot_ids
 
     def _abandon_epoch(self) -> None:
         self._wbuf.start(None)

@@ -241,3 +241,26 @@ def test_write_after_holds_the_epoch_start_but_not_its_reads(tmp_path: Path, bud
                         np.zeros((8, 2), np.int64), np.zeros(8, bool))
         store.commit_epoch()
         assert store.committed_epochs == [1, 2, 3]
+
+
+def test_a_resident_writer_verifies_only_the_slots_it_reads_from_storage(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resident writer checks a slot's chunks when it loads the slot from storage (the first epoch after
+    opening), not every epoch for slots its RAM already holds; a damaged chunk is still found at the next open."""
+    from memloss.memstore import _zarr
+
+    checked: list[list[int]] = []
+    real = _zarr.verify_read_slots
+    monkeypatch.setattr(_zarr, "verify_read_slots", lambda h, s, slots: (checked.append(list(slots)), real(h, s, slots)))
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(n=16, k=2), block_size=8) as store:
+        assert store.resident
+        for epoch in range(4):
+            write_epoch(store, epoch)
+    assert checked == [[], [], [], []]  # epochs 1–3 read the slots this process wrote and holds
+    checked.clear()
+    _chunk(url, "codes", 2, 0).unlink()  # epoch 2's memory (ring slot 2), read by epoch 4 together with epoch 3
+    with open_store(url) as store, pytest.raises(DamagedMemoryError, match=r"epoch 2 \(ring slot 2\)"):
+        store.begin_epoch(4)
+        store.read(np.arange(16))
+    assert sorted(checked[0]) == [0, 2]  # loaded from storage after opening: verified
