@@ -40,7 +40,7 @@ from memloss.trainer.training.metrics import MetricSums  # noqa: E402
 
 
 def _kib(field: str) -> int:
-    """A VmXXX line of /proc/self/status in KiB."""
+    """A memory line of /proc/self/status (VmRSS, VmHWM, ...) in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
