@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import zarr
 
 from memloss.memstore import _lock
 from memloss.memstore._manifest import DamagedMemoryError
-from memloss.memstore._zarr_meta import CREATING_ATTR
+from memloss.memstore._zarr_meta import CREATING_ATTR, location_kind, resolve_store
 from memloss.memstore.errors import StoreError
 from memloss.memstore.repair import dropped_epochs, repair_store
 from memloss.memstore.store import create_store, open_or_create, open_store
@@ -110,23 +111,33 @@ def test_lease_on_an_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
     store._handle.release()  # noqa: SLF001
 
 
+def check_interrupted_creation_is_rebuilt(location: object, monkeypatch: pytest.MonkeyPatch, failure: OSError,
+                                          root_json: Callable[[], bytes | str]) -> None:
+    """A creation that fails after its first object (`failure` from zarr's array creation) leaves a store marked as
+    being created, which readers refuse and the next writer rebuilds. Shared by the local and S3 tests."""
+
+    def fail(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise failure
+
+    monkeypatch.setattr(zarr.Group, "create_array", fail)
+    with pytest.raises(OSError):
+        open_or_create(location, make_spec())
+    monkeypatch.undo()
+    store, text = resolve_store(location, read_only=True)
+    assert location_kind(store, text) == "creating"
+    assert CREATING_ATTR in json.loads(root_json())["attributes"]
+    with pytest.raises(StoreError, match="is being created, or its creation was interrupted"):
+        open_store(location)
+    notes: list[str] = []
+    with open_or_create(location, make_spec(), notes=notes) as rebuilt:
+        write_epoch(rebuilt, 0)
+    assert any("creation had been interrupted" in n for n in notes)
+
+
 def test_interrupted_creation_is_rebuilt_by_the_next_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = tmp_path / "s.zarr"
-
-    def full_disk(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(zarr.Group, "create_array", full_disk)
-    with pytest.raises(OSError):
-        open_or_create(url, make_spec())
-    monkeypatch.undo()
-    assert CREATING_ATTR in json.loads((url / "zarr.json").read_text())["attributes"]
-    with pytest.raises(StoreError, match="is being created, or its creation was interrupted"):
-        open_store(url)
-    notes: list[str] = []
-    with open_or_create(url, make_spec(), notes=notes) as store:
-        write_epoch(store, 0)
-    assert any("creation had been interrupted" in n for n in notes)
+    check_interrupted_creation_is_rebuilt(url, monkeypatch, OSError(28, "No space left on device"),
+                                          lambda: (url / "zarr.json").read_text())
 
 
 def test_a_store_that_never_committed_is_replaced_only_when_asked(tmp_path: Path) -> None:

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 from typer.testing import CliRunner
 from zarr.storage import FsspecStore
 
 from memloss.cli.app import app
 from memloss.memstore import _zarr_meta
 from memloss.memstore._lock import LOCK_KEY, StoreLockedError
-from memloss.memstore._zarr_meta import CREATING_ATTR, location_kind, resolve_store
+from memloss.memstore._zarr_meta import resolve_store
 from memloss.memstore.errors import StoreError
 from memloss.memstore.options import ENV_VAR, checked_location, parse_store_options, store_location
 from memloss.memstore.store import create_store, open_or_create, open_store
 from s3_server import S3Server
+from test_memstore_integrity import check_interrupted_creation_is_rebuilt
 from test_memstore_zarr import make_spec, write_epoch
 
 runner = CliRunner()
@@ -105,23 +105,8 @@ def test_an_epoch_interrupted_before_its_record_is_not_memory(s3: S3Server, monk
 
 def test_an_interrupted_creation_on_s3_is_rebuilt(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     location = store_location(s3.url(), s3.options)
-
-    def lost(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        raise OSError("connection reset")
-
-    monkeypatch.setattr(zarr.Group, "create_array", lost)
-    with pytest.raises(OSError):
-        open_or_create(location, make_spec())
-    monkeypatch.undo()
-    store, text = resolve_store(location, read_only=True)
-    assert location_kind(store, text) == "creating"
-    assert CREATING_ATTR in json.loads(_get(location, "zarr.json"))["attributes"]
-    with pytest.raises(StoreError, match="is being created, or its creation was interrupted"):
-        open_store(location)
-    notes: list[str] = []
-    with open_or_create(location, make_spec(), notes=notes) as rebuilt:
-        write_epoch(rebuilt, 0)
-    assert any("creation had been interrupted" in n for n in notes)
+    check_interrupted_creation_is_rebuilt(location, monkeypatch, OSError("connection reset"),
+                                          lambda: _get(location, "zarr.json"))
 
 
 def test_a_second_writer_gets_one_line(s3: S3Server) -> None:
