@@ -96,6 +96,11 @@ def delete_key(store: Store, key: str) -> None:
     sync(store.delete(key))
 
 
+def delete_prefix(store: Store, prefix: str) -> None:
+    """Deletes every key under `prefix` (a local store: the folder too, so no empty folder is left for zarr to list)."""
+    sync(store.delete_dir(prefix))
+
+
 def read_json(store: Store, key: str, url: str) -> dict[str, Any] | None:
     """A JSON object of the store, None if absent; StoreError if it does not parse."""
     data = get_bytes(store, key)

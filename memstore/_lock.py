@@ -1,10 +1,15 @@
 """The writer lock of a store: at most one process writes a store at a time; readers never take it.
 
-- **Local directories**: an OS advisory lock (`flock`) on the file `memloss.lock` inside the store. The kernel
+The lock lives beside the store, not in it (`mem.zarr.lock` next to `mem.zarr`), so plain zarr never meets an
+object that is not a Zarr node. Stores written by memloss ≤ 0.1 kept it inside (`mem.zarr/memloss.lock`): a writer
+refuses such a store while that lock is held (an older memloss is writing it) and removes it otherwise. A store
+without a parent folder or prefix (a bucket's root, a zarr Store object) keeps the lock inside, as before.
+
+- **Local directories**: an OS advisory lock (`flock`) on the file `<store>.lock`. The kernel
   releases it when the holder exits, however it exits (kill -9 included), so a lock left by a dead process is simply
   free; the file's JSON only names the holder (host, pid, run, since) for the error message and is emptied on a
   clean release.
-- **Object stores and other fsspec URLs**: a lease object `memloss.lock` holding the same JSON plus a heartbeat time,
+- **Object stores and other fsspec URLs**: a lease object `<store>.lock` holding the same JSON plus a heartbeat time,
   renewed by a background thread every `ttl/4` seconds. A lease whose heartbeat is older than its `ttl` (the holder
   stopped), or whose holder is a process of this host that no longer exists, is taken over. Object stores have no
   compare-and-swap here: the lease is written, then read back, and a writer that does not find its own token lost a
@@ -20,10 +25,13 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from zarr.abc.store import Store
+from zarr.storage import FsspecStore
 
 from memloss.memstore._location import LOCK_KEY, delete_key, get_bytes, local_root, put_bytes
 from memloss.memstore.errors import StoreError
@@ -141,12 +149,14 @@ def _read_fd(fd: int) -> bytes:
 class LeaseLock(StoreLock):
     """A lease object with a heartbeat, for stores without OS locks (object stores, memory://)."""
 
-    def __init__(self, store: Store, url: str, owner: str | None, ttl: float | None = None) -> None:
+    def __init__(self, store: Store, url: str, owner: str | None, ttl: float | None = None,
+                 key: str = LOCK_KEY, label: str | None = None) -> None:
         super().__init__(url)
-        self._store, self._ttl = store, float(LEASE_TTL_S if ttl is None else ttl)
-        current = _parse(get_bytes(store, LOCK_KEY))
+        label = label or key  # how the message names the lease object
+        self._store, self._key, self._ttl = store, key, float(LEASE_TTL_S if ttl is None else ttl)
+        current = _parse(get_bytes(store, key))
         if current and not self._stale(current):
-            raise StoreLockedError(f"store {url} is being written by {describe_holder(current)} (lease {LOCK_KEY}, "
+            raise StoreLockedError(f"store {url} is being written by {describe_holder(current)} (lease {label}, "
                                    f"renewed every {self._ttl / 4:.0f} s); wait for that run to finish or use "
                                    "another store")
         if current:
@@ -154,7 +164,7 @@ class LeaseLock(StoreLock):
                               "stopped renewing it")
         self._info = {**_holder(owner), "ttl_s": self._ttl}
         self._write()
-        back = _parse(get_bytes(store, LOCK_KEY))
+        back = _parse(get_bytes(store, key))
         if not back or back.get("token") != self._info["token"]:
             raise StoreLockedError(f"store {url} was taken by {describe_holder(back)} at the same moment; use "
                                    "another store")
@@ -171,12 +181,12 @@ class LeaseLock(StoreLock):
 
     def _write(self) -> None:
         self._info["heartbeat"] = time.time()
-        put_bytes(self._store, LOCK_KEY, json.dumps(self._info).encode())
+        put_bytes(self._store, self._key, json.dumps(self._info).encode())
 
     def _beat(self) -> None:
         while not self._stop.wait(self._ttl / 4):
             try:
-                current = _parse(get_bytes(self._store, LOCK_KEY))
+                current = _parse(get_bytes(self._store, self._key))
                 if current is None or current.get("token") != self._info["token"]:
                     self.lost = current or {}
                     return
@@ -195,21 +205,95 @@ class LeaseLock(StoreLock):
         self._stop.set()
         self._thread.join()
         try:
-            current = _parse(get_bytes(self._store, LOCK_KEY))
+            current = _parse(get_bytes(self._store, self._key))
             if current and current.get("token") == self._info["token"]:
-                delete_key(self._store, LOCK_KEY)
+                delete_key(self._store, self._key)
         except Exception:  # the lease expires on its own
             pass
+
+
+def lock_location(store: Store) -> tuple[Store, str]:
+    """Where the lease of an object store lives: (a store rooted at the parent prefix, "<name>.lock"); a store with
+    no parent prefix, or one that is not an fsspec store, keeps it inside under LOCK_KEY."""
+    if isinstance(store, FsspecStore):
+        parent, _, name = store.path.rstrip("/").rpartition("/")
+        if parent.strip("/") and name:
+            return FsspecStore(store.fs, read_only=False, path=parent), f"{name}.lock"
+    return store, LOCK_KEY
+
+
+def lock_path(root: Path) -> Path:
+    """The lock file of the local store at `root`: `<root>.lock` beside it."""
+    return root.with_name(f"{root.name}.lock")
 
 
 def acquire_lock(store: Store, url: str, owner: str | None) -> StoreLock:
     """The writer lock of the store at `url` (`owner`: the run directory, shown to a second writer)."""
     root = local_root(store)
     if root is None:
-        return LeaseLock(store, url, owner)
+        where, key = lock_location(store)
+        label = f"{url.rstrip('/')}.lock" if where is not store else None
+        lock = LeaseLock(where, url, owner, key=key, label=label)
+        if where is not store:
+            _guarded(lock, lambda: _clear_legacy_lease(store, url))
+        return lock
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder {root.parent} ({exc.strerror}); use a writable location"
+                         ) from None
+    lock = FileLock(url, lock_path(root), owner)
+    _guarded(lock, lambda: _clear_legacy_file_lock(root, url))
+    _guarded(lock, lambda: _make_root(root))
+    return lock
+
+
+def _guarded(lock: StoreLock, step: Callable[[], None]) -> None:
+    """Runs `step`; releases `lock` if it fails."""
+    try:
+        step()
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _make_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {root} ({exc.strerror}); use a writable location"
                          ) from None
-    return FileLock(url, root / LOCK_KEY, owner)
+
+
+def _clear_legacy_file_lock(root: Path, url: str) -> None:
+    """Removes `<root>/memloss.lock` (the lock of memloss ≤ 0.1), refusing while a process still holds it."""
+    import fcntl
+
+    legacy = root / LOCK_KEY
+    try:
+        fd = os.open(legacy, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # unreadable: a writer of the old kind could not take it either
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        info = _parse(_read_fd(fd))
+        os.close(fd)
+        raise StoreLockedError(f"store {url} is being written by an older memloss ({describe_holder(info)}, lock "
+                               f"file {legacy}); wait for that run to finish or use another store") from None
+    legacy.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _clear_legacy_lease(store: Store, url: str) -> None:
+    """Removes a lease object of memloss ≤ 0.1 inside the store, refusing while its heartbeat is fresh."""
+    current = _parse(get_bytes(store, LOCK_KEY))
+    if current is None:
+        return
+    beat = current.get("heartbeat")
+    if isinstance(beat, (int, float)) and time.time() - beat <= float(current.get("ttl_s", LEASE_TTL_S)):
+        raise StoreLockedError(f"store {url} is being written by an older memloss ({describe_holder(current)}, lease "
+                               f"{LOCK_KEY} inside the store); wait for that run to finish or use another store")
+    delete_key(store, LOCK_KEY)

@@ -1,13 +1,18 @@
 """What each committed epoch wrote, and the checks that its chunks are still there and intact.
 
 At commit, before the commit record, the store lists the epoch's ring slot (one listing per array) and writes
-`manifests/e<epoch>.json`: every chunk key of the slot with its size and its CRC-32C (the 4-byte checksum zarr's
+the manifest `manifests/e<epoch>/zarr.json`: every chunk key of the slot with its size and its CRC-32C (the 4-byte checksum zarr's
 crc32c codec appends to each chunk, read back by a suffix request, so no chunk is read whole). The commit record
 keeps the SHA-256 of each committed epoch's manifest. When an epoch begins, the read slots are listed again and
 compared with their manifests: a missing chunk or a chunk of another size is a one-line `DamagedMemoryError`
 naming the epoch, the ring slot and the chunk, before anything is read. Damaged bytes of a chunk that kept its
 size fail zarr's checksum at decode; `read_error` turns that into the same kind of message (it finds the chunk by
 checking each chunk of the read slots). `memloss repair-store` (memstore/repair.py) drops damaged epochs.
+
+A manifest is the attribute `memloss_manifest` of an (empty) Zarr group, `manifests/e<epoch>`, under the group
+`manifests`: plain zarr lists and consolidates a store without warnings about objects it does not know. Stores of
+format 3 and older kept manifests as `manifests/e<epoch>.json`; those are still read (and checked against the same
+SHA-256) until their epochs leave the ring.
 """
 
 from __future__ import annotations
@@ -48,7 +53,17 @@ class Damage:
                 f"`memloss repair-store {url}` to drop that epoch's memory, or restore the store from a backup")
 
 
+MANIFEST_ATTR = "memloss_manifest"
+GROUP_MARKER = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+
+
 def manifest_key(epoch: int) -> str:
+    """The key of `epoch`'s manifest: the metadata document of the Zarr group `manifests/e<epoch>`."""
+    return f"{MANIFEST_DIR}/e{epoch}/zarr.json"
+
+
+def legacy_manifest_key(epoch: int) -> str:
+    """Where stores of format ≤ 3 kept `epoch`'s manifest (a plain JSON object, not a Zarr node)."""
     return f"{MANIFEST_DIR}/e{epoch}.json"
 
 
@@ -73,23 +88,42 @@ def write_manifest(store: Store, epoch: int, slot: int) -> str:
     keys = sorted(sizes)
     crcs = _trailers(store, keys)
     chunks = {key: [sizes[key], crc] for key, crc in zip(keys, crcs) if crc is not None}
-    data = json.dumps({"format": MANIFEST_FORMAT, "epoch": epoch, "slot": slot, "chunks": chunks},
+    body = {"format": MANIFEST_FORMAT, "epoch": epoch, "slot": slot, "chunks": chunks}
+    data = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {MANIFEST_ATTR: body}},
                       separators=(",", ":")).encode()
+    if get_bytes(store, f"{MANIFEST_DIR}/zarr.json") is None:  # a store of format ≤ 3: make `manifests` a group
+        put_bytes(store, f"{MANIFEST_DIR}/zarr.json", GROUP_MARKER)
     put_bytes(store, manifest_key(epoch), data)
     return hashlib.sha256(data).hexdigest()
 
 
+def _manifest_bytes(store: Store, epoch: int) -> tuple[str, bytes | None]:
+    """(key, bytes) of `epoch`'s manifest: the current layout, else a format-3 store's JSON file."""
+    for key in (manifest_key(epoch), legacy_manifest_key(epoch)):
+        data = get_bytes(store, key)
+        if data is not None:
+            return key, data
+    return manifest_key(epoch), None
+
+
+def _manifest_chunks(data: bytes) -> Any:
+    found = json.loads(data)
+    if found.get("node_type") == "group":
+        found = found["attributes"][MANIFEST_ATTR]
+    return found["chunks"]
+
+
 def read_manifest(store: Store, epoch: int, sha256: str) -> dict[str, list[Any]] | str:
     """The chunk table of `epoch`'s manifest, or a description of what is wrong with the manifest itself."""
-    data = get_bytes(store, manifest_key(epoch))
+    key, data = _manifest_bytes(store, epoch)
     if data is None:
-        return f"its manifest {manifest_key(epoch)} is missing"
+        return f"its manifest {key} is missing"
     if hashlib.sha256(data).hexdigest() != sha256:
-        return f"its manifest {manifest_key(epoch)} is damaged (checksum mismatch)"
+        return f"its manifest {key} is damaged (checksum mismatch)"
     try:
-        chunks = json.loads(data)["chunks"]
-    except (ValueError, KeyError, TypeError):
-        return f"its manifest {manifest_key(epoch)} is not a memloss manifest"
+        chunks = _manifest_chunks(data)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"its manifest {key} is not a memloss manifest"
     return chunks
 
 

@@ -24,10 +24,11 @@ from zarr.abc.store import Store
 from memloss.errors import MemlossError
 from memloss.memstore._zarr_chunks import open_arrays
 from memloss.memstore._location import (
-    OWN_TOP_LEVEL, UrlLike, delete_key, put_bytes, read_json, resolve_store, top_level_names, wipe_store,
+    MANIFEST_DIR, OWN_TOP_LEVEL, UrlLike, delete_key, delete_prefix, put_bytes, read_json, resolve_store,
+    top_level_names, wipe_store,
 )
 from memloss.memstore._lock import StoreLock
-from memloss.memstore._manifest import manifest_key, read_error, verify_slots, write_manifest
+from memloss.memstore._manifest import legacy_manifest_key, manifest_key, read_error, verify_slots, write_manifest
 from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
@@ -38,10 +39,10 @@ from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 __all__ = ["ARRAYS", "UrlLike", "ZarrHandle", "create_handle", "open_handle", "resolve_store", "save_ring_state"]
 
 FORMAT_NAME = "memloss-memstore"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # 1: one part, no manifests (its committed epochs are not verified); 2: manifests; 3: datasets of two parts (padding
 # rows between them). Versions 1 and 2 open as stores of one part.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 ATTR = "memloss"
 CREATING_ATTR = "memloss_creating"
 ARRAYS = ("codes", "scale", "info")
@@ -160,6 +161,7 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
     arr = group.create_array("members", shape=members.shape, chunks=(min(members.shape[0], MEMBERS_CHUNK),),
                              dtype="int64", compressors=aux_codecs)
     arr[:] = members
+    group.create_group(MANIFEST_DIR)  # the per-epoch manifests are Zarr groups in it (memstore/_manifest.py)
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "memloss_version": memloss_version(),
         "dataset": spec.fingerprint.to_dict(), "threat": spec.threat.to_dict(), "k": spec.k, "slots": spec.k + 1,
@@ -279,7 +281,8 @@ def save_ring_state(handle: ZarrHandle, state: RingState) -> None:
     handle.meta = meta
     for epoch in old - set(state.committed):
         if str(epoch) in known:
-            delete_key(handle.store, manifest_key(epoch))
+            delete_prefix(handle.store, manifest_key(epoch).rsplit("/", 1)[0])  # the group folder, not only its file
+            delete_key(handle.store, legacy_manifest_key(epoch))
 
 
 def verify_read_slots(handle: ZarrHandle, state: RingState, slots: list[int]) -> None:

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silent: the writer lock (flock and lease), recoverable creation, per-epoch manifests with
 their checks, and repair-store."""
 
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from shutil import rmtree as shutil_rmtree
 
 import numpy as np
 import pytest
@@ -83,7 +85,8 @@ def _lease(url: str, **fields: object) -> None:
 
     info = {"host": socket.gethostname(), "pid": os.getpid(), "run": "runs/other", "since": "2026-01-01T00:00:00+00:00",
             "token": "t", "heartbeat": time.time(), "ttl_s": 120.0, **fields}
-    put_bytes(FsspecStore.from_url(url), _lock.LOCK_KEY, json.dumps(info).encode())
+    where, key = _lock.lock_location(FsspecStore.from_url(url))
+    put_bytes(where, key, json.dumps(info).encode())
 
 
 def test_lease_on_an_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +177,7 @@ def test_damaged_committed_memory_is_named_and_repair_drops_it(tmp_path: Path, d
             write_epoch(store, epoch)
     # Epoch 2 lives in ring slot 2; epoch 3 reads slots 2 (epoch 2) and 1 (epoch 1).
     target = {"delete-info": _chunk(url, "info", 2, 1), "delete-codes": _chunk(url, "codes", 2, 0),
-              "flip-byte": _chunk(url, "codes", 2, 1), "manifest": url / "manifests" / "e2.json"}[damage]
+              "flip-byte": _chunk(url, "codes", 2, 1), "manifest": url / "manifests" / "e2" / "zarr.json"}[damage]
     before = {p: p.read_bytes() for p in url.rglob("*") if p.is_file()}
     if damage == "flip-byte":
         data = bytearray(target.read_bytes())
@@ -189,7 +192,7 @@ def test_damaged_committed_memory_is_named_and_repair_drops_it(tmp_path: Path, d
         store.read(np.arange(16))
     msg = str(info.value)
     assert "\n" not in msg and "epoch 2 (ring slot 2)" in msg and "memloss repair-store" in msg
-    assert ("e2.json" if damage == "manifest" else target.relative_to(url).as_posix()) in msg
+    assert ("e2/zarr.json" if damage == "manifest" else target.relative_to(url).as_posix()) in msg
     checked = repair_store(url, check_only=True)
     assert [d.epoch for d in checked.damaged] == [2] and not checked.dropped
     report = repair_store(url)
@@ -216,7 +219,7 @@ def test_format_1_stores_open_unverified_and_upgrade_at_their_next_commit(tmp_pa
     with open_store(url) as store:
         write_epoch(store, 1)
     meta = json.loads(meta_path.read_text())["attributes"]["memloss"]
-    assert meta["format_version"] == 3 and list(meta["manifests"]) == ["1"]  # and the parts of version 3
+    assert meta["format_version"] == 4 and list(meta["manifests"]) == ["1"]  # and the parts of version 3
     assert repair_store(url, check_only=True).unverified == [0]
 
 
@@ -275,3 +278,78 @@ def test_a_resident_writer_verifies_only_the_slots_it_reads_from_storage(tmp_pat
         store.begin_epoch(4)
         store.read(np.arange(16))
     assert sorted(checked[0]) == [0, 2]  # loaded from storage after opening: verified
+
+
+def _zarr_warnings(url: Path) -> list[str]:
+    """What plain zarr says when it lists and consolidates the store (a copy, so the store itself is untouched)."""
+    import shutil
+    import warnings
+
+    import zarr
+
+    copy = url.with_name(url.name + "-copy")
+    shutil.copytree(url, copy)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        list(zarr.open_group(url, mode="r").members(max_depth=None))
+        zarr.consolidate_metadata(copy)
+    shutil.rmtree(copy)
+    return [str(w.message) for w in seen if "not recognized" in str(w.message)]
+
+
+def test_plain_zarr_lists_a_store_without_warnings(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(n=16, k=2), block_size=8) as store:
+        for epoch in range(4):  # epoch 0's manifest is deleted when it leaves the ring
+            write_epoch(store, epoch)
+        assert (tmp_path / "s.zarr.lock").is_file() and not (url / "memloss.lock").exists()
+        assert _zarr_warnings(url) == []
+    assert sorted(p.name for p in (url / "manifests").iterdir()) == ["e1", "e2", "e3", "zarr.json"]
+
+
+def test_a_store_of_the_previous_layout_opens_and_loses_its_warnings(tmp_path: Path) -> None:
+    """Format 3 as memloss 0.1 wrote it: the lock file inside, manifests as plain JSON files."""
+    url = tmp_path / "s.zarr"
+    with create_store(url, make_spec(n=16, k=2), block_size=8) as store:
+        for epoch in range(2):
+            write_epoch(store, epoch)
+    for epoch in range(2):
+        group = url / "manifests" / f"e{epoch}"
+        doc = json.loads((group / "zarr.json").read_bytes())["attributes"]["memloss_manifest"]
+        old = json.dumps(doc, separators=(",", ":")).encode()
+        (url / "manifests" / f"e{epoch}.json").write_bytes(old)
+        shutil_rmtree(group)
+        record = json.loads((url / "zarr.json").read_text())
+        record["attributes"]["memloss"]["manifests"][str(epoch)] = hashlib.sha256(old).hexdigest()
+        (url / "zarr.json").write_text(json.dumps(record))
+    (url / "manifests" / "zarr.json").unlink()
+    (url / "memloss.lock").write_text("")
+    assert {w.split()[2] for w in _zarr_warnings(url)} == {"manifests", "memloss.lock"}  # as before
+    with open_store(url) as store:
+        store.begin_epoch(2)  # reads epochs 0 and 1, checked against their old manifests
+        store.read(np.arange(16))
+        write_epoch(store, 2)
+    assert not (url / "memloss.lock").exists()
+    with open_store(url) as store:  # epoch 0 left the ring; epoch 1's manifest is still the old file
+        store.begin_epoch(3)
+        store.read(np.arange(16))
+        write_epoch(store, 3)
+        assert [w.split()[2] for w in _zarr_warnings(url)] == ["e1.json", "e1.json"]
+        write_epoch(store, 4)  # the last old manifest leaves with its epoch
+    assert _zarr_warnings(url) == []
+
+
+def test_a_writer_of_the_previous_version_still_holding_its_lock_is_respected(tmp_path: Path) -> None:
+    import fcntl
+
+    url = tmp_path / "s.zarr"
+    create_store(url, make_spec(n=16, k=2), block_size=8).close()
+    fd = os.open(url / "memloss.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(_lock.StoreLockedError, match="older memloss"):
+            open_store(url)
+    finally:
+        os.close(fd)
+    open_store(url).close()
+    assert not (url / "memloss.lock").exists()

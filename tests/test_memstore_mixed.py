@@ -271,7 +271,7 @@ def test_format_1_and_2_stores_open_as_one_part(tmp_path: Path, version: int) ->
         assert store.layout.part_rows == ((0, 40),) and store.layout.members.shape == (40,)
         store.begin_epoch(1)
         assert bool(store.read(order[:5]).valid.all())
-    attrs["format_version"] = 4
+    attrs["format_version"] = 5
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(StoreError, match="v4 is not memloss-memstore v1–v3"):
+    with pytest.raises(StoreError, match="v5 is not memloss-memstore v1–v4"):
         open_store(str(url))

@@ -16,7 +16,7 @@ from zarr.storage import FsspecStore
 
 from memloss.cli.app import app
 from memloss.memstore import _zarr_meta
-from memloss.memstore._lock import LOCK_KEY, StoreLockedError
+from memloss.memstore._lock import StoreLockedError
 from memloss.memstore._zarr_meta import resolve_store
 from memloss.memstore.errors import StoreError
 from memloss.memstore.options import ENV_VAR, checked_location, parse_store_options, store_location
@@ -36,7 +36,7 @@ def _record_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def recorded(self, key, value):  # noqa: ANN001, ANN202
         await original(self, key, value)
-        if key != LOCK_KEY:
+        if not key.endswith(".lock"):  # the lease, beside the store
             with guard:
                 puts.append(key)
 
@@ -54,7 +54,7 @@ def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkey
             epoch_puts = puts[start:]
             slot = epoch % 3
             # the epoch's start (its slot stops counting), then its chunks, its manifest, and the record last
-            assert epoch_puts[0] == "zarr.json" and epoch_puts[-2:] == [f"manifests/e{epoch}.json", "zarr.json"]
+            assert epoch_puts[0] == "zarr.json" and epoch_puts[-2:] == [f"manifests/e{epoch}/zarr.json", "zarr.json"]
             chunks = {(key.split("/")[0], key.split("/")[2], key.split("/")[3]) for key in epoch_puts[1:-2]}
             assert chunks == {(a, str(slot), str(b)) for a in ("codes", "scale", "info") for b in range(5)}
             assert len(epoch_puts) == 15 + 3
@@ -114,7 +114,7 @@ def test_a_second_writer_gets_one_line(s3: S3Server) -> None:
     location = store_location(url, s3.options)
     with create_store(location, make_spec(), owner="runs/first") as first:
         write_epoch(first, 0)
-        with pytest.raises(StoreLockedError, match=r"is being written by host .*, run runs/first.*lease memloss\.lock"):
+        with pytest.raises(StoreLockedError, match=r"is being written by host .*, run runs/first.*lease s3://.*/mem\.zarr\.lock"):
             open_store(location)
         result = runner.invoke(app, ["repair-store", url, "--store-option", f"endpoint_url={s3.endpoint}"])
         assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
