@@ -240,7 +240,7 @@ def acquire_lock(store: Store, url: str, owner: str | None) -> StoreLock:
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the folder {root.parent} ({exc.strerror}); use a writable location"
+        raise StoreError(f"cannot create the store directory {root} ({exc.strerror}); use a writable location"
                          ) from None
     lock = FileLock(url, lock_path(root), owner)
     _guarded(lock, lambda: _clear_legacy_file_lock(root, url))
