@@ -26,7 +26,9 @@ from memloss.memstore._tracker import WriteTracker
 from memloss.memstore._wbuffers import WindowBuffers
 from memloss.memstore._windows import WindowReader
 from memloss.memstore._zarr_chunks import WriteJob, write_chunks
-from memloss.memstore._zarr_meta import ZarrHandle, read_failure, save_ring_state, verify_read_slots
+from memloss.memstore._zarr_meta import (
+    ZarrHandle, read_failure, reload_ring_state, save_ring_state, verify_read_slots,
+)
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
@@ -67,6 +69,11 @@ class ZarrMemStore(MemStore):
     def resident(self) -> bool:
         """True when every slot of every row stays in RAM across epochs (the budget holds them all)."""
         return self._resident_blocks >= self._layout.num_blocks
+
+    @property
+    def mirrors(self) -> bool:
+        """A read-only opener of a fully resident store (torchrun's ranks ≠ 0): see MemStore.mirrors."""
+        return self._read_only and self.resident
 
     @property
     def resident_blocks(self) -> int:
@@ -114,7 +121,8 @@ class ZarrMemStore(MemStore):
             if self._resident is None:
                 self._resident = ResidentPart(self._layout, self._spec.fingerprint.shape, self.num_slots,
                                               self._resident_rows, self._arrays, self._reader)
-            write_slot = None if self._read_only else plan.epoch % self.num_slots
+            keeps = not self._read_only or self.mirrors  # a mirror rotates its slots as the writer does
+            write_slot = plan.epoch % self.num_slots if keeps else None
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
             self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after)
@@ -122,7 +130,7 @@ class ZarrMemStore(MemStore):
     def _slots_from_storage(self) -> list[int]:
         """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
         its RAM already holds at their committed epoch (its own writes, or loaded and verified before)."""
-        if self.resident and self._resident is not None and not self._read_only:
+        if self.resident and self._resident is not None and (not self._read_only or self.mirrors):
             return self._resident.slots.missing(self._state, self._read_slot_ids)
         return self._read_slot_ids
 
@@ -236,6 +244,24 @@ class ZarrMemStore(MemStore):
             self._wbuf.put(pos[~resident], _subset(entries, ~resident))
         for block in self._tracker.record(pos):
             self._flush(slot, int(block), self._block_entries(slot, int(block)))
+
+    # ---- mirrors (read-only, every slot resident) --------------------------------------------------------------
+    def _mirror_entries(self, idx: np.ndarray, entries: Entries) -> None:
+        assert self._resident is not None
+        pos = self._layout.position[idx]
+        self._tracker.check(pos, idx, self._epoch)
+        self._resident.slots.put(self._write_slot(), pos, entries)
+        self._tracker.record(pos)
+
+    def _mirror_committed(self, epoch: int) -> RingState:
+        assert self._resident is not None
+        stored, expected = reload_ring_state(self._handle), self._state.after_commit(epoch)
+        slot = epoch % self.num_slots
+        if stored == expected:  # the writer's RAM and this one now agree with storage row for row
+            self._resident.slots.held[slot] = epoch
+        else:  # storage says otherwise (a repair, another writer): read what storage holds
+            self._resident.slots.held[slot] = None
+        return stored
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_background_error(self) -> None:

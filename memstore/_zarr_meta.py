@@ -285,6 +285,15 @@ def save_ring_state(handle: ZarrHandle, state: RingState) -> None:
             delete_key(handle.store, legacy_manifest_key(epoch))
 
 
+def reload_ring_state(handle: ZarrHandle) -> RingState:
+    """The ring state as storage holds it now (another process may have committed since the store was opened);
+    the handle's attributes follow, so later checks use the new manifests."""
+    meta = read_json(handle.store, "zarr.json", handle.url)["attributes"][ATTR]  # type: ignore[index]
+    state = _parse_state(meta, handle.spec, handle.url)
+    handle.meta = meta
+    return state
+
+
 def verify_read_slots(handle: ZarrHandle, state: RingState, slots: list[int]) -> None:
     """Checks the chunks of the ring `slots` an epoch reads against their epochs' manifests (DamagedMemoryError)."""
     verify_slots(handle.store, handle.url, handle.meta, _slot_epochs(state, slots))

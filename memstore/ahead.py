@@ -50,6 +50,11 @@ class ReadAhead:
         self._raise_failed_writes()
         self._writes.append(self._pool.submit(self.store.write, idx, codes, scale, offset, flip))
 
+    def mirror(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
+        """Queues `store.mirror` (a read-only store keeping the writer's rows in RAM) as `write` queues writes."""
+        self._raise_failed_writes()
+        self._writes.append(self._pool.submit(self.store.mirror, idx, codes, scale, offset, flip))
+
     def drain(self) -> None:
         """Waits for every queued call and raises the first error; unread prefetched batches are dropped."""
         while self._reads:

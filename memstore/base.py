@@ -121,6 +121,8 @@ class MemStore(ABC):
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
             self._save_state(self._state)
+        elif self.mirrors:  # as the writer's, without saving it (the writer does)
+            self._state = self._state.for_new_epoch(epoch)
         self._plan, self._drawn, self._epoch, self._mix = plan, drawn, epoch, mix
         self._start_epoch(self._plan, self._read_slots(epoch))
         return order
@@ -173,6 +175,40 @@ class MemStore(ABC):
         idx_np = as_index(idx, self.n)
         entries = validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch)
         self._write_entries(idx_np, entries)
+
+    @property
+    def mirrors(self) -> bool:
+        """True for a read-only store that keeps the memory in RAM as its writer does (every ring slot resident):
+        it receives the writer's rows through `mirror` and, after `mirror_commit`, never reads them back from
+        storage. Backends that keep nothing across epochs are False (their readers reread committed epochs)."""
+        return False
+
+    def mirror(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
+        """Keeps in RAM (never on storage) the rows another process writes to this store in the current epoch, as
+        `write` takes them; only for a store that `mirrors` (torchrun's ranks ≠ 0, distributed/writes.py)."""
+        self._check_usable()
+        epoch = self._require_epoch()
+        if not self.mirrors:
+            raise StoreError("mirror() needs a read-only store that keeps every slot in RAM (see MemStore.mirrors)")
+        idx_np = as_index(idx, self.n)
+        self._mirror_entries(idx_np, validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch))
+
+    def mirror_commit(self) -> None:
+        """The writer's commit of the current epoch has landed: the mirrored rows count as that epoch's memory
+        (checked against the ring state on storage; on any difference the slot is read from storage instead)."""
+        self._check_usable()
+        epoch = self._require_epoch()
+        if not self.mirrors:
+            raise StoreError("mirror_commit() needs a store that mirrors (see MemStore.mirrors)")
+        self._state = self._mirror_committed(epoch)
+        self._epoch, self._plan, self._drawn = None, None, None
+
+    def _mirror_entries(self, idx: np.ndarray, entries: Entries) -> None:
+        """Backends whose `mirrors` can be True keep the rows; `mirror` never calls the others."""
+        raise StoreError(f"{type(self).__name__} keeps no memory in RAM to mirror into")
+
+    def _mirror_committed(self, epoch: int) -> RingState:
+        raise StoreError(f"{type(self).__name__} keeps no memory in RAM to mirror into")
 
     def commit_epoch(self, wait: bool = True) -> Future[None]:
         """Makes the current epoch memory: once all its rows are on storage, records it atomically.

@@ -3,7 +3,8 @@ check: `torchrun --nproc-per-node N tests/ddp_driver.py LOGDIR -- ARGS...`.
 
 Per rank r it appends JSON lines to LOGDIR: `writes.r<r>.jsonl` (every `MemStore.write`: epoch and sample indices),
 `reads.r<r>.jsonl` (every `MemStore.read`: rows, valid rows of memory age 0, whether the store is read-only),
-`chunks.r<r>.jsonl` (every whole-chunk write of the Zarr store: slot and first row), `params.r<r>.jsonl` (after
+`chunks.r<r>.jsonl` (every whole-chunk write of the Zarr store: slot and first row), `loads.r<r>.jsonl` (every
+load of resident ring slots from storage: the slots), `params.r<r>.jsonl` (after
 each epoch: the sha256 of the model's parameters and buffers). With $DDP_KILL = "RANK:STEP", rank RANK kills itself
 with SIGKILL at its STEP-th training step of this process. Nothing here is imported by memloss: it is patched in.
 """
@@ -27,7 +28,7 @@ def log(name: str, record: dict) -> None:
 
 
 def patch() -> None:
-    from memloss.memstore import _zarr
+    from memloss.memstore import _resident, _zarr
     from memloss.memstore.base import MemStore
     from memloss.trainer.training import epoch, fit
 
@@ -56,6 +57,13 @@ def patch() -> None:
             digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
         log("params", {"epoch": n, "sha256": digest.hexdigest()})
 
+    load_slots = _resident.ResidentPart._load_slots
+
+    def load_logged(self, slots):  # noqa: ANN001, ANN202
+        log("loads", {"slots": [int(s) for s in slots]})
+        return load_slots(self, slots)
+
+    _resident.ResidentPart._load_slots = load_logged
     kill = os.environ.get("DDP_KILL", "")
     steps = [0]
 

@@ -145,6 +145,8 @@ def test_two_ranks_write_once_and_stay_identical(tmp_path: Path, data_dir: Path)
         reads = [r for r in _lines(logs / f"reads.r{rank}.jsonl") if r["epoch"] == 2]
         assert reads and all(r["valid"] == r["rows"] and r["read_only"] == (rank == 1) for r in reads)
         assert sum(r["rows"] for r in reads) >= N // 2
+    # The store fits the budget (resident): rank 1 keeps rank 0's rows in RAM and never reads memory from storage.
+    assert not (logs / "loads.r0.jsonl").exists() and not (logs / "loads.r1.jsonl").exists()
     params = [_lines(logs / f"params.r{r}.jsonl") for r in (0, 1)]
     assert [p["epoch"] for p in params[0]] == [1, 2] and params[0] == params[1]
     records = _lines(run / "metrics.jsonl")

@@ -1,6 +1,11 @@
 """The store writes of several ranks, made by one: each step every rank sends its rows of the global batch to
 rank 0 (one `gather` of one uint8 tensor, no host sync), and rank 0 queues the whole global batch to the store.
-So every sample's row of an epoch is written once, by rank 0, and no chunk is ever written by two processes."""
+So every sample's row of an epoch is written once, by rank 0, and no chunk is ever written by two processes.
+
+When the store keeps every slot in RAM (resident), the rows go to every rank instead (`all_gather`): ranks ≠ 0
+keep them in their own RAM copy (`MemStore.mirror`), so no rank rereads committed epochs from storage. The rows
+are uint8 codes and a few bytes of scale and view per sample (3 KiB for CIFAR), small beside the gradients'
+all-reduce of the same step."""
 
 from __future__ import annotations
 
@@ -41,8 +46,10 @@ class GatheringWriter:
     """Takes the place of the session's DeferredWriter on every rank of a multi-process run. `inner`: rank 0's
     DeferredWriter over the store (None on the other ranks, which write nothing)."""
 
-    def __init__(self, inner: Any | None, shards: Shards) -> None:
-        self.inner, self.shards = inner, shards
+    def __init__(self, inner: Any | None, shards: Shards, everyone: bool = False) -> None:
+        # everyone: every rank gets the global batch's rows (all_gather) and queues them to its `inner`; it must be
+        # the same on every rank (it picks the collective), so it follows the store's residency, which is.
+        self.inner, self.shards, self.everyone = inner, shards, everyone
         self._order: np.ndarray | None = None
         self._step = 0
 
@@ -57,8 +64,12 @@ class GatheringWriter:
         tensors = (codes, scale, views.offset.to(torch.int16), views.flip)
         parts = self.shards.batch_parts(self._step)
         packed = _pack(tensors, self.shards.local_batch)
-        gathered = [torch.empty_like(packed) for _ in parts] if current().main else None
-        dist.gather(packed, gather_list=gathered, dst=0)
+        if self.everyone:
+            gathered: list[torch.Tensor] | None = [torch.empty_like(packed) for _ in parts]
+            dist.all_gather(gathered, packed)
+        else:
+            gathered = [torch.empty_like(packed) for _ in parts] if current().main else None
+            dist.gather(packed, gather_list=gathered, dst=0)
         if gathered is not None and self.inner is not None and self._order is not None:
             rows = torch.cat([g[:size] for g, size in zip(gathered, parts)])
             self.inner.queue(self.shards.global_batch(self._order, self._step), _unpack(rows, tensors))

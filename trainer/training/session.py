@@ -242,7 +242,9 @@ def attach_memory(s: Session) -> None:
     s.ahead = ReadAhead(s.store)  # type: ignore[arg-type]
     s.writer = DeferredWriter(s.ahead, s.device)
     if s.shards is not None:  # every rank's rows go to rank 0, the one writer (distributed/writes.py)
-        s.writer = GatheringWriter(s.writer if current().main else None, s.shards)  # type: ignore[assignment]
+        everyone = bool(getattr(s.store, "resident", False))  # the same on every rank: same budget and layout
+        inner = s.writer if current().main else (DeferredWriter(_Mirror(s.ahead), s.device) if everyone else None)
+        s.writer = GatheringWriter(inner, s.shards, everyone)  # type: ignore[assignment]
     s.slots = SlotSampler(m.k, m.memory_slots_per_step, m.memory_slot_draw, s.cfg.run.seed)
     s.monitor = ForgettingMonitor(s.store.n, s.store.k, s.device)  # type: ignore[union-attr]
 
@@ -288,9 +290,21 @@ def rank_part(s: Session) -> dict[str, Any]:
             "slots": s.slots.state_dict() if s.slots is not None else None}
 
 
+class _Mirror:
+    """The write target of a rank ≠ 0 whose store mirrors rank 0's RAM: `write` keeps the rows in its RAM."""
+
+    def __init__(self, ahead: ReadAhead) -> None:
+        self.write = ahead.mirror
+
+
 def reopen_store(s: Session) -> None:
-    """A read-only rank's store opened again: it then holds the epochs rank 0 committed since (torchrun)."""
+    """A read-only rank's store after rank 0's commit landed (torchrun): a store that mirrors takes the epoch's rows
+    it kept in RAM as committed; any other is opened again, and then holds the epochs rank 0 committed since."""
     if s.store is None or not s.store.read_only:
+        return
+    if s.store.mirrors and s.ahead is not None:
+        s.ahead.drain()  # the epoch's last mirrored rows
+        s.store.mirror_commit()
         return
     if s.ahead is not None:
         s.ahead.close()
