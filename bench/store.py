@@ -52,7 +52,8 @@ def run_worker(backend: str, k: int, budget_mb: int, args: argparse.Namespace, d
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--k", str(k), "--n", str(args.n),
                "--budget-mb", str(budget_mb), "--step-ms", str(args.step_ms), "--epochs", str(args.epochs),
-               "--steps", str(args.steps), "--deltas", str(deltas), "--dir", tmp, "--codec", args.codec]
+               "--steps", str(args.steps), "--deltas", str(deltas), "--dir", tmp, "--codec", args.codec,
+               "--window-draws", str(args.window_draws)]
         res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {res.stderr[-3000:]}")
@@ -70,7 +71,8 @@ def table(rows: list[dict]) -> str:
             "resident" if r["resident"] else f"windowed ({r['window_blocks']} blocks)")
         decode = f"{r['decode_MBps']} ({r['decode_rows_per_s']})" if r["decode_s"] > 0 else "—"
         encode = f"{r['encode_MBps']}" if r["encode_s"] > 0 else "—"
-        lines.append(f"| {r['k']} | {r['n']} | {r['budget_mb']} | {mode} | {r['wait_pct_of_step']} | "
+        k = f"{r['k']} (m = {r['window_draws']} per window)" if r.get("window_draws") else f"{r['k']}"
+        lines.append(f"| {k} | {r['n']} | {r['budget_mb']} | {mode} | {r['wait_pct_of_step']} | "
                      f"{r['wait_start_s']} | {r['wait_gather_s']} | {r['wait_write_s']} | {r['wait_commit_s']} | "
                      f"{r['cpu_ms_per_step']} | "
                      f"{decode} | {encode} | {r['warmup_rows_per_s_allK']} | {r['store_rss_mb']} / {r['peak_rss_mb']} | "
@@ -92,6 +94,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ram", action="store_true", help="also run the in-RAM store (baseline) per K")
     p.add_argument("--dir", default=None, help="where the stores are written (default: the system's temp folder)")
     p.add_argument("--codec", default=DEFAULT_CODES_CODEC)
+    p.add_argument("--window-draws", type=int, default=0,
+                   help="m: each store window decodes m of the K ages it drew (--memory-slot-draw window); 0: all")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="zarr", help=argparse.SUPPRESS)
     p.add_argument("--budget-mb", type=int, default=1024, help=argparse.SUPPRESS)

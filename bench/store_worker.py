@@ -102,12 +102,20 @@ def fill(store: MemStore, k: int, rows: Callable[[np.ndarray], tuple]) -> dict[s
     return out
 
 
+def draws_of(epoch: int, k: int, m: int) -> Callable[[int], list[int]] | None:
+    """Per-window slot draws as the trainer's `--memory-slot-draw window` makes them: m of the K ages per window."""
+    if not m:
+        return None
+    return lambda w: sorted(np.random.default_rng([epoch, w]).choice(k, size=m, replace=False).tolist())
+
+
 def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, step_s: float,
-              rows: Callable[[np.ndarray], tuple], wait: dict[str, float]) -> int:
+              rows: Callable[[np.ndarray], tuple], wait: dict[str, float], draws: int = 0) -> int:
     """One epoch as the trainer runs it; the first `timed_rows` rows sleep `step_s` per batch and their store waits
-    on this thread are added to `wait`. Leaves the commit running; returns the timed steps."""
+    on this thread are added to `wait`. `draws`: m per-window slot draws (0: every age). Leaves the commit running;
+    returns the timed steps."""
     t0 = time.perf_counter()
-    order = store.begin_epoch(epoch)
+    order = store.begin_epoch(epoch, ages=draws_of(epoch, store.k, draws))
     ahead.prefetch(order[:BATCH])
     wait["start"] += time.perf_counter() - t0 if timed_rows else 0.0
     steps = 0
@@ -122,7 +130,8 @@ def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, st
             time.sleep(step_s)  # the accelerator computing
             steps += 1
         if s == 0:
-            assert bool(batch.valid.all()), "internal error: the epoch is not in steady state"
+            held = batch.valid.sum(dim=0) == (draws or store.k)  # every sample: each age it drew
+            assert bool(held.all()), "internal error: the epoch is not in steady state"
         args = rows(idx)  # the trainer's δ of this batch (made before the clock starts)
         t0 = time.perf_counter()
         ahead.write(idx, *args)
@@ -139,12 +148,13 @@ def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[n
     wait = {"start": 0.0, "gather": 0.0, "write": 0.0, "commit": 0.0}
     ahead, step_s = ReadAhead(store), args.step_ms / 1000
     t0 = time.perf_counter()
-    run_epoch(store, ahead, args.k, 0, 0.0, rows, wait)
+    run_epoch(store, ahead, args.k, 0, 0.0, rows, wait, args.window_draws)
     out: dict[str, Any] = {"warmup_rows_per_s_allK": round(store.n / (time.perf_counter() - t0))}
     landed = store.commit_epoch(wait=False)
     steps, t_all, cpu_all = 0, time.perf_counter(), time.process_time()
     for epoch in range(args.k + 1, args.k + 1 + args.epochs):
-        steps += run_epoch(store, ahead, epoch, args.steps * BATCH if args.steps else store.n, step_s, rows, wait)
+        steps += run_epoch(store, ahead, epoch, args.steps * BATCH if args.steps else store.n, step_s, rows, wait,
+                           args.window_draws)
         t0 = time.perf_counter()
         landed.result()  # the previous commit (long landed, unless the store cannot keep up)
         landed = store.commit_epoch(wait=False)
@@ -174,8 +184,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     else:
         name = f"k{args.k}-{args.budget_mb}.zarr"  # --dir may be a URL (bench/store_s3.py: s3://bucket/prefix)
         url = f"{args.dir.rstrip('/')}/{name}" if "://" in args.dir else Path(args.dir) / name
-        store = create_store(url, spec, memory_budget=args.budget_mb << 20, codec=args.codec)
-    out: dict[str, Any] = {"backend": args.backend, "k": args.k, "n": args.n, "budget_mb": args.budget_mb,
+        store = create_store(url, spec, memory_budget=args.budget_mb << 20, codec=args.codec,
+                             window_slots=args.window_draws or None)
+    out: dict[str, Any] = {"backend": args.backend, "k": args.k, "window_draws": args.window_draws, "n": args.n,
+                           "budget_mb": args.budget_mb,
                            "resident": bool(getattr(store, "resident", True)), "window_blocks": store.window_blocks,
                            "block_size": store.block_size, "load_avg_start": os.getloadavg()[0]}
     out.update(fill(store, args.k, rows))

@@ -8,6 +8,7 @@ it never reads a chunk of the committed epoch before the chunk is on storage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -25,10 +26,12 @@ PREFETCH_WINDOWS = 2  # the window being read and the next one (the memory budge
 
 @dataclass
 class _Window:
-    """Rows (sorted storage rows [R]) of one window for the read slots, with their entries [S', R, ...]."""
+    """Rows (sorted storage rows [R]) of one window for the read slots, with their entries [S', R, ...]; `lead`:
+    the positions in the read-slot list that entries' lead dim holds (None: every read slot, in order)."""
 
     rows: np.ndarray
     entries: Entries
+    lead: list[int] | None = None
 
 
 class WindowReader:
@@ -42,19 +45,22 @@ class WindowReader:
         self._after: Future[None] | None = None
         self._windows: dict[int, Future[_Window]] = {}
         self._next: NextWindow | None = None
+        self._leads: Callable[[int], list[int]] | None = None  # per-window slot draws: what each window decodes
         self.at_last_window = False  # the epoch's reads reached its last window
 
     def __len__(self) -> int:
         """Windows held: loaded or being loaded."""
         return len(self._windows)
 
-    def start(self, plan: EpochPlan, slots: list[int], after: Future[None] | None) -> None:
-        """Begins an epoch: prefetches its first windows of ring `slots` once `after` (a pending commit) landed."""
+    def start(self, plan: EpochPlan, slots: list[int], after: Future[None] | None,
+              leads: Callable[[int], list[int]] | None = None) -> None:
+        """Begins an epoch: prefetches its first windows of ring `slots` once `after` (a pending commit) landed.
+        `leads(w)`: the positions in `slots` that window w decodes (per-window slot draws); None: all of them."""
         self.drop(keep_from=None)
-        self._plan, self._slots, self._after = plan, list(slots), after
+        self._plan, self._slots, self._after, self._leads = plan, list(slots), after, leads
         self.at_last_window = False
         nxt, self._next = self._next, None
-        if nxt is not None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
+        if nxt is not None and leads is None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
                 plan.epoch, self._slots, len(plan.windows)) and np.array_equal(nxt.plan.windows[0], plan.windows[0]):
             self._windows[0] = self._reader.submit(lambda: _Window(*nxt.complete()))
         elif nxt is not None:
@@ -95,12 +101,15 @@ class WindowReader:
             if touched.size == 1:  # the common case: one copy per field, straight into the batch
                 local = np.searchsorted(window.rows, pos)
                 for name in ENTRY_FIELDS:
-                    take_into(getattr(window.entries, name), local, getattr(out, name), at)
+                    take_into(getattr(window.entries, name), local, getattr(out, name), at, window.lead)
                 break
             sel = wins == w
             local = np.searchsorted(window.rows, pos[sel])
-            for name in ENTRY_FIELDS:
-                getattr(out, name)[:, at:at + pos.shape[0]][:, sel] = getattr(window.entries, name)[:, local]
+            lead = range(len(self._slots)) if window.lead is None else window.lead
+            for name in ENTRY_FIELDS:  # rows of ages a window did not draw stay as they are (the store masks them)
+                dst, src = getattr(out, name), getattr(window.entries, name)
+                for j, i in enumerate(lead):
+                    dst[i, at:at + pos.shape[0]][sel] = src[j, local]
         if touched.size == 1:
             self._schedule(int(touched[0]) + 1)
         self.at_last_window = self.at_last_window or int(touched[-1]) == len(plan.windows) - 1
@@ -123,29 +132,35 @@ class WindowReader:
         if plan is None or w in self._windows or not 0 <= w < len(plan.windows):
             return
         blocks, slots, after = np.sort(plan.windows[w]), list(self._slots), self._after
-        self._windows[w] = self._reader.submit(lambda: self._load(blocks, slots, after))
+        lead = None if self._leads is None else self._leads(w)
+        if lead is not None:
+            slots = [slots[i] for i in lead]
+        self._windows[w] = self._reader.submit(lambda: self._load(blocks, slots, after, lead))
 
-    def _load(self, blocks: np.ndarray, slots: list[int], after: Future[None] | None) -> _Window:
-        """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots`."""
+    def _load(self, blocks: np.ndarray, slots: list[int], after: Future[None] | None,
+              lead: list[int] | None = None) -> _Window:
+        """Runs on the reader thread: whole chunks of `blocks` (sorted) for ring `slots` (those of `lead`)."""
         if after is not None and after.exception() is not None:  # waits for the commit to land
             raise after.exception()  # type: ignore[misc]
         rows = np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
         out = Entries.uninitialized(rows.shape[0], self._shape, lead=(len(slots),))
-        self._decode(slots, rows, out, list(range(len(slots))))
-        return _Window(rows=rows, entries=out)
+        if slots:
+            self._decode(slots, rows, out, list(range(len(slots))))
+        return _Window(rows=rows, entries=out, lead=lead)
 
     def _decode(self, slots: list[int], rows: np.ndarray, out: Entries, dest: list[int]) -> None:
         read_rows(self._arrays, slots, rows, out, dest)
 
 
-def take_into(src: np.ndarray, local: np.ndarray, out: np.ndarray, at: int) -> None:
-    """out[:, at:at + len(local)] = src[:, local] (lead dim: slots): one take into the batch when it is all of it,
-    else one per slot into its contiguous rows (a take into a strided view is 5× slower)."""
-    if at == 0 and local.shape[0] == out.shape[1]:
+def take_into(src: np.ndarray, local: np.ndarray, out: np.ndarray, at: int, lead: list[int] | None = None) -> None:
+    """out[lead, at:at + len(local)] = src[:, local] (lead dim: slots; `lead` None: all of out's): one take into the
+    batch when it is all of it, else one per slot into its contiguous rows (a take into a strided view is 5×
+    slower)."""
+    if lead is None and at == 0 and local.shape[0] == out.shape[1]:
         np.take(src, local, axis=1, out=out, mode="clip")
         return
-    for k in range(src.shape[0]):
-        np.take(src[k], local, axis=0, out=out[k, at:at + local.shape[0]], mode="clip")
+    for j, k in enumerate(range(src.shape[0]) if lead is None else lead):
+        np.take(src[j], local, axis=0, out=out[k, at:at + local.shape[0]], mode="clip")
 
 
 def _settle(fut: Future | None) -> None:

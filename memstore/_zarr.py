@@ -12,6 +12,7 @@ in windows. Format details: docs/store-format.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -125,7 +126,17 @@ class ZarrMemStore(MemStore):
             write_slot = plan.epoch % self.num_slots if keeps else None
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
-            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after)
+            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after, self._window_leads(read_slots))
+
+    def _window_leads(self, read_slots: list[tuple[int, int]]) -> Callable[[int], list[int]] | None:
+        """With per-window slot draws: for window w of the windowed plan, the positions in the read-slot list of the
+        ages that window drew (only those are decoded); None when every window reads every slot."""
+        drawn = self._drawn
+        if drawn is None:
+            return None
+        ages = [k for k, _ in read_slots]
+        first = 1 if self._resident_blocks else 0  # the windowed plan leaves out the resident part's window
+        return lambda w: [i for i, k in enumerate(ages) if drawn[w + first, k]]
 
     def _slots_from_storage(self) -> list[int]:
         """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
@@ -197,7 +208,8 @@ class ZarrMemStore(MemStore):
             _assign(out, ~resident, part)
         else:
             self._gather_windows(pos, out)
-        if self._windows.at_last_window and not self._next_prepared:
+        if self._windows.at_last_window and not self._next_prepared and self._drawn is None:
+            # (with per-window draws the next epoch's draws are not known yet: its first window loads at its start)
             self._prepare_next()
         return out
 

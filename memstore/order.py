@@ -203,9 +203,11 @@ def window_blocks_for_budget(budget_bytes: int, k: int, block_size: int, row_byt
     return int(min(fit, num_blocks))
 
 
-def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: int, row_bytes: int) -> tuple[int, int]:
+def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: int, row_bytes: int,
+                window_slots: int | None = None) -> tuple[int, int]:
     """(blocks per window of the windowed part, resident blocks) for a memory budget: the first `resident` block
-    ids stay in RAM across epochs (the resident fast path), the others are read in windows.
+    ids stay in RAM across epochs (the resident fast path), the others are read in windows. `window_slots`: the
+    memory ages a window decodes (m with per-window slot draws; default all K), which sizes the windows.
 
     Everything fits: all resident (one window). Otherwise one part is windowed whole; with two parts the base part
     (visited several times an epoch, in any order) stays resident and the generated part is windowed in what the
@@ -217,14 +219,15 @@ def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: i
     first_windowed = ranges[-1][0] // block_size  # 0 for one part
     if fits_resident(budget_bytes, k, rows, block_size, row_bytes):
         return resident_window_blocks(num_blocks - first_windowed), num_blocks
+    r = k if window_slots is None else max(1, min(int(window_slots), k))  # slots a window decodes
     if first_windowed == 0:
-        return window_blocks_for_budget(budget_bytes, k, block_size, row_bytes, num_blocks), 0
+        return window_blocks_for_budget(budget_bytes, r, block_size, row_bytes, num_blocks), 0
     base_bytes = (k + 1) * ranges[-1][0] * row_bytes
     left = int(budget_bytes) - base_bytes
-    one_block = (2 * k + 2 + 2 * DECODE_GROUP_BLOCKS * k) * block_size * row_bytes
+    one_block = (2 * r + 2 + 2 * DECODE_GROUP_BLOCKS * r) * block_size * row_bytes
     if left < one_block:
         raise StoreError(
             f"memory budget {budget_bytes} B is too small at K={k}: the base set's {parts[0]} samples stay in RAM "
             f"({base_bytes} B for K+1 slots) and the generated part needs at least {one_block} B more; raise "
             f"memory_budget to at least {base_bytes + one_block} B ({(base_bytes + one_block) / 2**30:.2f} GiB)")
-    return window_blocks_for_budget(left, k, block_size, row_bytes, num_blocks - first_windowed), first_windowed
+    return window_blocks_for_budget(left, r, block_size, row_bytes, num_blocks - first_windowed), first_windowed

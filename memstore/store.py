@@ -25,13 +25,14 @@ from memloss.memstore.order import memory_plan
 from memloss.memstore.spec import StoreSpec
 
 
-def _window_blocks(spec: StoreSpec, block_size: int, memory_budget: int) -> tuple[int, int]:
+def _window_blocks(spec: StoreSpec, block_size: int, memory_budget: int,
+                   window_slots: int | None = None) -> tuple[int, int]:
     """(blocks per window, resident blocks): a budget that holds every slot of the whole dataset keeps it in RAM
     across epochs and orders it as one window (uniform permutation); otherwise windows fit the budget (a two-part
     store keeps its base part in RAM, see `memory_plan`)."""
     if memory_budget < 1:
         raise StoreError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
-    return memory_plan(memory_budget, spec.k, spec.fingerprint.parts, block_size, row_bytes(spec))
+    return memory_plan(memory_budget, spec.k, spec.fingerprint.parts, block_size, row_bytes(spec), window_slots)
 
 
 def _lock(url: UrlLike, owner: str | None, notes: list[str] | None, allowed: tuple[str, ...]) -> StoreLock:
@@ -52,10 +53,11 @@ def _lock(url: UrlLike, owner: str | None, notes: list[str] | None, allowed: tup
     return lock
 
 
-def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool) -> ZarrMemStore:
+def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool,
+           window_slots: int | None = None) -> ZarrMemStore:
     budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
     try:
-        windows, resident = _window_blocks(handle.spec, handle.layout.block_size, budget)
+        windows, resident = _window_blocks(handle.spec, handle.layout.block_size, budget, window_slots)
         return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident)
     except BaseException:
         handle.release()
@@ -71,6 +73,7 @@ def create_store(
     block_size: int | None = None,
     codec: str | None = None,
     owner: str | None = None,
+    window_slots: int | None = None,
 ) -> ZarrMemStore:
     """Creates an empty store at `url` (local path or fsspec URL) and opens it for writing.
 
@@ -79,49 +82,54 @@ def create_store(
     them in RAM across epochs (only the first epoch after opening reads from disk; writes still go to disk). seed:
     fixes block membership and every epoch's order. block_size: samples per chunk (default: about 512 KB of
     codes). codec: see memstore.codecs (default zstd-1). owner: who writes (e.g. the run directory), named to a
-    second writer. Refuses a location that is not empty (an interrupted creation is rebuilt).
+    second writer. window_slots: the memory ages each window of a windowed store decodes (m with per-window slot
+    draws, `begin_epoch(ages=...)`; default K): fewer slots make larger windows in the same budget, and change the
+    order (it depends on the window size), so every open of a store for one run passes the same value. Refuses a
+    location that is not empty (an interrupted creation is rebuilt).
     """
-    _check_budget(spec, block_size, memory_budget)  # a too-small budget fails before anything is written
+    _check_budget(spec, block_size, memory_budget, window_slots)  # a too-small budget fails before anything is written
     lock = _lock(url, owner, None, ("empty", "creating"))
     try:
-        return _create_locked(url, spec, lock, seed, block_size, codec, memory_budget)
+        return _create_locked(url, spec, lock, seed, block_size, codec, memory_budget, window_slots)
     except BaseException:
         lock.release()
         raise
 
 
-def _check_budget(spec: StoreSpec, block_size: int | None, memory_budget: int) -> None:
+def _check_budget(spec: StoreSpec, block_size: int | None, memory_budget: int,
+                  window_slots: int | None = None) -> None:
     """Refuses a memory budget that cannot hold one window of `block_size` blocks (StoreError, one line)."""
     if block_size is not None and 1 <= block_size <= spec.fingerprint.n:
-        _window_blocks(spec, block_size, memory_budget)
+        _window_blocks(spec, block_size, memory_budget, window_slots)
 
 
 def _create_locked(url: UrlLike, spec: StoreSpec, lock: StoreLock, seed: int, block_size: int | None, codec: str | None,
-                   memory_budget: int) -> ZarrMemStore:
+                   memory_budget: int, window_slots: int | None = None) -> ZarrMemStore:
     """Creates the store at `url` under the writer `lock` already taken, and opens it for writing."""
     handle = create_handle(url, spec, seed=seed, block_size=block_size, codec=codec or DEFAULT_CODES_CODEC,
                            memory_budget=memory_budget, lock=lock)
-    return _store(handle, memory_budget, read_only=False)
+    return _store(handle, memory_budget, read_only=False, window_slots=window_slots)
 
 
 def open_store(
     url: UrlLike, expect: StoreSpec | None = None, read_only: bool = False, *, memory_budget: int | None = None,
-    owner: str | None = None,
+    owner: str | None = None, window_slots: int | None = None,
 ) -> ZarrMemStore:
     """Opens an existing store, validating it (and checking it matches `expect`); StoreError names the problem.
 
     memory_budget: None uses the budget recorded at creation, so a resumed run gets the same training order.
     A writer (read_only=False) holds the store's lock until close(); a second writer gets StoreLockedError.
+    window_slots: as in `create_store`.
     """
     if read_only:
-        return _store(open_handle(url, expect, True), memory_budget, read_only=True)
+        return _store(open_handle(url, expect, True), memory_budget, read_only=True, window_slots=window_slots)
     lock = _lock(url, owner, None, ("store",))
     try:
         handle = open_handle(url, expect, False, lock)
     except BaseException:
         lock.release()
         raise
-    return _store(handle, memory_budget, read_only=False)
+    return _store(handle, memory_budget, read_only=False, window_slots=window_slots)
 
 
 def open_or_create(
@@ -136,6 +144,7 @@ def open_or_create(
     replace_uncommitted: bool = False,
     recreate: bool = False,
     notes: list[str] | None = None,
+    window_slots: int | None = None,
 ) -> ZarrMemStore:
     """Opens the store at `url` if one exists (it must match `spec`; its own seed and block size are kept),
     otherwise creates it with these settings; a store whose creation was interrupted is rebuilt.
@@ -143,7 +152,8 @@ def open_or_create(
     replace_uncommitted: a store that does not match `spec` but never committed an epoch (it holds no memory) is
     replaced instead of refused (a fresh start after a failed one). recreate: whatever store is there is deleted and
     created anew (it belongs to a run that is started again from scratch). notes: receives one line per thing done
-    besides opening (a stale lock taken over, a store rebuilt or replaced, temporary files removed).
+    besides opening (a stale lock taken over, a store rebuilt or replaced, temporary files removed). window_slots:
+    as in `create_store`.
     """
     store, text = resolve_store(url, read_only=False)
     lock = _lock(url, owner, notes, ("empty", "creating", "store"))
@@ -155,7 +165,7 @@ def open_or_create(
         elif kind == "store":
             try:
                 handle = open_handle(url, spec, False, lock)
-                return _store(handle, memory_budget, read_only=False)
+                return _store(handle, memory_budget, read_only=False, window_slots=window_slots)
             except StoreMismatch:
                 if not replace_uncommitted or _has_commits(url):
                     raise
@@ -164,8 +174,8 @@ def open_or_create(
         elif kind == "creating":
             _note(notes, f"rebuilt the store {text}: its creation had been interrupted")
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        _check_budget(spec, block_size, budget)
-        return _create_locked(url, spec, lock, seed, block_size, codec, budget)
+        _check_budget(spec, block_size, budget, window_slots)
+        return _create_locked(url, spec, lock, seed, block_size, codec, budget, window_slots)
     except BaseException:
         lock.release()
         raise

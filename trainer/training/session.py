@@ -159,10 +159,18 @@ def _store(cfg: TrainConfig, data: TrainingSet, run_dir: Path, fresh: bool, note
     check_store_url(url)
     location = store_location(url, options)
     # Under torchrun rank 0 is the one writer; the other ranks read the committed epochs (distributed/store.py).
+    slots = window_slots(cfg)
     return open_for_rank(
         lambda: open_or_create(location, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed,
-                               owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes),
-        lambda: open_store(location, spec, read_only=True, memory_budget=cfg.run.memory_budget))
+                               owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes,
+                               window_slots=slots),
+        lambda: open_store(location, spec, read_only=True, memory_budget=cfg.run.memory_budget, window_slots=slots))
+
+
+def window_slots(cfg: TrainConfig) -> int | None:
+    """The memory ages a store window decodes: m with per-window slot draws (the windows grow as K/m), else all."""
+    m = cfg.method
+    return m.memory_slots_per_step if m.memory_slot_draw == "window" and m.memory_slots_per_step else None
 
 
 def _uniform_part(shards: Shards, uniform: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
@@ -310,5 +318,6 @@ def reopen_store(s: Session) -> None:
         s.ahead.close()
     s.store.close()
     location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
-    s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget)
+    s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget,
+                         window_slots=window_slots(s.cfg))
     s.ahead = ReadAhead(s.store)
