@@ -46,6 +46,12 @@ def pinned_for(device: torch.device, tensor: torch.Tensor) -> bool:
     return device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned()
 
 
+def pin_host_buffers(device: torch.device) -> bool:
+    """Whether host buffers feeding `device` (the read-ahead's batches) are pinned: on CUDA only (pinning needs a
+    CUDA context, and on CPU there is no copy to make asynchronous)."""
+    return device.type == "cuda"
+
+
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`tensor` on `device` without a host wait: a CPU tensor going to CUDA is pinned first (a no-op when it
     already is, e.g. the read-ahead's batches), then copied with non_blocking=True. On CPU it is returned as is."""

@@ -68,13 +68,14 @@ def _restore(saved: tuple[object, object]) -> None:
 
 @contextlib.contextmanager
 def fp32_exact(device: torch.device) -> Iterator[None]:
-    """IEEE fp32 forwards on CUDA: autocast off (an outer bf16 autocast is suspended) and TF32 off, so an argmax
-    reads the logits `memloss evaluate` would compute. A no-op on CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    with torch.autocast("cuda", enabled=False), tf32(False):
-        yield
+    """IEEE fp32 forwards on `device`: autocast off (an outer bf16 autocast is suspended) and, on CUDA, TF32 off,
+    so an argmax reads the logits `memloss evaluate` would compute."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        with tf32(False):
+            yield
 
 
 def check_precision(precision: str, device: torch.device) -> None:

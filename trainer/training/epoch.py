@@ -69,10 +69,9 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
         stored = s.writer.push(idx, result.x_adv.float() - x_view, views)
         wait[0] += time.perf_counter() - t0
         if s.monitor is not None:
-            # The model of this step, after its forwards and before its update (forgetting.py explains the events).
-            # Judged in IEEE fp32 (no autocast, no TF32), as the evaluator would judge it: a bf16 argmax ties.
-            with fp32_exact(s.device):
-                s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
+            # The model of this step, after its forwards and before its update (forgetting.py explains the events);
+            # it judges in IEEE fp32 whatever --precision.
+            s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     s.optimizer.step()

@@ -91,11 +91,13 @@ class DeferredWriter:
         self._device = device
         self._cuda = device.type == "cuda"
         self._pending: tuple[Any, ...] | None = None
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some δ held NaN/Inf since check()
+        self.nonfinite: torch.Tensor | None = None  # bool, on δ's device: some δ held NaN/Inf (made at first push)
 
     def push(self, idx: np.ndarray, delta: torch.Tensor, views: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Queues the write of δ [B,C,H,W] (float, on the device) made on `views` for samples `idx` (host int64);
         returns the quantized δ as stored, (codes uint8 [B,C,H,W], scale float32 [B]) on the device."""
+        if self.nonfinite is None:
+            self.nonfinite = torch.zeros((), dtype=torch.bool, device=delta.device)
         codes, scale = quantize(delta.detach().float(), nonfinite=self.nonfinite)
         self.queue(idx, (codes, scale, views.offset.to(torch.int16), views.flip))
         return codes, scale
@@ -125,7 +127,8 @@ class DeferredWriter:
 
     def check(self) -> None:
         """Raises NonFiniteDelta when a δ pushed since the run started held NaN/Inf (one host sync)."""
-        check_finite(self.nonfinite)
+        if self.nonfinite is not None:
+            check_finite(self.nonfinite)
 
 
 def pinned_like(t: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.options import store_location
 from memloss.memstore.spec import StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create, open_store
-from memloss.trainer.common.devices import bind_device, resolve_device
+from memloss.trainer.common.devices import bind_device, pin_host_buffers, resolve_device
 from memloss.trainer.common.rng import generator_state, restore_generator
 from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
@@ -124,7 +124,8 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
                      _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
-                     autocast=cfg.run.precision == "bf16" and device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"),
+                     autocast=cfg.run.precision == "bf16" and device.type == "cuda", te=regs.get("te"),
+                     meow=regs.get("meow"),
                      memory_forward=cfg.method.memory_forward, clean_grad=cfg.method.memloss_clean_grad,
                      train_model=train_model)
 
@@ -242,7 +243,7 @@ def attach_memory(s: Session) -> None:
     """The parts that follow the store: its read-ahead worker, the deferred writer, the slot sampler and the
     forgetting monitor."""
     m = s.cfg.method
-    s.ahead = ReadAhead(s.store, pin=s.device.type == "cuda")  # type: ignore[arg-type]
+    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))  # type: ignore[arg-type]
     s.writer = DeferredWriter(s.ahead, s.device)
     if s.shards is not None:  # every rank's rows go to rank 0, the one writer (distributed/writes.py)
         s.writer = GatheringWriter(s.writer if current().main else None, s.shards)  # type: ignore[assignment]
@@ -302,4 +303,4 @@ def reopen_store(s: Session) -> None:
     s.store.close()
     location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
     s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget)
-    s.ahead = ReadAhead(s.store, pin=s.device.type == "cuda")
+    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))
