@@ -26,7 +26,7 @@ from memloss.trainer.training.session import Session
 from memloss.trainer.training.step import train_step
 
 EVAL_BATCH = 256
-NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
+NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss or written δ
 
 
 class TrainingDiverged(MemlossError):
