@@ -21,7 +21,8 @@ from other jobs hits all configurations alike. On CUDA a round is timed with CUD
 it. On the CPU device the ratios and targets use the process CPU time (all threads), which other jobs on a shared
 machine disturb far less than wall time; wall-time ratios are shown beside them.
 
-Usage: python bench/train_step.py [--device auto|cpu|cuda] [--model small_cnn|resnet18] [--n N] [--batch-size 128]
+Usage: python bench/train_step.py [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16]
+       [--model small_cnn|resnet18] [--n N] [--batch-size 128]
        [--steps 12] [--warmup 2] [--repeats N] [--ks 1,4,16,64] [--threads 1] [--quick]
 """
 
@@ -40,7 +41,8 @@ import numpy as np
 import torch
 
 from memloss.errors import MemlossError
-from memloss.trainer.common.devices import resolve_device
+from memloss.trainer.common.devices import bind_device, resolve_device
+from memloss.trainer.common.precision import check_precision
 from memloss.trainer.data.sources import load_tensors
 from memloss.trainer.training.epoch import _train_batch
 from memloss.trainer.training.metrics import MetricSums
@@ -97,7 +99,7 @@ def _host_clock(work: Callable[[], object]) -> tuple[float, float]:
 def _cuda_clock(work: Callable[[], object]) -> tuple[float, float]:
     """(device, host process CPU) seconds of work(): CUDA events, synchronizing only before and after."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(torch.cuda.current_device())  # the run's device: parse_config made it current
     c0 = time.process_time()
     start.record()
     work()
@@ -207,7 +209,9 @@ def format_table(rows: list[Row], batch_size: int) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="the trainer's --precision: fp32 (default) or bf16 autocast (CUDA only)")
     p.add_argument("--model", default=None, help="small_cnn (default on CPU) or resnet18 (default on CUDA)")
     p.add_argument("--n", type=int, default=None, help="samples in the dataset and store (default: just enough)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -224,8 +228,10 @@ def _parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None) -> BenchConfig:
     """Options → BenchConfig; defaults depend on the device (and --quick)."""
     a = _parser().parse_args(argv)
-    device = resolve_device(a.device)
+    # cuda:N made current: the timing events, synchronize() and the trainer's own events then belong to it
+    device = bind_device(resolve_device(a.device))
     cuda = device.type == "cuda"
+    check_precision(a.precision, device)
     steps = a.steps or (4 if a.quick else 100 if cuda else 12)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 10 if cuda else 2)
     # CPU: one step per configuration per round (load from other jobs changes within seconds); CUDA: 5 rounds,
@@ -237,13 +243,13 @@ def parse_config(argv: Sequence[str] | None) -> BenchConfig:
         raise BenchError(f"--ks must be comma-separated integers like 1,4,16,64, got {a.ks!r}") from None
     n = a.n or a.batch_size * (warmup + steps)
     return BenchConfig(device, a.model or ("resnet18" if cuda else "small_cnn"), n, a.batch_size, steps, warmup,
-                       repeats, ks, a.threads)
+                       repeats, ks, a.threads, a.precision)
 
 
 def _describe(bc: BenchConfig) -> str:
     gpu = torch.cuda.get_device_name(bc.device) if bc.device.type == "cuda" else "none used"
-    return (f"device {bc.device} (GPU: {gpu}; bf16 autocast + channels_last on CUDA), model {bc.model}, synthetic "
-            f"3x32x32, batch {bc.batch_size}, n {bc.n}, {bc.warmup} warm-up + {bc.steps} timed steps per "
+    return (f"device {bc.device} (GPU: {gpu}; precision {bc.precision}, channels_last on CUDA), model {bc.model}, "
+            f"synthetic 3x32x32, batch {bc.batch_size}, n {bc.n}, {bc.warmup} warm-up + {bc.steps} timed steps per "
             f"configuration in {bc.repeats} interleaved rounds, torch threads {torch.get_num_threads()}, "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}")
 

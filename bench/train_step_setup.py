@@ -44,6 +44,7 @@ class BenchConfig:
     repeats: int
     ks: tuple[int, ...]
     threads: int
+    precision: str = "fp32"  # the trainer's --precision (bf16: CUDA autocast)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or self.repeats < 1:
@@ -216,7 +217,8 @@ def config_for(bc: BenchConfig, v: Variant) -> TrainConfig:
                           memory_forward=v.forward)
     return TrainConfig(data=DataConfig(dataset="synthetic", n=bc.n, batch_size=bc.batch_size), method=method,
                        optim=OptimConfig(epochs=max(v.k, 1) + 1),
-                       run=RunConfig(model=bc.model, device=str(bc.device), seed=SEED, track_forgetting=v.monitor))
+                       run=RunConfig(model=bc.model, device=str(bc.device), seed=SEED, track_forgetting=v.monitor,
+                                     precision=bc.precision))
 
 
 def make_store(k: int, y: torch.Tensor, backend: str = "ram", tmp: Path | None = None, budget: int = 0,

@@ -56,6 +56,8 @@ def train(
     label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing ε of the clean CE term (standard, trades, hat), e.g. 0.1 (default: 0)")] = None,
     seed: Annotated[Optional[int], Opt(help="Random seed (default: 0)")] = None,
     device: Annotated[Optional[str], Opt(help="auto | cpu | cuda | cuda:N (default: auto)")] = None,
+    precision: Annotated[Optional[str], Opt(help="Training compute: fp32 | bf16 (CUDA bf16 autocast; refused on CPU). The per-epoch selection (clean, PGD-20) and the forgetting judgement always run in IEEE fp32 (default: fp32)", rich_help_panel="Run")] = None,
+    deterministic: Annotated[Optional[bool], Opt("--deterministic/--no-deterministic", help="Deterministic CUDA kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG=:4096:8, no cuDNN autotuning): a resumed GPU run ends with exactly the uninterrupted weights, at a speed cost; CPU runs are exact without it (default: off)", rich_help_panel="Run")] = None,
     out: Annotated[Optional[str], Opt(help="Run directory (default: runs/<dataset>-<method>-k<K>-s<seed>)")] = None,
     eval_n: Annotated[Optional[int], Opt(help="Test points for the per-epoch PGD-20 model selection (default: whole test set)")] = None,
     model: Annotated[Optional[str], Opt(help="resnet18 | preact_resnet18 | small_cnn | wrn-28-10 | wrn-34-10 | wrn-70-16 | wrn-28-10-swish | wrn-34-10-swish | wrn-70-16-swish (default: per dataset)")] = None,

@@ -4,6 +4,11 @@ while the current step runs, and writes are handed to the same thread.
 One thread runs every queued call in order (a read of batch i+1 after the write of batch i−1, as the loop issued
 them), so the store itself never sees two calls at once. The loop only waits when it takes a batch whose gather is
 not done yet. Errors of queued calls are raised by the next call of the loop.
+
+With `pin=True` (the run's device is CUDA) the worker also copies each gathered batch into page-locked (pinned)
+host memory, so the loop's non_blocking copies to the GPU are true asynchronous transfers: from ordinary pageable
+memory the driver stages a non_blocking copy through its own pinned buffer and may make the loop wait for the GPU.
+The extra memcpy happens here, on the worker thread, while the step runs.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ class ReadAhead:
     """Wraps a store for one training loop: `prefetch(idx)` for the next batch, `read(idx)` for the current one,
     `write(...)` as the store's, `drain()` before `commit_epoch` or `begin_epoch`, `close()` at the end."""
 
-    def __init__(self, store: MemStore) -> None:
-        self.store = store
+    def __init__(self, store: MemStore, pin: bool = False) -> None:
+        """pin: hand out batches in pinned host memory (True when the training device is CUDA)."""
+        self.store, self.pin = store, pin
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="memstore-ahead")
         self._reads: deque[tuple[np.ndarray, Future[MemoryBatch]]] = deque()
         self._writes: deque[Future[None]] = deque()
@@ -32,7 +38,7 @@ class ReadAhead:
         """Starts gathering the memory of samples idx (host int64 [B]) in the background."""
         self._raise_failed_writes()
         idx = np.array(idx, dtype=np.int64)  # the caller's slice may be a view of an array it reuses
-        self._reads.append((idx, self._pool.submit(self.store.read, idx)))
+        self._reads.append((idx, self._pool.submit(self._gather, idx)))
 
     def read(self, idx: np.ndarray) -> MemoryBatch:
         """The memory of samples idx: the prefetched batch when it is the next one queued, else read now (in
@@ -43,7 +49,15 @@ class ReadAhead:
             if np.array_equal(want, idx):
                 return fut.result()
             fut.result()  # a batch the loop skipped: its errors still count
-        return self._pool.submit(self.store.read, idx).result()
+        return self._pool.submit(self._gather, idx).result()
+
+    def _gather(self, idx: np.ndarray) -> MemoryBatch:
+        """The store's batch, in pinned memory when `pin` (on the worker thread)."""
+        batch = self.store.read(idx)
+        if not self.pin:
+            return batch
+        return MemoryBatch(*(t.pin_memory() for t in (batch.codes, batch.scale, batch.offset, batch.flip,
+                                                       batch.valid)))
 
     def write(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
         """Queues `store.write` with these arrays; the caller must not modify them afterwards."""

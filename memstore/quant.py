@@ -15,24 +15,52 @@ LEVELS = 127
 EPS_SLACK = 1e-6  # float32 round-off of x_adv - x near ±eps
 
 
-def quantize(delta: torch.Tensor, eps: float | None = None, norm: str = "Linf") -> tuple[torch.Tensor, torch.Tensor]:
+class NonFiniteDelta(MemlossError):
+    """A perturbation to quantize held NaN or Inf."""
+
+
+NONFINITE_MESSAGE = "perturbation contains NaN or Inf; check the attack's step size and the model's loss"
+
+
+def quantize(delta: torch.Tensor, eps: float | None = None, norm: str = "Linf",
+             nonfinite: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantizes perturbations to uint8 codes.
 
     delta: float [B, ...] (any device). With `eps`, rejects a sample outside the ball of radius eps·(1+1e-6) in
     `norm` ("Linf": any |δ| > bound; "L2": ‖δ_i‖₂ > bound). Returns codes uint8 [B, ...] in [1, 255] and scale
-    float32 [B] (= max|δ_i|), both on delta's device. Raises MemlossError on NaN/Inf (this check syncs once).
-    """
+    float32 [B] (= max|δ_i|), both on delta's device.
+
+    NaN/Inf: without `nonfinite` raises MemlossError (this check syncs once with the device). With `nonfinite` (a
+    bool scalar tensor on delta's device, the caller's flag) nothing waits for the device: the flag is OR-ed with
+    "some value is NaN/Inf" in place, and the rows holding one get codes 128 and scale 0 (δ = 0, a valid row the
+    store accepts); the caller reads the flag later (at a flush, at the end of the epoch) and raises
+    `NonFiniteDelta` before anything made from those rows is committed. That keeps the per-step host sync off the
+    training step."""
     if not delta.is_floating_point() or delta.dim() < 1:
         raise MemlossError(f"quantize expects a float tensor [B, ...], got {delta.dtype} of shape {tuple(delta.shape)}")
     flat = delta.detach().reshape(delta.shape[0], -1).float()
-    if not bool(torch.isfinite(flat).all()):
-        raise MemlossError("perturbation contains NaN or Inf; check the attack's step size and the model's loss")
+    # amax propagates NaN and keeps Inf, so a row's scale is finite exactly when all its values are.
     scale = flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    finite = torch.isfinite(scale)
+    if nonfinite is None:
+        if not bool(finite.all()):
+            raise NonFiniteDelta(NONFINITE_MESSAGE)
+    else:
+        nonfinite |= ~finite.all()
+        scale = torch.where(finite, scale, torch.zeros_like(scale))
     if eps is not None:
         _check_radius(flat, scale, eps, norm)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     codes = torch.round(flat * (LEVELS / safe)[:, None]).clamp_(-LEVELS, LEVELS) + ZERO_CODE
+    if nonfinite is not None:
+        codes = torch.where(finite[:, None], codes, torch.full_like(codes, ZERO_CODE))
     return codes.to(torch.uint8).reshape(delta.shape), scale
+
+
+def check_finite(nonfinite: torch.Tensor) -> None:
+    """Raises `NonFiniteDelta` when a deferred check of `quantize(..., nonfinite=flag)` tripped (one host sync)."""
+    if bool(nonfinite):
+        raise NonFiniteDelta(NONFINITE_MESSAGE)
 
 
 def _check_radius(flat: torch.Tensor, scale: torch.Tensor, eps: float, norm: str) -> None:

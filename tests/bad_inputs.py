@@ -292,3 +292,13 @@ CASES: list[Case] = [
     Case("demo-k-negative", ["demo", "--k", "-1", "--out", "{new}"], "k ≥ 1"),
     Case("demo-out-a-file", ["demo", "--quick", "--out", "{txt}"], "{txt}"),
 ]
+
+# ---- precision and determinism (issue 23 / issue 21 item 4) --------------------------------------------------------
+CASES += [
+    Case("precision-unknown", [*TRAIN, "--precision", "fp16"], "unknown precision 'fp16'"),
+    Case("precision-bf16-on-cpu", [*TRAIN, "--device", "cpu", "--precision", "bf16"], "--precision bf16"),
+    Case("resume-precision-changed", ["train", "--resume", "{part}", "--precision", "bf16"],
+         "refuses a changed config: precision"),
+    Case("resume-deterministic-changed", ["train", "--resume", "{part}", "--deterministic"],
+         "refuses a changed config: deterministic"),
+]

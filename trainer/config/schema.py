@@ -24,6 +24,7 @@ MEMORY_VIEWS = ("recorded", "aligned")
 SLOT_DRAWS = ("step", "window")
 MEMORY_FORWARDS = ("separate", "fused")
 CLEAN_GRADS = ("through", "stop")
+PRECISIONS = ("fp32", "bf16")  # training compute: fp32, or bf16 autocast (CUDA only)
 ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn", "wrn-28-10", "wrn-34-10", "wrn-70-16", "wrn-28-10-swish",
               "wrn-34-10-swish", "wrn-70-16-swish")
 
@@ -224,8 +225,13 @@ class RunConfig:
     eval_n: int | None = None
     track_forgetting: bool = False
     sync_bn: bool = False  # torchrun: BN statistics synchronized over ranks (SyncBatchNorm); else per rank
+    precision: str = "fp32"  # training forwards: fp32, or bf16 autocast on CUDA (the selection is always fp32)
+    deterministic: bool = False  # deterministic CUDA kernels: bit-identical resumes on a GPU, at a speed cost
 
     def __post_init__(self) -> None:
+        _choice(self.precision, PRECISIONS, "precision")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic must be true or false, got {self.deterministic!r}")
         if self.model is not None:
             _choice(self.model, ARCH_NAMES, "architecture")
         if self.memory_budget < 1024**2:

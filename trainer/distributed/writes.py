@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from memloss.memstore.quant import quantize
+from memloss.memstore.quant import check_finite, quantize
 from memloss.trainer.distributed.context import current
+from memloss.trainer.distributed.reduce import all_sum
 from memloss.trainer.distributed.shards import Shards
 
 
@@ -52,6 +53,7 @@ class GatheringWriter:
         self.inner, self.shards, self.everyone = inner, shards, everyone
         self._order: np.ndarray | None = None
         self._step = 0
+        self.nonfinite: torch.Tensor | None = None  # this rank's NaN/Inf flag (device-side, see DeferredWriter)
 
     def begin_epoch(self, order: np.ndarray) -> None:
         """The epoch's global order (int64 [n]): global batch g's indices are its g-th slice of the batch size."""
@@ -60,7 +62,9 @@ class GatheringWriter:
     def push(self, idx: np.ndarray, delta: torch.Tensor, views: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """As DeferredWriter.push for this rank's part of the batch (idx: host int64 [b]); returns its quantized δ
         (codes uint8 [b,C,H,W], scale float32 [b]) on the device. A collective: every rank calls it every step."""
-        codes, scale = quantize(delta.detach().float())
+        if self.nonfinite is None:
+            self.nonfinite = torch.zeros((), dtype=torch.bool, device=delta.device)
+        codes, scale = quantize(delta.detach().float(), nonfinite=self.nonfinite)
         tensors = (codes, scale, views.offset.to(torch.int16), views.flip)
         parts = self.shards.batch_parts(self._step)
         packed = _pack(tensors, self.shards.local_batch)
@@ -79,3 +83,9 @@ class GatheringWriter:
     def flush(self) -> None:
         if self.inner is not None:
             self.inner.flush()
+
+    def check(self) -> None:
+        """Raises NonFiniteDelta on every rank when any rank's δ held NaN/Inf (a collective: every rank calls it at
+        the same steps; one host sync)."""
+        if self.nonfinite is not None:
+            check_finite(all_sum(self.nonfinite.to(torch.int32)) > 0)

@@ -34,6 +34,7 @@ class EvalConfig:
     data_dir: Path | None = None
     plot: Path | None = None
     threads: Threads = None
+    tf32: bool = False  # CUDA matmuls/convolutions in TF32; default IEEE fp32 (an attack must not be weakened)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threads", parse_threads(self.threads))
@@ -104,6 +105,7 @@ class EvalResult:
     resumed_batches: int = 0
     files: dict[str, str] = field(default_factory=dict)
     threads: ThreadChoice | None = None
+    tf32: bool = False  # whether the attacks ran with TF32 allowed on CUDA (False: IEEE fp32)
 
     @property
     def clean_accuracy(self) -> float:
@@ -135,4 +137,5 @@ class EvalResult:
             "resumed_batches": self.resumed_batches, "files": self.files,
             "threads": self.threads.threads if self.threads else None,
             "threads_chosen_by": self.threads.how if self.threads else None,
+            "tf32": self.tf32,
         }

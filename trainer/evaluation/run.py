@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memloss.trainer.common.devices import resolve_device
+from memloss.trainer.common.devices import bind_device, resolve_device
+from memloss.trainer.common.precision import tf32
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
 from memloss.trainer.common.progress import ProgressSink, SilentProgress
@@ -153,7 +154,7 @@ def settings_of(cfg: EvalConfig, sha: str, meta: dict[str, str], threat: ThreatM
     """What must match for a resume (the device may differ)."""
     return {"checkpoint_sha256": sha, "dataset": meta["dataset"], "n": n, "norm": threat.norm,
             "eps": threat.eps_text, "seed": cfg.seed, "batch_size": cfg.batch_size,
-            "attacks": {s.name: s.params() for s in specs}}
+            "attacks": {s.name: s.params() for s in specs}, **({"tf32": True} if cfg.tf32 else {})}
 
 
 def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None, **options: Any) -> EvalResult:
@@ -177,7 +178,7 @@ def evaluate(cfg: EvalConfig | Path | str, progress: ProgressSink | None = None,
     try:
         if not ranks.current().main:
             progress = None
-        return _evaluate(cfg, progress, ranks.rank_device(device))
+        return _evaluate(cfg, progress, bind_device(ranks.rank_device(device)))  # cuda:N made current
     finally:
         ranks.stop()
 
@@ -200,7 +201,9 @@ def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.devi
     uses_aa = any(s.family == "autoattack" for s in specs)
     log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa and main else None
     threads = choose_threads(cfg.threads, _probe(model, x, y, cfg.batch_size, device), device)
-    with using_threads(threads.threads), autoattack_log(log) as aa_warnings:
+    # IEEE fp32 unless --tf32: in this torch cuDNN convolutions default to TF32 on Ampere and later GPUs, which
+    # computes the attacks' gradients with a 10-bit mantissa.
+    with using_threads(threads.threads), tf32(cfg.tf32), autoattack_log(log) as aa_warnings:
         correct, warnings = clean_pass(model, x, y, parts, device)
         results = {s.name: run_spec(s, model, x, y, correct, parts, state, ctx) for s in specs}
     warnings += aa_warnings
@@ -210,7 +213,7 @@ def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.devi
         attacks=tuple(results[s.name] for s in attacks),
         sweeps={k: tuple(results[s.name] for s in rows) for k, rows in sweeps.items()},
         warnings=tuple(warnings), versions=package_versions(), resumed_batches=restored,
-        files={"aa_log": str(log)} if log else {}, threads=threads)
+        files={"aa_log": str(log)} if log else {}, threads=threads, tf32=cfg.tf32)
     return finish(cfg if main else dataclasses.replace(cfg, out=None, plot=None), result, state)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from memloss.trainer.common.devices import to_device
+
 
 @dataclass(frozen=True)
 class ViewParams:
@@ -21,7 +23,8 @@ class ViewParams:
     flip: torch.Tensor
 
     def to(self, device: torch.device) -> "ViewParams":
-        return ViewParams(self.offset.to(device, non_blocking=True), self.flip.to(device, non_blocking=True))
+        """The same views on `device` (host tensors pinned first when it is CUDA: common/devices.py)."""
+        return ViewParams(to_device(self.offset, device), to_device(self.flip, device))
 
 
 def identity_views(batch: int, pad: int, device: torch.device) -> ViewParams:

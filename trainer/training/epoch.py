@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from memloss.errors import MemlossError
+from memloss.trainer.common.precision import fp32_exact
 from memloss.trainer.distributed.context import current, rank_seed
 from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_metrics
 from memloss.trainer.distributed.shards import shard_range
@@ -22,10 +23,10 @@ from memloss.trainer.training.memory import MemoryExamples, build_memory_example
 from memloss.trainer.training.metrics import MemoryShares, MetricSums
 from memloss.trainer.training.progress import Reporter
 from memloss.trainer.training.session import Session
-from memloss.trainer.training.step import maybe_autocast, train_step
+from memloss.trainer.training.step import train_step
 
 EVAL_BATCH = 256
-NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss
+NONFINITE_CHECK_EVERY = 50  # steps between the (syncing) checks for a NaN/Inf loss or written δ
 
 
 class TrainingDiverged(MemlossError):
@@ -68,9 +69,9 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
         stored = s.writer.push(idx, result.x_adv.float() - x_view, views)
         wait[0] += time.perf_counter() - t0
         if s.monitor is not None:
-            # The model of this step, after its forwards and before its update (forgetting.py explains the events).
-            with maybe_autocast(s.step.autocast, s.device):
-                s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
+            # The model of this step, after its forwards and before its update (forgetting.py explains the events);
+            # it judges in IEEE fp32 whatever --precision.
+            s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     s.optimizer.step()
@@ -109,11 +110,10 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         _prefetch(s, epoch, position)
         loss = _train_batch(s, x_u8, y, idx, host_idx, sums, wait, shares)
         nonfinite |= ~torch.isfinite(loss)
-        if (step + 1) % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
-            _diverged(s, epoch, step)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0:
+            _check_finite(s, epoch, step, nonfinite)
         reporter.step(position * current().world, loss, len(y) * current().world)  # global samples (torchrun)
-    if bool(nonfinite):
-        _diverged(s, epoch, step)
+    _check_finite(s, epoch, step, nonfinite)
     average_buffers(s.model)  # per-rank BN statistics → their mean on every rank (torchrun)
     if s.ema is not None:
         s.ema.copy_buffers(s.model)  # BN statistics are copied, not averaged (the published update_bn)
@@ -139,6 +139,15 @@ def _prefetch(s: Session, epoch: int, position: int) -> None:
         s.ahead.prefetch(s.orders[epoch][position:position + s.loader.batch_size])
 
 
+def _check_finite(s: Session, epoch: int, step: int, nonfinite: torch.Tensor) -> None:
+    """The epoch's device-side NaN/Inf flags read (host syncs, every NONFINITE_CHECK_EVERY steps and at the end of
+    the epoch): the loss's, then the written δ's (the writer's, memstore/quant.py); either stops the run."""
+    if bool(nonfinite):
+        _diverged(s, epoch, step)
+    if s.writer is not None:
+        s.writer.check()
+
+
 def _diverged(s: Session, epoch: int, step: int) -> None:
     path = s.run_dir / "diverged.safetensors"
     save_model(path, s.model, model_meta(s, epoch))
@@ -149,7 +158,8 @@ def _diverged(s: Session, epoch: int, step: int) -> None:
 def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
-    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack. `on_batch(points)` is
+    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack, in IEEE fp32 (no
+    autocast, no TF32) whatever --precision the run trains in. `on_batch(points)` is
     called after each batch (progress). Under torchrun each rank attacks its part of the points (its own random
     starts) and the counts are summed."""
     t = s.cfg.threat
@@ -162,7 +172,7 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
     for start in range(first, last, EVAL_BATCH):
         x = s.eval_x[start:min(start + EVAL_BATCH, last)].to(s.device).float().div_(255.0)
         y = s.eval_y[start:min(start + EVAL_BATCH, last)].to(s.device)
-        with maybe_autocast(s.step.autocast, s.device):
+        with fp32_exact(s.device):  # selection as `memloss evaluate` computes it, whatever --precision trains in
             with torch.no_grad():
                 clean = clean + (model(x).argmax(1) == y).sum()
             _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)

@@ -17,6 +17,7 @@ from memloss.errors import ConfigError
 from memloss.memstore.options import checked_location
 from memloss.memstore.repair import dropped_epochs, verify_committed
 from memloss.trainer.common.devices import resolve_device
+from memloss.trainer.common.precision import check_precision, deterministic_mode
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.distributed import context as ranks
@@ -73,9 +74,9 @@ def _continue(s: Session, state: dict[str, Any] | None) -> list[str]:
     if state is None:
         return []
     verify_committed(s.store)  # damaged memory stops the resume before anything is written
-    restore(s, state)
+    notes = restore(s, state)
     note = check_store_caught_up(s.store, int(state["store_epoch"]), dropped_epochs(s.store), s.cfg.run.store)
-    return [note] if note else []
+    return notes + ([note] if note else [])
 
 
 def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threads: Threads = None,
@@ -90,11 +91,15 @@ def fit(cfg: TrainConfig, resume: Path | None = None, quiet: bool = False, threa
         raise ConfigError(f"--log-every must be ≥ 0 steps (0: per-epoch scalars only), got {log_every}")
     checked_location(cfg.run.store, store_options)  # a bad URL, option or bucket: one line, before anything is written
     threads = parse_threads(threads)
-    ctx = ranks.start(resolve_device(cfg.run.device))  # torchrun: join the process group (else one process)
-    try:
-        return _fit(cfg, resume, quiet or not ctx.main, threads, log_every, store_options)
-    finally:
-        ranks.stop()
+    device = resolve_device(cfg.run.device)
+    check_precision(cfg.run.precision, device)  # bf16 off CUDA: one line, before anything is written
+    # --deterministic is set up before CUDA is first used (cuBLAS reads its workspace setting then).
+    with deterministic_mode(cfg.run.deterministic):
+        ctx = ranks.start(device)  # torchrun: join the process group (else one process)
+        try:
+            return _fit(cfg, resume, quiet or not ctx.main, threads, log_every, store_options)
+        finally:
+            ranks.stop()
 
 
 def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, log_every: int,
@@ -126,6 +131,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, l
                 reporter.message(note)
             reporter.message(f"run directory: {run_dir}" + (f" (resuming at epoch {s.start_epoch})" if state else ""))
             reporter.message(choice.describe())
+            reporter.message(numerics_line(cfg, s.device))
             for epoch in range(s.start_epoch, cfg.optim.epochs + 1):
                 _epoch(s, epoch, reporter)
             wait_landed(s)  # the last epoch's commit and files
@@ -165,6 +171,14 @@ def _epoch(s: Session, epoch: int, reporter: Reporter) -> None:
     if ranks.current().main:
         finish_epoch(s, epoch, record, commit)
     reporter.end_epoch(record)
+
+
+def numerics_line(cfg: TrainConfig, device: Any) -> str:
+    """The run's numeric mode in one line: training precision, the selection's, determinism."""
+    exact = ("bit-identical resumes" if cfg.run.deterministic or device.type == "cpu"
+             else "resumes not bit-identical on GPU (use --deterministic)")
+    return (f"precision: {cfg.run.precision} training on {device}; selection (clean, PGD-20) and forgetting "
+            f"judgement in fp32; deterministic: {'on' if cfg.run.deterministic else 'off'} ({exact})")
 
 
 def _thread_probe(s: Session) -> Callable[[], None]:

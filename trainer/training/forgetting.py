@@ -32,6 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from memloss.memstore.quant import dequantize
+from memloss.trainer.common.devices import to_device
+from memloss.trainer.common.precision import fp32_exact
 from memloss.trainer.training.augment import ViewParams
 from memloss.trainer.training.memory import batch_rows, build_memory_examples, valid_counts
 
@@ -89,9 +91,10 @@ class ForgettingMonitor:
         rows = self.monitored(idx)
         if rows.size == 0:
             return
-        # Host-to-device copies are non_blocking: a blocking one would wait for the step's queued kernels.
-        dev_rows = torch.from_numpy(rows).to(x.device, non_blocking=True)
-        pos = torch.from_numpy(idx[rows] // self.stride).to(x.device, non_blocking=True)
+        # Host-to-device copies are non_blocking from pinned memory (to_device): a blocking one, or one from pageable
+        # memory, may wait for the step's queued kernels.
+        dev_rows = to_device(torch.from_numpy(rows), x.device)
+        pos = to_device(torch.from_numpy(idx[rows] // self.stride), x.device)
         view_rows = x_view.index_select(0, dev_rows)
         delta = dequantize(stored[0].index_select(0, dev_rows), stored[1].index_select(0, dev_rows))
         own = (view_rows + delta).clamp_(0.0, 1.0)
@@ -103,7 +106,9 @@ class ForgettingMonitor:
         inputs = own if old is None else torch.cat([old.x.flatten(0, 1), own])
         was_training = model.training
         model.eval()
-        correct = model(inputs).argmax(dim=1) == y.index_select(0, dev_rows).repeat(inputs.shape[0] // len(rows))
+        with fp32_exact(x.device):  # judged on IEEE fp32 logits whatever --precision: a bf16 argmax ties
+            logits = model(inputs)
+        correct = logits.argmax(dim=1) == y.index_select(0, dev_rows).repeat(inputs.shape[0] // len(rows))
         model.train(was_training)
         self.made_correct[self.epoch][pos] = correct[-len(rows):].to(torch.int8)
         if old is not None:
@@ -115,7 +120,7 @@ class ForgettingMonitor:
         made = torch.stack([self._bits(self.epoch - 1 - a)[pos] for a in ages])
         known = valid & (made >= 0)
         counts = torch.stack([known & (made == 1) & ~correct, known & (made == 0) & correct, known & ~correct, known])
-        index = torch.tensor(ages).to(self.device, non_blocking=True)
+        index = to_device(torch.tensor(ages), self.device)
         self._sums.index_add_(1, index, counts.sum(dim=2).float())
 
     def _bits(self, epoch: int) -> Tensor:

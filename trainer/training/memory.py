@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from memloss.memstore.quant import dequantize, quantize
+from memloss.memstore.quant import check_finite, dequantize, quantize
+from memloss.trainer.common.devices import to_device
 from memloss.trainer.training.augment import ViewParams, align_delta, apply_view
 
 
@@ -59,36 +60,45 @@ def build_memory_examples(x: torch.Tensor, memory: Any, current: ViewParams, pad
         return None
     device = x.device
     examples = []
+    # to_device: non_blocking copies from pinned memory (the read-ahead pins its batches when the device is CUDA;
+    # anything else is pinned first), so the loop never waits for the GPU here.
     for k in slots:
-        delta = dequantize(memory.codes[k].to(device, non_blocking=True), memory.scale[k].to(device, non_blocking=True))
-        made_on = ViewParams(memory.offset[k].to(device, non_blocking=True).long(),
-                             memory.flip[k].to(device, non_blocking=True))
+        delta = dequantize(to_device(memory.codes[k], device), to_device(memory.scale[k], device))
+        made_on = ViewParams(to_device(memory.offset[k], device).long(), to_device(memory.flip[k], device))
         if view_mode == "aligned":
             base, delta = apply_view(x, current, pad), align_delta(delta, made_on, current, pad)
         else:
             base = apply_view(x, made_on, pad)
         examples.append((base + delta).clamp_(0.0, 1.0))
-    valid = memory.valid[list(slots)].to(device, non_blocking=True)
+    valid = to_device(memory.valid[list(slots)], device)
     return MemoryExamples(torch.stack(examples), valid, slots, tuple(counts[k] for k in slots), weight)
 
 
 class DeferredWriter:
     """Quantizes δ on the device and hands it to the store one step later.
 
-    On CUDA the codes are copied into pinned host buffers with non_blocking copies and an event; the store gets them
-    at the next push (by then the copy is long done), so the step never waits for the device. On CPU it writes
-    at once.
+    On CUDA the codes are copied into pinned host buffers with non_blocking copies and an event recorded on the
+    run's device's current stream (the stream those copies were queued on); the store gets them at the next push (by
+    then the copy is long done), so the step never waits for the device. On CPU it writes at once.
+
+    NaN/Inf in δ: checked without a host sync (a device-side flag, memstore/quant.py); `check()` reads the flag (one
+    sync) and raises the same one-line error `quantize` raises; the epoch loop calls it every few dozen steps and at
+    the end of the epoch, before the store commits, as it does for the loss.
     """
 
     def __init__(self, store: Any, device: torch.device) -> None:
         self._store = store
+        self._device = device
         self._cuda = device.type == "cuda"
         self._pending: tuple[Any, ...] | None = None
+        self.nonfinite: torch.Tensor | None = None  # bool, on δ's device: some δ held NaN/Inf (made at first push)
 
     def push(self, idx: np.ndarray, delta: torch.Tensor, views: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Queues the write of δ [B,C,H,W] (float, on the device) made on `views` for samples `idx` (host int64);
         returns the quantized δ as stored, (codes uint8 [B,C,H,W], scale float32 [B]) on the device."""
-        codes, scale = quantize(delta.detach().float())
+        if self.nonfinite is None:
+            self.nonfinite = torch.zeros((), dtype=torch.bool, device=delta.device)
+        codes, scale = quantize(delta.detach().float(), nonfinite=self.nonfinite)
         self.queue(idx, (codes, scale, views.offset.to(torch.int16), views.flip))
         return codes, scale
 
@@ -98,11 +108,11 @@ class DeferredWriter:
         if not self._cuda:
             self._store.write(idx, *tensors)
             return
-        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors)
+        host = tuple(pinned_like(t) for t in tensors)
         for dst, src in zip(host, tensors):
             dst.copy_(src, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self._device))  # the copies above were queued on this stream
         self.flush()
         self._pending = (idx, host, event)
 
@@ -114,3 +124,14 @@ class DeferredWriter:
         event.synchronize()
         self._store.write(idx, *host)
         self._pending = None
+
+    def check(self) -> None:
+        """Raises NonFiniteDelta when a δ pushed since the run started held NaN/Inf (one host sync)."""
+        if self.nonfinite is not None:
+            check_finite(self.nonfinite)
+
+
+def pinned_like(t: torch.Tensor) -> torch.Tensor:
+    """An empty page-locked host tensor of t's shape and dtype (the target of a non_blocking device-to-host copy:
+    into pageable memory such a copy would not be asynchronous and the data could be read before it landed)."""
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True)

@@ -21,7 +21,9 @@ from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.options import store_location
 from memloss.memstore.spec import StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create, open_store
-from memloss.trainer.common.devices import resolve_device
+from memloss.trainer.common.devices import bind_device, pin_host_buffers, resolve_device
+from memloss.trainer.common.rng import generator_state, restore_generator
+from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.loader import make_loader, random_order
 from memloss.trainer.data.mixed import MixedLoader, TrainingSet, prepare_training_set, unstored_order
@@ -122,7 +124,8 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
     beta_prime = cfg.method.beta_prime_per_slot() if cfg.method.k > 0 else None
     return StepSetup(model, method, LossParams(cfg.method.beta, cfg.method.gamma, cfg.method.label_smoothing),
                      _attack_config(cfg, method.attack_start), beta_prime, cfg.method.memloss_variant, helper,
-                     autocast=device.type == "cuda", te=regs.get("te"), meow=regs.get("meow"),
+                     autocast=cfg.run.precision == "bf16" and device.type == "cuda", te=regs.get("te"),
+                     meow=regs.get("meow"),
                      memory_forward=cfg.method.memory_forward, clean_grad=cfg.method.memloss_clean_grad,
                      train_model=train_model)
 
@@ -130,7 +133,7 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
 def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
     model = build_model(cfg.run.model or info.default_arch, info).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # faster convolutions under bf16 autocast
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions (bf16 autocast and fp32/TF32)
     return model
 
 
@@ -188,7 +191,8 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
     (not a resume). store_options: storage options of a store URL (memstore/options.py)."""
     torch.manual_seed(cfg.run.seed)
-    device = rank_device(resolve_device(cfg.run.device))
+    device = bind_device(rank_device(resolve_device(cfg.run.device)))  # cuda:N made current: events, streams
+    ffcv_follows(device)  # a CPU run's loader creates no CUDA stream, event or pinned buffer (data/ffcv_cuda.py)
     d = cfg.data
     info = dataset_info(d.dataset, resolution=d.resolution)
     with main_first():  # rank 0 fills the dataset caches, then the other ranks read them
@@ -247,7 +251,7 @@ def attach_memory(s: Session) -> None:
     """The parts that follow the store: its read-ahead worker, the deferred writer, the slot sampler and the
     forgetting monitor."""
     m = s.cfg.method
-    s.ahead = ReadAhead(s.store)  # type: ignore[arg-type]
+    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))  # type: ignore[arg-type]
     s.writer = DeferredWriter(s.ahead, s.device)
     if s.shards is not None:  # every rank's rows go to rank 0, the one writer (distributed/writes.py)
         everyone = bool(getattr(s.store, "resident", False))  # the same on every rank: same budget and layout
@@ -260,7 +264,7 @@ def attach_memory(s: Session) -> None:
 def training_state(s: Session, epoch: int) -> dict[str, Any]:
     """What resuming after `epoch` needs: tensors and plain containers only (weights_only-loadable)."""
     return {"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict(), "generator": s.generator.get_state(),
+            "scheduler": s.scheduler.state_dict(), **generator_state(s.generator),
             "cpu_rng": torch.get_rng_state(), "best_robust": s.best_robust, "best_epoch": s.best_epoch,
             "store_epoch": epoch if s.store is not None else -1,
             "extras": {k: v.state_dict() for k, v in s.extras.items()},
@@ -270,13 +274,14 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "config": json.dumps(s.cfg.to_dict()), **s.rank_states}
 
 
-def restore(s: Session, state: dict[str, Any]) -> None:
-    """Loads a saved training state into the session: the run continues at epoch state['epoch'] + 1."""
+def restore(s: Session, state: dict[str, Any]) -> list[str]:
+    """Loads a saved training state into the session: the run continues at epoch state['epoch'] + 1. Returns notes
+    for the user (a random stream re-derived because the resume changed the kind of device)."""
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
     own = own_part(state)  # a torchrun run's per-rank streams
-    s.generator.set_state((own or state)["generator"])
+    note = restore_generator(s.generator, own or state)  # saved on another kind of device: re-derived
     torch.set_rng_state((own or state)["cpu_rng"])
     s.best_robust, s.best_epoch = float(state["best_robust"]), int(state["best_epoch"])
     for name, extra in s.extras.items():
@@ -290,11 +295,12 @@ def restore(s: Session, state: dict[str, Any]) -> None:
     if own is not None and s.slots is not None and own.get("slots") is not None:
         s.slots.load_state_dict(own["slots"])
     s.start_epoch = int(state["epoch"]) + 1
+    return [note] if note else []
 
 
 def rank_part(s: Session) -> dict[str, Any]:
     """This rank's random streams, for the resume point's per-rank entry (distributed/state.py)."""
-    return {"generator": s.generator.get_state(), "cpu_rng": torch.get_rng_state(),
+    return {**generator_state(s.generator), "cpu_rng": torch.get_rng_state(),
             "slots": s.slots.state_dict() if s.slots is not None else None}
 
 
@@ -320,4 +326,4 @@ def reopen_store(s: Session) -> None:
     location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
     s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget,
                          window_slots=window_slots(s.cfg))
-    s.ahead = ReadAhead(s.store)
+    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))
