@@ -165,6 +165,9 @@ class MethodConfig:
             raise ConfigError("--memory-slots-per-step needs a memory term (--k ≥ 1)")
         if m < 0 or m > self.k:
             raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (0 = all slots), got {m}")
+        if m and self.memloss_variant == "v3":
+            raise ConfigError("--memory-slots-per-step needs --memloss-variant v1 or v2 (v3 puts x″ = x in every slot "
+                              "without memory, which slot sampling does not draw)")
         if self.memory_slot_draw == "window" and m == 0:
             raise ConfigError("--memory-slot-draw window needs --memory-slots-per-step m (the slots each window uses)")
         decay = self.beta_prime_decay
