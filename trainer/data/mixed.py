@@ -58,17 +58,32 @@ class TrainingSet:
         return self.mix.batches if self.mix is not None else -(-self.base.n // batch_size)
 
 
-def batch_mix(n_total: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None) -> BatchMix:
-    """int(f·B) generated samples a batch, ceil(epoch_samples / B) batches an epoch (default epoch_samples: every
-    sample, as the published sampler's ceil(N_total / B)); f = aux_fraction, e.g. PUBLISHED_AUX_FRACTION."""
-    batches = -(-(epoch_samples or n_total) // batch_size)
-    return BatchMix(batch_size, int(aux_fraction * batch_size), batches)
+EPOCH_RULES = ("pass", "total")
+
+
+def batch_mix(n_base: int, n_aux: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None,
+              draw: str = "without", rule: str = "pass") -> BatchMix:
+    """int(f·B) generated samples a batch (f = aux_fraction, e.g. PUBLISHED_AUX_FRACTION) and the epoch's batches:
+    ceil(epoch_samples / B) when given (the published recipe: ceil(50,000 / B) whatever the generated set's size);
+    else by `rule`: ``pass`` (the default) as many as make one pass over the larger part, max(ceil(N_base / b),
+    ceil(N_gen / a)), so every base and every generated sample is visited at least once an epoch and holds memory
+    of the epoch before; ``total`` ceil((N_base + N_gen) / B), the epoch of memloss before this option (runs started
+    then resume with it). `draw`: how the generated rows are drawn (memstore/mixing.py)."""
+    aux = int(aux_fraction * batch_size)
+    if epoch_samples is not None:
+        batches = -(-epoch_samples // batch_size)
+    elif rule == "total":
+        batches = -(-(n_base + n_aux) // batch_size)
+    else:
+        batches = max(-(-n_base // (batch_size - aux)), -(-n_aux // aux)) if aux else -(-n_base // batch_size)
+    return BatchMix(batch_size, aux, batches, draw)
 
 
 def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n: int | None = None,
                          resolution: int | None = None, batch_size: int = 128, aux_data: Sequence[str] = (),
                          aux_take: int | None = None, aux_fraction: float | None = None,
-                         epoch_samples: int | None = None, num_workers: int | None = None) -> TrainingSet:
+                         epoch_samples: int | None = None, num_workers: int | None = None,
+                         aux_draw: str = "without", aux_epoch: str = "pass") -> TrainingSet:
     """The base split of `dataset` (converted once), and the generated set of `aux_data` (converted once beside
     it) with its batch mix; a mix the sets cannot serve is a one-line StoreError."""
     base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
@@ -76,8 +91,8 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
         return TrainingSet(dataset, base)
     # The files are checked and the mix validated before a conversion of millions of images starts.
     n_aux = len(GeneratedSource(list(aux_data), dataset_info(dataset, resolution), aux_take))
-    mix = batch_mix(base.n + n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
-                    epoch_samples)
+    mix = batch_mix(base.n, n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
+                    epoch_samples, aux_draw, aux_epoch)
     mix.check((base.n, n_aux))
     aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
                             num_workers=num_workers)
@@ -86,7 +101,7 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
 
 def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable[[int], np.ndarray]:
     """The mixed order of a run that keeps no memory store: the same sampler with blocks of one sample in one
-    window, i.e. a uniform draw of the generated samples without replacement (pure in seed and epoch)."""
+    window, i.e. a uniform draw of the generated samples as `mix.draw` says (pure in seed and epoch)."""
     layout = unstored_layout(parts, seed)
     return lambda epoch: plan_mixed(layout, layout.num_blocks, seed, epoch, mix).order
 

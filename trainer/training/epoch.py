@@ -17,6 +17,7 @@ from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatMode
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
+from memloss.trainer.training.bn import FIRST_STEP_MOMENTUM, set_bn_momentum
 from memloss.trainer.training.checkpoint import model_meta
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
 from memloss.trainer.training.metrics import MemoryShares, MetricSums
@@ -62,6 +63,8 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
     x_view = apply_view(x, views, s.info.crop_padding)
     batch, memory = _memory_for_step(s, x, idx, views, wait, shares) if s.store is not None else (None, None)
     s.model.train()
+    first = s.cfg.optim.bn_first_step and s.global_step == 0
+    momenta = set_bn_momentum(s.model, FIRST_STEP_MOMENTUM) if first else None  # statistics := the first batch's
     result = train_step(s.step, x_view, y, idx_dev, memory, s.generator)
     if s.writer is not None and result.x_adv is not None:
         t0 = time.perf_counter()
@@ -71,10 +74,14 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
             # The model of this step, after its forwards and before its update (forgetting.py explains the events).
             with maybe_autocast(s.step.autocast, s.device):
                 s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
+    if momenta is not None:
+        set_bn_momentum(s.model, momenta)
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     s.optimizer.step()
-    s.scheduler.step()
+    s.global_step += 1
+    if s.cfg.optim.schedule_step == "batch":
+        s.scheduler.step()
     if s.ema is not None:
         s.ema.update(s.model)
     sums.add(result.metrics, len(y))
@@ -114,6 +121,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         reporter.step(position * current().world, loss, len(y) * current().world)  # global samples (torchrun)
     if bool(nonfinite):
         _diverged(s, epoch, step)
+    if s.cfg.optim.schedule_step == "epoch":
+        s.scheduler.step()  # DM-Improves-AT's 'cosinew': once after the epoch's last batch
     average_buffers(s.model)  # per-rank BN statistics → their mean on every rank (torchrun)
     if s.ema is not None:
         s.ema.copy_buffers(s.model)  # BN statistics are copied, not averaged (the published update_bn)

@@ -86,7 +86,7 @@ def _attack(s: StepSetup, x: torch.Tensor, y: torch.Tensor, te_target: torch.Ten
     if te_target is not None and s.te is not None:
         # The official TE code also puts its term into the attack objective.
         objective = te_attack_objective(s.method.name, te_target, s.te.weight, s.params.beta)
-        p_clean = clean_probs(s.model, x) if s.method.attack_objective == "kl" else None
+        p_clean = clean_probs(s.model, x, s.attack.bn) if s.method.attack_objective == "kl" else None
     return pgd(s.model, x, y, s.attack, objective, p_clean=p_clean, generator=generator)
 
 
