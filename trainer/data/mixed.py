@@ -25,6 +25,7 @@ from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed
 from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.generated import GeneratedSource, prepare_generated
+from memloss.trainer.data.holdout import HeldOut, prepare_heldout
 from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.data.loader import BatchLoader, make_loader
 
@@ -37,6 +38,7 @@ class TrainingSet:
     base: PreparedSplit
     aux: PreparedSplit | None = None
     mix: BatchMix | None = None
+    held_out: HeldOut | None = None  # --val-split: the base images kept out of `base` for model selection
 
     @property
     def n(self) -> int:
@@ -49,10 +51,13 @@ class TrainingSet:
 
     def fingerprint(self) -> DatasetFingerprint:
         """What a memory store of this set is made for (two parts with generated data)."""
+        name = self.dataset
+        if self.held_out is not None:  # a store of the reduced training set is refused for the full one
+            name += f"-val{self.held_out.indices.size}s{self.held_out.seed}"
         if self.aux is None:
-            return DatasetFingerprint(self.dataset, self.base.n, self.base.shape, self.base.labels_sha256)
+            return DatasetFingerprint(name, self.base.n, self.base.shape, self.base.labels_sha256)
         digest = parts_labels_sha256([self.base.labels_sha256, self.aux.labels_sha256])
-        return DatasetFingerprint(f"{self.dataset}+generated", self.n, self.base.shape, digest, self.parts)
+        return DatasetFingerprint(f"{name}+generated", self.n, self.base.shape, digest, self.parts)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.mix.batches if self.mix is not None else -(-self.base.n // batch_size)
@@ -83,12 +88,19 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
                          resolution: int | None = None, batch_size: int = 128, aux_data: Sequence[str] = (),
                          aux_take: int | None = None, aux_fraction: float | None = None,
                          epoch_samples: int | None = None, num_workers: int | None = None,
-                         aux_draw: str = "without", aux_epoch: str = "pass") -> TrainingSet:
-    """The base split of `dataset` (converted once), and the generated set of `aux_data` (converted once beside
-    it) with its batch mix; a mix the sets cannot serve is a one-line StoreError."""
-    base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
+                         aux_draw: str = "without", aux_epoch: str = "pass", val_split: int = 0,
+                         val_seed: int = 0) -> TrainingSet:
+    """The base split of `dataset` (converted once; without `val_split` held-out images, holdout.py), and the
+    generated set of `aux_data` (converted once beside it) with its batch mix; a mix the sets cannot serve is a
+    one-line StoreError."""
+    held = None
+    if val_split:
+        base, held = prepare_heldout(dataset, data_dir, n=n, resolution=resolution, count=val_split, seed=val_seed,
+                                     num_workers=num_workers)
+    else:
+        base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
     if not aux_data:
-        return TrainingSet(dataset, base)
+        return TrainingSet(dataset, base, held_out=held)
     # The files are checked and the mix validated before a conversion of millions of images starts.
     n_aux = len(GeneratedSource(list(aux_data), dataset_info(dataset, resolution), aux_take))
     mix = batch_mix(base.n, n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
@@ -96,7 +108,7 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
     mix.check((base.n, n_aux))
     aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
                             num_workers=num_workers)
-    return TrainingSet(dataset, base, aux, mix)
+    return TrainingSet(dataset, base, aux, mix, held)
 
 
 def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable[[int], np.ndarray]:

@@ -13,7 +13,6 @@ from memloss.errors import MemlossError
 from memloss.trainer.distributed.context import current, rank_seed
 from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_metrics
 from memloss.trainer.distributed.shards import shard_range
-from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatModel
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
@@ -22,6 +21,7 @@ from memloss.trainer.training.checkpoint import model_meta
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
 from memloss.trainer.training.metrics import MemoryShares, MetricSums
 from memloss.trainer.training.progress import Reporter
+from memloss.trainer.training.selection import selection
 from memloss.trainer.training.session import Session
 from memloss.trainer.training.step import maybe_autocast, train_step
 
@@ -157,12 +157,14 @@ def _diverged(s: Session, epoch: int, step: int) -> None:
 
 def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
-    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack. `on_batch(points)` is
-    called after each batch (progress). Under torchrun each rank attacks its part of the points (its own random
-    starts) and the counts are summed."""
-    t = s.cfg.threat
-    cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
+    """Clean and robust accuracy of `model` (default: the trained model) on the selection points: the test points,
+    or with --val-split the held-out training images (`s.eval_x`), under the --select-attack attack (selection.py;
+    default the evaluator's `pgd20`: Linf α = 2/255, L2 15/255, uniform start, the paper's early-stopping attack).
+    Always in fp32 eval mode. `on_batch(points)` is called after each batch (progress). Under torchrun each rank
+    attacks its part of the points (its own random starts) and the counts are summed."""
+    chosen = selection(s.cfg)
+    spec = chosen.spec(s.cfg)
+    cfg = spec.pgd_config()
     gen = torch.Generator(device=s.device).manual_seed(rank_seed(s.cfg.run.seed + 7919 * epoch))
     model = s.model if model is None else model
     model.eval()
@@ -174,19 +176,19 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
         with maybe_autocast(s.step.autocast, s.device):
             with torch.no_grad():
                 clean = clean + (model(x).argmax(1) == y).sum()
-            _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)
+            _, ok = pgd_robust(model, x, y, cfg, spec.objective or "ce", generator=gen)
         robust = robust + ok.sum()
         if on_batch is not None:
             on_batch(len(y) * current().world)  # rank 0's progress stands for every rank's
     n = len(s.eval_y)
     clean_acc, robust_acc = (all_sum(torch.stack([clean, robust]).float()) / n).tolist()
-    return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
+    return {chosen.clean_key: clean_acc, chosen.robust_key: robust_acc, "eval_n": n}
 
 
 def evaluate_ema(s: Session, epoch: int, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """The weight average's own clean and PGD-20 accuracy (same attack and random starts), as `ema_*` keys; {}
-    without --ema."""
+    """The weight average's own clean and robust accuracy (same points, attack and random starts), as `ema_*`
+    keys; {} without --ema."""
     if s.ema is None:
         return {}
     evaluated = evaluate_epoch(s, epoch, s.ema.model, on_batch=on_batch)
-    return {"ema_test_clean_acc": evaluated["test_clean_acc"], "ema_test_pgd20_acc": evaluated["test_pgd20_acc"]}
+    return {f"ema_{key}": value for key, value in evaluated.items() if key != "eval_n"}

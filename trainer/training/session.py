@@ -132,6 +132,18 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
                      train_model=train_model)
 
 
+def _selection_points(cfg: TrainConfig, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points of the per-epoch selection: the held-out training images with --val-split (the test set is not
+    read), else the first --eval-n test points (selection.py)."""
+    if data.held_out is not None:
+        return data.held_out.x, data.held_out.y
+    d = cfg.data
+    try:
+        return load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+    except DatasetError as err:
+        raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
+
+
 def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
     model = build_model(cfg.run.model or info.default_arch, info).to(device)
     if device.type == "cuda":
@@ -199,11 +211,9 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
         data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
                                     aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
                                     epoch_samples=d.epoch_samples, num_workers=d.num_workers,
-                                    aux_draw=d.aux_draw or "without", aux_epoch=d.aux_epoch or "pass")
-        try:
-            eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
-        except DatasetError as err:
-            raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
+                                    aux_draw=d.aux_draw or "without", aux_epoch=d.aux_epoch or "pass",
+                                    val_split=d.val_split, val_seed=d.val_seed)
+        eval_x, eval_y = _selection_points(cfg, data)
     model = _model(cfg, info, device)
     if current().rank > 0:
         torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
