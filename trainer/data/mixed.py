@@ -2,7 +2,8 @@
 
 With generated data (`--aux-data`), global sample i < N_base is base sample i and N_base + j is generated sample j,
 and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
-(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks).
+(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks). How many
+batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
 
 Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
 batch of the epoch's order. Two loaders rather than one because FFCV reads one file per loader and the two sets are
