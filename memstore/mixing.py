@@ -228,25 +228,31 @@ def _aux_rows(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
 def _aux_repeated(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
                   epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """One shard's generated rows when some are visited more than once (module docstring): (storage rows int64
-    [aux_rows] in training order, the visited generated blocks per window in training order)."""
+    [aux_rows] in training order, the visited generated blocks per window in training order). O(N_generated)."""
     rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
     blocks = rng.permutation(layout.part_blocks(1))
     rows = block_rows(layout, blocks)
     rows = rows[layout.members[rows] >= 0]  # the set's rows, block after block in the shuffled block order
     counts = _aux_counts(rows.shape[0], mix, rng)
-    visited = np.unique(rows[counts > 0] // layout.block_size)
-    blocks = blocks[np.isin(blocks, visited)]
+    block_of = rows // layout.block_size
+    visited = np.zeros(layout.num_blocks, dtype=bool)
+    visited[block_of[counts > 0]] = True
+    blocks = blocks[visited[blocks]]
+    keep = visited[block_of]  # rows of visited blocks, still grouped by block in the shuffled order
+    rows, counts, block_of = rows[keep], counts[keep], block_of[keep]
     step = max(1, int(window_blocks))
     windows = [blocks[i : i + step] for i in range(0, blocks.shape[0], step)]
-    block_of = rows // layout.block_size
-    segments = []
-    for window in windows:
-        mine = np.isin(block_of, window)
+    rank = np.empty(layout.num_blocks, dtype=np.int64)
+    rank[blocks] = np.arange(blocks.shape[0])
+    edges = np.searchsorted(rank[block_of] // step, np.arange(len(windows) + 1))  # window w: rows[edges[w]:edges[w+1]]
+    segments, spares = [], []
+    for w in range(len(windows)):
+        mine = slice(int(edges[w]), int(edges[w + 1]))
         occurrences = np.repeat(rows[mine], counts[mine])
         segments.append(occurrences[rng.permutation(occurrences.shape[0])])
+        spares.append(rows[mine])
     bounds = np.cumsum([0, *(seg.shape[0] for seg in segments)])
     stream = np.concatenate(segments)
-    spares = [rows[np.isin(block_of, window)] for window in windows]
     _distinct_batches(stream, mix.aux_per_batch, bounds, spares, rng)
     return stream, windows
 

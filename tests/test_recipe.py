@@ -236,3 +236,26 @@ def test_a_recipe_like_run_resumes_to_the_uninterrupted_weights(tmp_path: Path, 
         a, b = load_file(str(tmp_path / "a" / name)), load_file(str(run / name))
         assert all(torch.equal(a[key], b[key]) for key in a), name
     assert [r["lr"] for r in straight.records] == [r["lr"] for r in resumed.records]
+
+
+def test_v3_step_without_any_memory_uses_the_clean_example() -> None:
+    """Issue 21 item 5 through the trainer's step: in the first K epochs (no slot holds memory, `memory=None`) V3
+    still adds Σ_k β′_k · KL(p(x) ‖ p(x_adv)) (x″ = x, paper Algorithm 1); V1 adds nothing."""
+    from memloss.trainer.methods.losses import LossParams
+    from memloss.trainer.methods.registry import get_method
+    from memloss.trainer.training.step import StepSetup, train_step
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    attack = PGDConfig("Linf", 8 / 255, 2 / 255, 2, start="uniform")
+    out = {}
+    for variant in ("v1", "v3"):
+        setup = StepSetup(model, get_method("trades"), LossParams(5.0, 0.5), attack, (2.0, 1.0), variant, None,
+                          autocast=False)
+        out[variant] = train_step(setup, x, y, torch.arange(8), None, torch.Generator().manual_seed(0))
+    assert "mem_loss" not in out["v1"].metrics
+    with torch.no_grad():
+        p, q = torch.log_softmax(model(x), 1), torch.log_softmax(model(out["v3"].x_adv), 1)
+        kl = (p.exp() * (p - q)).sum(1).mean()
+    assert kl > 0 and out["v3"].metrics["mem_loss"].item() == pytest.approx(3.0 * kl.item(), rel=1e-5)

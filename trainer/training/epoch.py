@@ -160,7 +160,7 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
     """Clean and robust accuracy of `model` (default: the trained model) on the selection points: the test points,
     or with --val-split the held-out training images (`s.eval_x`), under the --select-attack attack (selection.py;
     default the evaluator's `pgd20`: Linf α = 2/255, L2 15/255, uniform start, the paper's early-stopping attack).
-    Always in fp32 eval mode. `on_batch(points)` is called after each batch (progress). Under torchrun each rank
+    Eval mode. `on_batch(points)` is called after each batch (progress). Under torchrun each rank
     attacks its part of the points (its own random starts) and the counts are summed."""
     chosen = selection(s.cfg)
     spec = chosen.spec(s.cfg)
