@@ -153,7 +153,7 @@ def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Modu
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tuple[Any, Any]:
     o = cfg.optim
-    if o.pct_start * o.epochs * steps_per_epoch == 1.0:  # torch's OneCycleLR then divides by zero at step 0
+    if o.schedule_step == "batch" and o.pct_start * o.epochs * steps_per_epoch == 1.0:  # OneCycleLR divides by 0
         raise ConfigError(f"{o.epochs * steps_per_epoch} optimizer steps with pct_start {o.pct_start} make a OneCycle "
                           "warm-up of exactly one step, which torch's OneCycleLR cannot schedule; change --epochs "
                           "or --batch-size")
