@@ -154,15 +154,15 @@ def test_a_small_generated_set_trains_and_the_epoch_is_said_in_one_line(tmp_path
     gen = _bad_npz(tmp_path, "small.npz", image=rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8),
                    label=rng.integers(0, 10, 300))
     base = ["train", "--dataset", "synthetic", "--n", str(N_BASE), "--resolution", "8", "--batch-size", "32",
-            "--data-dir", str(data_dir), "--epochs", "1", "--attack-steps", "1", "--eval-n", "16", "--k", "1",
-            "--aux-fraction", "0.7", "--aux-data", gen]
-    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+            "--data-dir", str(data_dir), "--epochs", "1", "--attack-steps", "1", "--eval-n", "16",
+            "--threads", "1", "--aux-fraction", "0.7", "--aux-data", gen]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--k", "0"])
     assert result.exit_code == 0, result.output
     # 22 generated + 10 base a batch: max(ceil(96/10), ceil(300/22)) = 14 batches.
     assert "epoch: 14 batches of 32 (22 generated + 10 base)" in result.output
     assert "without replacement" in result.output
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--epoch-samples", "150",
-                                 "--aux-draw", "with-replacement"])
+                                 "--aux-draw", "with-replacement", "--k", "1"])  # repeats go through the store
     assert result.exit_code == 0, result.output
     assert "epoch: 5 batches of 32" in result.output and "with replacement (the published sampler)" in result.output
 
@@ -180,7 +180,9 @@ def test_aux_options_need_aux_data_and_files_follow_the_option(tmp_path: Path) -
 def test_the_recipe_preset_carries_the_generated_data_keys() -> None:
     cfg = resolve_config({}, PRESETS / "dm-improves-at.toml")
     assert [Path(f).name for f in cfg.data.aux_data] == ["1m.npz"] and cfg.data.aux_fraction == 0.7
-    assert cfg.data.aux_take is None and cfg.data.epoch_samples is None
+    # The published epoch: ceil(50,000 / B) batches, generated images drawn with replacement (tests/test_recipe.py).
+    assert cfg.data.aux_take is None and cfg.data.epoch_samples == 50_000
+    assert cfg.data.aux_draw == "with-replacement" and cfg.data.aux_epoch is None
     assert cfg.run.model == "wrn-28-10-swish" and cfg.data.batch_size == 512
 
 
