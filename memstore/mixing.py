@@ -8,12 +8,19 @@ batches (`BatchMix`), as the published `SemiSupervisedSampler` (DM-Improves-AT, 
   permutations, entries of the next permutation that repeat a sample already in that batch are swapped with later
   entries (no batch holds a sample twice; the published sampler instead fills that batch with more generated rows).
   The base part stays resident in the store, so these visits may come in any order.
-- **Generated part: whole blocks, without replacement.** The published sampler draws generated samples uniformly
-  *with* replacement. Here the generated blocks are shuffled, as many are taken as the epoch needs
-  (batches·aux_per_batch rows), cut into windows of `window_blocks` blocks, and the rows of each window are
-  shuffled; the epoch takes its rows in that order. Every generated chunk is thus read whole and written whole at
-  most once an epoch; a generated sample is visited once or not at all (the rows left over in the last window and
-  the blocks not taken are not visited: they get no memory from that epoch).
+- **Generated part: whole blocks, windows, two draws** (`BatchMix.draw`). The generated blocks are shuffled and
+  cut into windows of `window_blocks` blocks; the rows a window holds for the epoch are shuffled and the epoch takes
+  them window after window, so every generated chunk is read whole and written whole once an epoch.
+  - ``without`` (the default): the epoch's batches·aux_per_batch generated rows are as even as possible over the
+    set: each row q or q+1 times with q = floor(rows / N_generated). With fewer rows than the set (q = 0) the first
+    blocks of the shuffled order are taken and the rest of the set is not visited that epoch (no memory from it);
+    with as many or more, every generated row is visited at least once.
+  - ``with-replacement``: each of the rows is drawn uniformly from the set, independently, as the published
+    `SemiSupervisedSampler` draws them (`torch.randint`); some rows come twice or more, most not at all when the
+    epoch is short (the published recipe: 35,084 draws from 1M rows an epoch).
+  A row visited several times comes in several batches of one window, never twice in one batch (the published
+  sampler allows that; a store read takes distinct samples): a repeat is swapped with a row of another batch of the
+  same window. Its last visit's δ is its memory of the epoch (the store's tracker counts the visits).
 
 Everything is a pure function of (seed, epoch, block layout, window size, mix, shards).
 
@@ -36,6 +43,7 @@ from memloss.memstore.order import BlockLayout, EpochPlan, layout_members, plan_
 
 _BASE_STREAM, _AUX_STREAM = 0xBA5E, 0xA0C5
 PUBLISHED_AUX_FRACTION = 0.7  # generated share of every batch in the published recipe (DM-Improves-AT unsup_fraction)
+AUX_DRAWS = ("without", "with-replacement")
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,11 @@ class BatchMix:
     batch_size: int
     aux_per_batch: int
     batches: int
+    draw: str = "without"  # generated rows: "without" (even over the set) | "with-replacement" (iid, published)
 
     def __post_init__(self) -> None:
+        if self.draw not in AUX_DRAWS:
+            raise StoreError(f"unknown generated draw {self.draw!r}; valid: {', '.join(AUX_DRAWS)}")
         if not 1 <= self.aux_per_batch < self.batch_size:
             raise StoreError(f"a batch of {self.batch_size} must hold between 1 and {self.batch_size - 1} generated "
                              f"samples, got {self.aux_per_batch}; choose a generated fraction in (0, 1)")
@@ -77,11 +88,23 @@ class BatchMix:
         if self.base_per_batch > parts[0] // shards:
             raise StoreError(f"a batch takes {self.base_per_batch} base samples but the base set has {parts[0]}; "
                              "raise the generated fraction or lower the batch size")
-        if self.aux_rows > parts[1]:
-            raise StoreError(
-                f"an epoch of {self.batches} batches takes {self.aux_rows} generated samples ({self.aux_per_batch} "
-                f"a batch) but the generated set has {parts[1]}; each is visited at most once an epoch: give more "
-                "generated images, a lower generated fraction or fewer samples per epoch")
+        if self.aux_per_batch > parts[1]:
+            raise StoreError(f"a batch takes {self.aux_per_batch} distinct generated samples but the generated set has "
+                             f"{parts[1]}; lower the generated fraction or the batch size, or give more images")
+        if shards > 1 and (self.draw != "without" or self.aux_rows > parts[1]):
+            raise StoreError(f"{shards} shards need generated rows drawn without replacement, at most once an epoch "
+                             f"({self.aux_rows} rows from {parts[1]} here)")
+
+    def describe(self, parts: tuple[int, ...]) -> str:
+        """One line: the epoch's batches and how often it visits the base and the generated samples."""
+        base, aux = parts
+        b_visits = self.batches * self.base_per_batch / base
+        a_visits = self.aux_rows / aux
+        how = ("drawn uniformly with replacement (the published sampler)" if self.draw == "with-replacement"
+               else "without replacement, as even as possible")
+        return (f"epoch: {self.batches} batches of {self.batch_size} ({self.aux_per_batch} generated + "
+                f"{self.base_per_batch} base); base samples visited {b_visits:.3g} times an epoch on average, "
+                f"generated {a_visits:.3g} times, {how}")
 
 
 def epoch_plan(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, mix: BatchMix | None) -> EpochPlan:
@@ -113,7 +136,11 @@ def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, m
     windows 1, 2, … the generated part's in training order; `visits` counts each storage row's visits."""
     mix.check(layout.parts, shards)
     base = _base_rows(layout, mix, seed, epoch, shards)
-    aux, aux_windows = _aux_rows(layout, mix, window_blocks, seed, epoch, shards)
+    if shards == 1 and (mix.draw != "without" or mix.aux_rows > layout.parts[1]):
+        stream, aux_windows = _aux_repeated(layout, mix, window_blocks, seed, epoch)
+        aux = [stream]
+    else:
+        aux, aux_windows = _aux_rows(layout, mix, window_blocks, seed, epoch, shards)
     visits = _visits(layout, base, aux)
     # A block of the last windows whose rows all fell after the epoch's cut is not visited: out of the windows.
     starts = np.arange(layout.num_blocks, dtype=np.int64) * layout.block_size
@@ -136,7 +163,7 @@ def _visits(layout: BlockLayout, base: list[np.ndarray], aux: list[np.ndarray]) 
     """uint16 [rows]: visits of each storage row (2 B a row: the plan lives beside the store's windows)."""
     visits = np.zeros(layout.rows, dtype=np.uint16)
     for rows in aux:
-        visits[rows] = 1  # generated rows: once at most
+        np.add.at(visits, rows, 1)  # generated rows: once or not at all, unless the set is drawn again
     first, stop = layout.part_rows[0]
     base_visits = np.bincount(np.concatenate(base) - first, minlength=stop - first)
     if base_visits.max() > np.iinfo(np.uint16).max:
@@ -196,6 +223,88 @@ def _aux_rows(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
                 rows = block_rows(layout, mine)
                 streams[s].append(rows[rng.permutation(rows.shape[0])])
     return [np.concatenate(parts)[:need] for parts in streams], windows
+
+
+def _aux_repeated(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
+                  epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One shard's generated rows when some are visited more than once (module docstring): (storage rows int64
+    [aux_rows] in training order, the visited generated blocks per window in training order). O(N_generated)."""
+    rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
+    blocks = rng.permutation(layout.part_blocks(1))
+    rows = block_rows(layout, blocks)
+    rows = rows[layout.members[rows] >= 0]  # the set's rows, block after block in the shuffled block order
+    counts = _aux_counts(rows.shape[0], mix, rng)
+    block_of = rows // layout.block_size
+    visited = np.zeros(layout.num_blocks, dtype=bool)
+    visited[block_of[counts > 0]] = True
+    blocks = blocks[visited[blocks]]
+    keep = visited[block_of]  # rows of visited blocks, still grouped by block in the shuffled order
+    rows, counts, block_of = rows[keep], counts[keep], block_of[keep]
+    step = max(1, int(window_blocks))
+    windows = [blocks[i : i + step] for i in range(0, blocks.shape[0], step)]
+    rank = np.empty(layout.num_blocks, dtype=np.int64)
+    rank[blocks] = np.arange(blocks.shape[0])
+    edges = np.searchsorted(rank[block_of] // step, np.arange(len(windows) + 1))  # window w: rows[edges[w]:edges[w+1]]
+    segments, spares = [], []
+    for w in range(len(windows)):
+        mine = slice(int(edges[w]), int(edges[w + 1]))
+        occurrences = np.repeat(rows[mine], counts[mine])
+        segments.append(occurrences[rng.permutation(occurrences.shape[0])])
+        spares.append(rows[mine])
+    bounds = np.cumsum([0, *(seg.shape[0] for seg in segments)])
+    stream = np.concatenate(segments)
+    _distinct_batches(stream, mix.aux_per_batch, bounds, spares, rng)
+    return stream, windows
+
+
+def _aux_counts(n: int, mix: BatchMix, rng: np.random.Generator) -> np.ndarray:
+    """int64 [n]: visits of each generated row (in the shuffled block order) this epoch."""
+    if mix.draw == "with-replacement":
+        return np.bincount(rng.integers(0, n, size=mix.aux_rows), minlength=n).astype(np.int64)
+    q, r = divmod(mix.aux_rows, n)
+    counts = np.full(n, q, dtype=np.int64)
+    counts[:r] += 1  # the extra rows: the first ones of the shuffled block order
+    return counts
+
+
+def _distinct_batches(stream: np.ndarray, per_batch: int, bounds: np.ndarray, spares: list[np.ndarray],
+                      rng: np.random.Generator) -> None:
+    """In place: no batch (per_batch consecutive entries) holds a row twice. A repeat is swapped with an entry of
+    another batch in the same window segment ([bounds[w], bounds[w+1]) of the stream), so windows keep their rows
+    and every row its number of visits; where no swap exists (a window of few rows spread over few batches) the
+    repeat is replaced by a row of the same window's blocks (`spares[w]`) the batch lacks."""
+    batches = stream.reshape(-1, per_batch)
+    ordered = np.sort(batches, axis=1)
+    for b in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
+        lo = b * per_batch
+        seen: set[int] = set()
+        for p in range(lo, lo + per_batch):
+            if int(stream[p]) in seen:
+                _swap_out(stream, p, per_batch, bounds, spares, rng)
+            seen.add(int(stream[p]))
+
+
+def _swap_out(stream: np.ndarray, p: int, per_batch: int, bounds: np.ndarray, spares: list[np.ndarray],
+              rng: np.random.Generator) -> None:
+    """Moves the repeat stream[p] out of its batch (see `_distinct_batches`); StoreError if the window has no row
+    the batch lacks."""
+    b = p // per_batch
+    w = int(np.searchsorted(bounds, p, side="right")) - 1
+    lo, hi = int(bounds[w]), int(bounds[w + 1])
+    mine = set(stream[b * per_batch : (b + 1) * per_batch].tolist())
+    row = int(stream[p])
+    for q in range(lo, hi):
+        if q // per_batch == b or int(stream[q]) in mine:
+            continue
+        c = q // per_batch
+        if row not in set(stream[c * per_batch : (c + 1) * per_batch].tolist()):
+            stream[p], stream[q] = stream[q], stream[p]
+            return
+    spare = np.setdiff1d(spares[w], np.fromiter(mine, dtype=np.int64))
+    if spare.size == 0:
+        raise StoreError(f"a store window holds too few generated rows for a batch of {per_batch} distinct ones; "
+                         "raise --memory-budget (larger windows) or lower --aux-fraction")
+    stream[p] = spare[rng.integers(spare.size)]
 
 
 def _take_blocks(layout: BlockLayout, shuffled: np.ndarray, need: int, shards: int) -> tuple[np.ndarray, np.ndarray]:

@@ -291,6 +291,19 @@ CASES: list[Case] = [
     Case("demo-epochs-zero", ["demo", "--epochs", "0", "--out", "{new}"], "epochs"),
     Case("demo-k-negative", ["demo", "--k", "-1", "--out", "{new}"], "k ≥ 1"),
     Case("demo-out-a-file", ["demo", "--quick", "--out", "{txt}"], "{txt}"),
+    # ---- recipe options (issue 21: epochs under generated data, attack/BN/schedule options, held-out selection) ---
+    Case("train-val-split-with-eval-n", [*TRAIN, "--val-split", "8"], "drop --eval-n"),
+    Case("train-val-split-too-large", ["train", *(a for a in TINY if a not in ("--eval-n", "16")), "--val-split", "96",
+                                       "--out", "{new}"], "must be between 1 and 95"),
+    Case("train-val-split-negative", [*TRAIN, "--val-split", "-1"], "--val-split must be ≥ 0"),
+    Case("train-select-attack-unknown", [*TRAIN, "--select-attack", "aa"], "unknown --select-attack 'aa'"),
+    Case("train-attack-bn-unknown", [*TRAIN, "--attack-bn", "train"], "unknown --attack-bn 'train'"),
+    Case("train-attack-start-unknown", [*TRAIN, "--attack-start", "zero"], "unknown --attack-start 'zero'"),
+    Case("train-schedule-step-unknown", [*TRAIN, "--schedule-step", "step"], "unknown --schedule-step 'step'"),
+    Case("train-bn-momentum-above-1", [*TRAIN, "--bn-momentum", "1.5"], "bn_momentum must be ≤ 1"),
+    Case("train-aux-draw-without-aux-data", [*TRAIN, "--aux-draw", "with-replacement"], "needs generated data"),
+    Case("train-v3-slot-sampling", [*TRAIN, "--k", "2", "--memloss-variant", "v3", "--memory-slots-per-step", "1"],
+         "needs --memloss-variant v1 or v2"),
 ]
 
 # ---- precision and determinism (issue 23 / issue 21 item 4) --------------------------------------------------------

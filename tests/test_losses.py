@@ -96,13 +96,13 @@ def test_kl_targets_are_not_detached() -> None:
 def hand_memloss(variant: str, beta_prime: list[float]) -> tuple[float, list[float]]:
     slots = []
     for k in range(2):
-        if variant == "v3":
-            rows = kl_rows(MEM[k], ADV)
+        if variant == "v3":  # x″ = x where the slot holds no memory (paper, Algorithm 1)
+            rows = kl_rows(np.where(VALID[k][:, None], MEM[k], CLEAN), ADV)
         else:
             rows = kl_rows(CLEAN, MEM[k])
             if variant == "v1":
                 rows = rows * (1.0 - softmax(MEM[k])[np.arange(2), Y])
-        slots.append(float((rows * VALID[k]).sum() / 2))
+        slots.append(float((rows * (VALID[k] if variant != "v3" else 1)).sum() / 2))
     return sum(b * s for b, s in zip(beta_prime, slots)), slots
 
 
@@ -151,7 +151,23 @@ def test_method_registry_errors_and_specs() -> None:
         LossParams(beta=float("nan"), gamma=0.0)
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("method", ["trades", "hat", "mart", "at"])
+def test_v3_without_memory_uses_the_clean_example(method: str) -> None:
+    """Paper, Algorithm 1: a slot without memory is x″ = x, so V3 gives β′_k·KL(p(x)‖p(x_adv)), not 0, and no
+    gradient reaches the (garbage) memory logits."""
+    mem = t(MEM * 100.0, grad=True)
+    memory = MemoryInputs(mem, torch.zeros(2, 2, dtype=torch.bool))
+    out = total_loss(method, inputs(), PARAMS, memory=memory, memloss=MemLossConfig([1.0, 2.0], "v3"))
+    base = total_loss(method, inputs(), PARAMS)
+    kl = float(kl_rows(CLEAN, ADV).sum() / 2)
+    assert kl > 0
+    assert out.metrics["mem_loss"].item() == pytest.approx(3.0 * kl, rel=1e-5)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * kl, rel=1e-5)
+    (g,) = torch.autograd.grad(out.loss, mem, allow_unused=True)
+    assert g is None or torch.count_nonzero(g) == 0
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
 @pytest.mark.parametrize("method", ["trades", "hat", "mart", "at"])
 def test_all_invalid_memory_is_exactly_the_base_with_zero_gradient(method: str, variant: str) -> None:
     mem = t(MEM * 100.0, grad=True)  # garbage values in unused slots must not matter
@@ -190,7 +206,7 @@ def _forward_all(model: nn.Module, method: str, x: Tensor, y: Tensor, x_adv: Ten
     spec = METHODS[method]
     return LossInputs(
         y=y,
-        logits_clean=model(x) if spec.needs_clean_forward else None,
+        logits_clean=model(x),  # the trainer forwards x whenever a memory term is on (v3: x″ = x without memory)
         logits_adv=model(x_adv) if spec.needs_adv_forward else None,
         logits_help=model(x + 2 * (x_adv - x)) if spec.needs_helper else None,
         y_help=helper_y if spec.needs_helper else None,

@@ -38,11 +38,11 @@ def layout(parts: tuple[int, int] = PARTS, b: int = B, seed: int = 0) -> BlockLa
     return BlockLayout.from_members(layout_members(parts, b, seed), b, parts)
 
 
-def base_resident_budget(s: StoreSpec, b: int = B) -> int:
-    """A budget that keeps the base part resident and windows the generated part one block at a time."""
+def base_resident_budget(s: StoreSpec, b: int = B, blocks: int = 1) -> int:
+    """A budget that keeps the base part resident and windows the generated part `blocks` blocks at a time."""
     rb = row_bytes(s)
     base_rows = storage_rows(s.fingerprint.parts, b) - s.fingerprint.parts[1]
-    return (s.k + 1) * base_rows * rb + (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
+    return (s.k + 1) * base_rows * rb + blocks * (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
 
 
 @pytest.fixture(params=["zarr-resident", "zarr-windowed", "zarr-memory-url", "ram"])
@@ -115,9 +115,56 @@ def test_base_stream_never_repeats_a_sample_within_a_batch(seed: int) -> None:
     assert np.array_equal(np.sort(out.ravel()[:17]), items)
 
 
+# Epochs that visit some generated rows more than once (issue 21: a small generated set is never refused).
+OVER = BatchMix(16, 10, 12)  # 120 generated rows from 90: each visited once or twice
+DRAWN = BatchMix(16, 10, 8, "with-replacement")  # 80 uniform draws from 90: the published sampler
+REPEATING = [OVER, DRAWN]
+
+
+def check_repeating_plan(lay: BlockLayout, plan, mix: BatchMix) -> np.ndarray:  # noqa: ANN001
+    """The plan's invariants; returns the visits of the generated rows."""
+    batches = plan.order.reshape(mix.batches, mix.batch_size)
+    assert all(len(set(row.tolist())) == mix.batch_size for row in batches)  # no repeat within a batch
+    assert ((batches[:, : mix.base_per_batch] < PARTS[0]).all()
+            and (batches[:, mix.base_per_batch :] >= PARTS[0]).all())
+    assert np.array_equal(plan.visits, np.bincount(lay.position[plan.order], minlength=lay.rows))
+    aux = batches[:, mix.base_per_batch :].ravel()
+    wins = plan.window_of_block[lay.position[aux] // B]
+    assert (np.diff(wins) >= 0).all() and wins.min() == 1  # window after window, each block in one window
+    blocks = np.concatenate(plan.windows[1:])
+    assert len(set(blocks.tolist())) == blocks.size
+    return np.bincount(aux - PARTS[0], minlength=PARTS[1])
+
+
+@pytest.mark.parametrize("epoch", range(6))
+def test_more_generated_rows_than_the_set_visit_every_row_once_or_twice(epoch: int) -> None:
+    lay = layout()
+    visits = check_repeating_plan(lay, plan_mixed(lay, 3, 0, epoch, OVER), OVER)
+    assert visits.min() == 1 and visits.max() == 2 and visits.sum() == OVER.aux_rows
+
+
+@pytest.mark.parametrize("epoch", range(6))
+def test_with_replacement_draws_are_uniform_and_distinct_within_batches(epoch: int) -> None:
+    lay = layout()
+    visits = check_repeating_plan(lay, plan_mixed(lay, 3, 0, epoch, DRAWN), DRAWN)
+    assert visits.sum() == DRAWN.aux_rows
+    assert visits.max() >= 2 and (visits == 0).any()  # 80 draws from 90: repeats and misses (seeded)
+
+
+def test_with_replacement_visits_every_row_equally_often_over_many_epochs() -> None:
+    lay, mix = layout(), BatchMix(16, 10, 8, "with-replacement")
+    total = sum(check_repeating_plan(lay, plan_mixed(lay, 90, 0, e, mix), mix) for e in range(150))
+    expected = 150 * mix.aux_rows / PARTS[1]  # 133.3 visits a row
+    assert abs(total.mean() - expected) < 1e-9 and total.std() < 4 * np.sqrt(expected)  # binomial spread
+
+
 def test_impossible_mixes_are_one_line_errors() -> None:
     with pytest.raises(StoreError, match="generated set has 90"):
-        plan_mixed(layout(), 3, 0, 0, BatchMix(16, 10, 10))  # 100 generated an epoch
+        plan_mixed(layout(), 3, 0, 0, BatchMix(128, 100, 2))  # 100 distinct generated a batch
+    with pytest.raises(StoreError, match="shards need generated rows drawn without replacement"):
+        plan_mixed(layout(), 3, 0, 0, OVER, shards=2)
+    with pytest.raises(StoreError, match="unknown generated draw"):
+        BatchMix(16, 10, 8, "bootstrap")
     with pytest.raises(StoreError, match="base set has 30"):
         plan_mixed(layout(parts=(30, 900)), 3, 0, 0, BatchMix(64, 10, 2))
     with pytest.raises(StoreError, match="between 1 and 15"):
@@ -125,14 +172,14 @@ def test_impossible_mixes_are_one_line_errors() -> None:
 
 
 # ---- the store --------------------------------------------------------------------------------------------------
-def run_epochs(store: MemStore, epochs: int, k: int) -> list[dict[int, int]]:
+def run_epochs(store: MemStore, epochs: int, k: int, mix: BatchMix = MIX) -> list[dict[int, int]]:
     """Trains `epochs` epochs of marked writes; checks every read against a hand model of the last visits."""
     last_visit: list[dict[int, int]] = []
     for epoch in range(epochs):
-        order = store.begin_epoch(epoch, mix=MIX)
+        order = store.begin_epoch(epoch, mix=mix)
         seen: dict[int, int] = {}
-        for i in range(MIX.batches):
-            idx = order[i * MIX.batch_size : (i + 1) * MIX.batch_size]
+        for i in range(mix.batches):
+            idx = order[i * mix.batch_size : (i + 1) * mix.batch_size]
             mb = store.read(idx)
             for j, sample in enumerate(idx.tolist()):
                 for age in range(k):
@@ -156,6 +203,25 @@ def test_memory_is_the_last_visit_and_skipped_samples_have_none(factory, k: int)
     with factory(spec(k)) as store:
         visits = run_epochs(store, 5, k)
     assert all(len([s for s in v if s >= PARTS[0]]) == MIX.aux_rows for v in visits)  # 10 generated skipped
+
+
+@pytest.mark.parametrize("backend", ["zarr-resident", "zarr-windowed", "ram"])
+@pytest.mark.parametrize("mix", REPEATING, ids=["over-one-pass", "with-replacement"])
+def test_a_row_visited_twice_keeps_its_last_visit(tmp_path: Path, backend: str, mix: BatchMix) -> None:
+    """Rows visited more than once an epoch: the store's tracker waits for every visit; the last write is the
+    memory (run_epochs checks each read against the hand model of the last visits). Windows of 2 blocks (16 rows):
+    a window must hold more rows than a batch takes from it for a repeat to move to another batch."""
+    s = spec(2)
+    if backend == "ram":
+        store = create_memory_store(s, block_size=B)
+    else:
+        budget = base_resident_budget(s, blocks=2) if backend == "zarr-windowed" else 1 << 30
+        store = create_store(str(tmp_path / "m.zarr"), s, block_size=B, memory_budget=budget)
+        assert store.resident == (backend == "zarr-resident") and store.window_blocks >= 2
+    with store:
+        visits = run_epochs(store, 4, 2, mix)
+    generated = [len([s for s in v if s >= PARTS[0]]) for v in visits]
+    assert all(g == PARTS[1] for g in generated) if mix is OVER else all(g < PARTS[1] for g in generated)
 
 
 def test_two_part_store_reopens_with_the_same_order_and_memory(tmp_path: Path) -> None:

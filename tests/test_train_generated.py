@@ -20,7 +20,10 @@ from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training import epoch as epoch_module
 from memloss.trainer.training.fit import fit
 
-N_BASE, N_AUX, BATCH, FRACTION = 96, 300, 32, 0.5  # 13 batches of 16 + 16: 208 of the 300 generated an epoch
+N_BASE, N_AUX, BATCH, FRACTION = 96, 300, 32, 0.5  # batches of 16 base + 16 generated
+# The default epoch (--aux-epoch pass): ceil(300 / 16) = 19 batches, every generated row at least once (4 twice);
+# the older epoch (--aux-epoch total): ceil(396 / 32) = 13 batches, 208 of the 300 generated an epoch.
+EPOCH_BATCHES = {"pass": 19, "total": 13}
 PRESETS = Path(__file__).resolve().parents[1] / "docs" / "presets"
 TINY = {"dataset": "synthetic", "n": N_BASE, "resolution": 8, "batch_size": BATCH, "eval_n": 32, "attack_steps": 2,
         "epochs": 2, "aux_fraction": FRACTION}
@@ -49,8 +52,10 @@ def _cfg(tmp_path: Path, aux_file: Path, **overrides: Any):  # noqa: ANN202
                            "aux_data": [str(aux_file)], **overrides})
 
 
+@pytest.mark.parametrize("rule", ["pass", "total"])
 def test_two_epochs_with_k1_mix_every_batch_and_count_memory_by_hand(tmp_path: Path, aux_file: Path, data_dir: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     rule: str) -> None:
     batches: list[np.ndarray] = []
     original = epoch_module._train_batch
 
@@ -60,18 +65,22 @@ def test_two_epochs_with_k1_mix_every_batch_and_count_memory_by_hand(tmp_path: P
         return original(s, x_u8, y, idx_dev, idx, *rest)
 
     monkeypatch.setattr(epoch_module, "_train_batch", spy)
-    cfg = _cfg(tmp_path, aux_file, k=1, store=str(tmp_path / "mem.zarr"), data_dir=str(data_dir))
+    cfg = _cfg(tmp_path, aux_file, k=1, store=str(tmp_path / "mem.zarr"), data_dir=str(data_dir), aux_epoch=rule)
     fit(cfg, quiet=True)
-    assert len(batches) == 2 * 13
+    nb = EPOCH_BATCHES[rule]
+    assert len(batches) == 2 * nb
     assert all(b.shape == (BATCH,) and (b >= N_BASE).sum() == int(FRACTION * BATCH) for b in batches)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     with open_store(str(tmp_path / "mem.zarr"), read_only=True) as store:
         assert store.committed_epochs == [1, 2] and store.spec.fingerprint.parts == (N_BASE, N_AUX)
         plans = {e: plan_mixed(store.layout, store.window_blocks, store.seed, e, store_mix(cfg)) for e in (1, 2)}
-    aux = {e: p.order.reshape(13, BATCH)[:, BATCH // 2 :].ravel() for e, p in plans.items()}
-    assert np.array_equal(np.concatenate(batches[13:]), plans[2].order)
+    aux = {e: p.order.reshape(nb, BATCH)[:, BATCH // 2 :].ravel() for e, p in plans.items()}
+    assert np.array_equal(np.concatenate(batches[nb:]), plans[2].order)
     held_aux = np.isin(aux[2], aux[1]).mean()  # hand count: generated rows of epoch 2 that epoch 1 visited
-    assert 0 < held_aux < 1  # some generated samples were skipped in epoch 1
+    if rule == "pass":
+        assert held_aux == 1.0  # one pass: every generated row holds memory of the epoch before
+    else:
+        assert 0 < held_aux < 1  # some generated samples were skipped in epoch 1
     assert records[0]["mem_held_by_age"] == [0.0] and records[0]["mem_held_aux_by_age"] == [0.0]
     assert records[1]["mem_held_base_by_age"] == [1.0]
     assert records[1]["mem_held_aux_by_age"] == [pytest.approx(held_aux, abs=1e-6)]
@@ -82,7 +91,8 @@ def test_two_epochs_with_k1_mix_every_batch_and_count_memory_by_hand(tmp_path: P
 def store_mix(cfg) -> Any:  # noqa: ANN001
     from memloss.trainer.data.mixed import batch_mix
 
-    return batch_mix(N_BASE + N_AUX, cfg.data.batch_size, cfg.data.aux_fraction)
+    d = cfg.data
+    return batch_mix(N_BASE, N_AUX, d.batch_size, d.aux_fraction, d.epoch_samples, d.aux_draw, d.aux_epoch)
 
 
 def test_a_run_without_store_mixes_too(tmp_path: Path, aux_file: Path, data_dir: Path,
@@ -114,7 +124,7 @@ def _bad_npz(tmp_path: Path, name: str, **arrays: np.ndarray) -> str:
     ("size", "images are 16×16, synthetic is 8×8"),
     ("no-label", "label"),
     ("truncated", "truncated"),
-    ("too-few", "generated set has 100"),
+    ("too-few", "generated set has 10;"),
 ])
 def test_bad_generated_files_are_one_line_errors(tmp_path: Path, data_dir: Path, case: str, message: str) -> None:
     rng = np.random.default_rng(0)
@@ -123,7 +133,7 @@ def test_bad_generated_files_are_one_line_errors(tmp_path: Path, data_dir: Path,
         "missing": str(tmp_path / "nothing.npz"),
         "size": _bad_npz(tmp_path, "big.npz", image=np.zeros((100, 16, 16, 3), np.uint8), label=labels),
         "no-label": _bad_npz(tmp_path, "nolabel.npz", image=images),
-        "too-few": _bad_npz(tmp_path, "few.npz", image=images, label=labels),
+        "too-few": _bad_npz(tmp_path, "few.npz", image=images[:10], label=labels[:10]),  # 22 a batch
     }
     if case == "truncated":
         whole = Path(_bad_npz(tmp_path, "whole.npz", image=images, label=labels)).read_bytes()
@@ -135,6 +145,26 @@ def test_bad_generated_files_are_one_line_errors(tmp_path: Path, data_dir: Path,
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_a_small_generated_set_trains_and_the_epoch_is_said_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """Issue 21: 300 generated + 96 base images at --aux-fraction 0.7 (more generated a batch than an even split
+    gives) train; the published epoch (--epoch-samples, --aux-draw with-replacement) too."""
+    rng = np.random.default_rng(1)
+    gen = _bad_npz(tmp_path, "small.npz", image=rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8),
+                   label=rng.integers(0, 10, 300))
+    base = ["train", "--dataset", "synthetic", "--n", str(N_BASE), "--resolution", "8", "--batch-size", "32",
+            "--data-dir", str(data_dir), "--epochs", "1", "--attack-steps", "1", "--eval-n", "16",
+            "--threads", "1", "--aux-fraction", "0.7", "--aux-data", gen]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--k", "0"])
+    assert result.exit_code == 0, result.output
+    # 22 generated + 10 base a batch: max(ceil(96/10), ceil(300/22)) = 14 batches.
+    assert "epoch: 14 batches of 32 (22 generated + 10 base)" in result.output
+    assert "without replacement" in result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--epoch-samples", "150",
+                                 "--aux-draw", "with-replacement", "--k", "1"])  # repeats go through the store
+    assert result.exit_code == 0, result.output
+    assert "epoch: 5 batches of 32" in result.output and "with replacement (the published sampler)" in result.output
 
 
 def test_aux_options_need_aux_data_and_files_follow_the_option(tmp_path: Path) -> None:
@@ -150,7 +180,9 @@ def test_aux_options_need_aux_data_and_files_follow_the_option(tmp_path: Path) -
 def test_the_recipe_preset_carries_the_generated_data_keys() -> None:
     cfg = resolve_config({}, PRESETS / "dm-improves-at.toml")
     assert [Path(f).name for f in cfg.data.aux_data] == ["1m.npz"] and cfg.data.aux_fraction == 0.7
-    assert cfg.data.aux_take is None and cfg.data.epoch_samples is None
+    # The published epoch: ceil(50,000 / B) batches, generated images drawn with replacement (tests/test_recipe.py).
+    assert cfg.data.aux_take is None and cfg.data.epoch_samples == 50_000
+    assert cfg.data.aux_draw == "with-replacement" and cfg.data.aux_epoch is None
     assert cfg.run.model == "wrn-28-10-swish" and cfg.data.batch_size == 512
 
 

@@ -132,9 +132,18 @@ def _build(flat: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(f"bad configuration value: {err}") from None
 
 
+# Options whose default changed: a run recorded before the option existed continues with what it ran with.
+# With generated data the epoch was ceil(N_total / B) batches, generated rows drawn without replacement.
+LEGACY_AUX_DEFAULTS = {"aux_epoch": "total", "aux_draw": "without"}
+
+
 def config_from_dict(data: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
-    """Rebuilds a TrainConfig from `TrainConfig.to_dict()` output (e.g. a run's config.json)."""
+    """Rebuilds a TrainConfig from `TrainConfig.to_dict()` output (e.g. a run's config.json); options the record
+    predates take the values that run used (LEGACY_AUX_DEFAULTS), new options their defaults."""
     flat = {k: v for section in data.values() for k, v in section.items()}
+    if flat.get("aux_data") and "aux_epoch" not in flat:
+        flat.update({k: v for k, v in LEGACY_AUX_DEFAULTS.items()
+                     if k not in flat and not (k == "aux_epoch" and flat.get("epoch_samples") is not None)})
     return _build(flat)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memloss.errors import ConfigError
-from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION
+from memloss.memstore.mixing import AUX_DRAWS, PUBLISHED_AUX_FRACTION
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
 
@@ -25,6 +25,11 @@ SLOT_DRAWS = ("step", "window")
 MEMORY_FORWARDS = ("separate", "fused")
 CLEAN_GRADS = ("through", "stop")
 PRECISIONS = ("fp32", "bf16")  # training compute: fp32, or bf16 autocast (CUDA only)
+EPOCH_RULES = ("pass", "total")  # trainer/data/mixed.py batch_mix
+ATTACK_BN_NAMES = ("eval", "train-frozen")  # methods/threat.py ATTACK_BN_MODES
+ATTACK_STARTS = ("normal", "uniform")
+SCHEDULE_STEPS = ("batch", "epoch")
+SELECT_ATTACKS = ("pgd20", "pgd40-cw")
 ARCH_NAMES = ("resnet18", "preact_resnet18", "small_cnn", "wrn-28-10", "wrn-34-10", "wrn-70-16", "wrn-28-10-swish",
               "wrn-34-10-swish", "wrn-70-16-swish")
 
@@ -38,8 +43,11 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
 class DataConfig:
     """Which data and how it is batched. `n`/`resolution` only apply to the synthetic dataset. `aux_data`:
     generated-image .npz part files forming one set, mixed into every batch at `aux_fraction` (default 0.7 with
-    aux_data); `aux_take`: a seeded subset of them; `epoch_samples`: samples per epoch (default: base + generated,
-    rounded up to whole batches)."""
+    aux_data); `aux_take`: a seeded subset of them; `epoch_samples`: samples per epoch, ceil(epoch_samples / B)
+    batches (default: `aux_epoch`'s rule: ``pass``, one pass over the larger part, every sample visited at least
+    once; ``total``, ceil(N_total / B), the epoch of older runs); `aux_draw`: ``without`` (generated rows as even as
+    possible) or ``with-replacement`` (uniform, as the published sampler); memstore/mixing.py. `val_split`: base
+    training images held out (seeded by `val_seed`) for model selection (trainer/data/holdout.py)."""
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -51,6 +59,10 @@ class DataConfig:
     aux_take: int | None = None
     aux_fraction: float | None = None
     epoch_samples: int | None = None
+    aux_draw: str | None = None
+    aux_epoch: str | None = None
+    val_split: int = 0
+    val_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -68,11 +80,22 @@ class DataConfig:
         self._check_aux()
 
     def _check_aux(self) -> None:
-        given = [name for name in ("aux_take", "aux_fraction", "epoch_samples") if getattr(self, name) is not None]
+        given = [name for name in ("aux_take", "aux_fraction", "epoch_samples", "aux_draw", "aux_epoch")
+                 if getattr(self, name) is not None]
         if given and not self.aux_data:
             raise ConfigError(f"--{given[0].replace('_', '-')} needs generated data: add --aux-data FILE [FILE ...]")
+        if self.val_split < 0:
+            raise ConfigError(f"--val-split must be ≥ 0 held-out training images (0 = none), got {self.val_split}")
+        check_seed(self.val_seed)
         if not self.aux_data:
             return
+        _choice(self.aux_draw or "without", AUX_DRAWS, "--aux-draw")
+        _choice(self.aux_epoch or "pass", EPOCH_RULES, "--aux-epoch")
+        if self.epoch_samples is not None and self.aux_epoch is not None:
+            raise ConfigError("give either --epoch-samples (a fixed epoch) or --aux-epoch (a rule), not both")
+        object.__setattr__(self, "aux_draw", self.aux_draw or "without")
+        if self.epoch_samples is None:
+            object.__setattr__(self, "aux_epoch", self.aux_epoch or "pass")
         if self.aux_fraction is None:
             object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]
@@ -130,9 +153,14 @@ class MethodConfig:
     memory_forward: str = "separate"  # separate: one train-mode forward per slot (official BN); fused: one forward
     beta_prime_decay: float | None = None  # γ: β′_k = β′·γ^(k−1)
     memloss_clean_grad: str = "through"  # through: the MemLoss KL trains p(x) (paper eq. 5); stop: p(x) detached
+    attack_bn: str = "eval"  # eval: the attack in eval mode (official TRADES/HAT); train-frozen: DM-Improves-AT
+    attack_start: str | None = None  # normal | uniform; None: the method's own (normal for trades/hat/mart)
 
     def __post_init__(self) -> None:
         _choice(self.method, METHOD_NAMES, "method")
+        _choice(self.attack_bn, ATTACK_BN_NAMES, "--attack-bn")
+        if self.attack_start is not None:
+            _choice(self.attack_start, ATTACK_STARTS, "--attack-start")
         _choice(self.memloss_variant, VARIANT_NAMES, "memloss variant")
         _choice(self.reg, REG_NAMES, "reg")
         _choice(self.memory_view, MEMORY_VIEWS, "memory view")
@@ -166,6 +194,9 @@ class MethodConfig:
             raise ConfigError("--memory-slots-per-step needs a memory term (--k ≥ 1)")
         if m < 0 or m > self.k:
             raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (0 = all slots), got {m}")
+        if m and self.memloss_variant == "v3":
+            raise ConfigError("--memory-slots-per-step needs --memloss-variant v1 or v2 (v3 puts x″ = x in every slot "
+                              "without memory, which slot sampling does not draw)")
         if self.memory_slot_draw == "window" and m == 0:
             raise ConfigError("--memory-slot-draw window needs --memory-slots-per-step m (the slots each window uses)")
         decay = self.beta_prime_decay
@@ -189,8 +220,12 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with Nesterov momentum and a OneCycle (cosine) schedule stepped per batch; `ema`: decay of the weight
-    average kept beside the model (None = none; training/ema.py)."""
+    """SGD with Nesterov momentum and a OneCycle (cosine) schedule stepped per batch (`schedule_step` "epoch": once an
+    epoch, its length the number of epochs, as DM-Improves-AT's 'cosinew'); `ema`: decay of the weight average kept
+    beside the model (None = none; training/ema.py). `bn_weight_decay` False: no weight decay on BN weights and
+    biases; `bn_momentum`: the BN layers' running-statistics momentum (None: the architecture's own);
+    `bn_first_step`: momentum 1.0 on the run's first optimizer step (statistics start as that batch's, as Haiku and
+    DM-Improves-AT); training/bn.py."""
 
     epochs: int = 10
     lr: float = 0.05
@@ -198,8 +233,15 @@ class OptimConfig:
     weight_decay: float = 5e-4
     pct_start: float = 0.25
     ema: float | None = None
+    schedule_step: str = "batch"
+    bn_weight_decay: bool = True
+    bn_momentum: float | None = None
+    bn_first_step: bool = False
 
     def __post_init__(self) -> None:
+        _choice(self.schedule_step, SCHEDULE_STEPS, "--schedule-step")
+        if self.bn_momentum is not None:
+            finite("bn_momentum", self.bn_momentum, low=0, high=1)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
         finite("lr", self.lr, low=0, low_open=True)
@@ -227,11 +269,13 @@ class RunConfig:
     sync_bn: bool = False  # torchrun: BN statistics synchronized over ranks (SyncBatchNorm); else per rank
     precision: str = "fp32"  # training forwards: fp32, or bf16 autocast on CUDA (the selection is always fp32)
     deterministic: bool = False  # deterministic CUDA kernels: bit-identical resumes on a GPU, at a speed cost
+    select_attack: str = "pgd20"  # the per-epoch attack that picks best/best-ema (training/selection.py)
 
     def __post_init__(self) -> None:
         _choice(self.precision, PRECISIONS, "precision")
         if not isinstance(self.deterministic, bool):
             raise ConfigError(f"deterministic must be true or false, got {self.deterministic!r}")
+        _choice(self.select_attack, SELECT_ATTACKS, "--select-attack")
         if self.model is not None:
             _choice(self.model, ARCH_NAMES, "architecture")
         if self.memory_budget < 1024**2:
@@ -253,6 +297,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+    def __post_init__(self) -> None:
+        if self.data.val_split and self.run.eval_n is not None:
+            raise ConfigError("--eval-n sets the test points of per-epoch selection; with --val-split the held-out "
+                              "training images select and the test set is left to `memloss evaluate`: drop --eval-n")
 
     @property
     def uses_store(self) -> bool:

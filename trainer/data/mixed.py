@@ -2,7 +2,8 @@
 
 With generated data (`--aux-data`), global sample i < N_base is base sample i and N_base + j is generated sample j,
 and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
-(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks).
+(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks). How many
+batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
 
 Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
 batch of the epoch's order. Two loaders rather than one because FFCV reads one file per loader and the two sets are
@@ -25,6 +26,7 @@ from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed
 from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.generated import GeneratedSource, prepare_generated
+from memloss.trainer.data.holdout import HeldOut, prepare_heldout
 from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.data.loader import BatchLoader, make_loader
 
@@ -37,6 +39,7 @@ class TrainingSet:
     base: PreparedSplit
     aux: PreparedSplit | None = None
     mix: BatchMix | None = None
+    held_out: HeldOut | None = None  # --val-split: the base images kept out of `base` for model selection
 
     @property
     def n(self) -> int:
@@ -49,44 +52,69 @@ class TrainingSet:
 
     def fingerprint(self) -> DatasetFingerprint:
         """What a memory store of this set is made for (two parts with generated data)."""
+        name = self.dataset
+        if self.held_out is not None:  # a store of the reduced training set is refused for the full one
+            name += f"-val{self.held_out.indices.size}s{self.held_out.seed}"
         if self.aux is None:
-            return DatasetFingerprint(self.dataset, self.base.n, self.base.shape, self.base.labels_sha256)
+            return DatasetFingerprint(name, self.base.n, self.base.shape, self.base.labels_sha256)
         digest = parts_labels_sha256([self.base.labels_sha256, self.aux.labels_sha256])
-        return DatasetFingerprint(f"{self.dataset}+generated", self.n, self.base.shape, digest, self.parts)
+        return DatasetFingerprint(f"{name}+generated", self.n, self.base.shape, digest, self.parts)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.mix.batches if self.mix is not None else -(-self.base.n // batch_size)
 
 
-def batch_mix(n_total: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None) -> BatchMix:
-    """int(f·B) generated samples a batch, ceil(epoch_samples / B) batches an epoch (default epoch_samples: every
-    sample, as the published sampler's ceil(N_total / B)); f = aux_fraction, e.g. PUBLISHED_AUX_FRACTION."""
-    batches = -(-(epoch_samples or n_total) // batch_size)
-    return BatchMix(batch_size, int(aux_fraction * batch_size), batches)
+EPOCH_RULES = ("pass", "total")
+
+
+def batch_mix(n_base: int, n_aux: int, batch_size: int, aux_fraction: float, epoch_samples: int | None = None,
+              draw: str = "without", rule: str = "pass") -> BatchMix:
+    """int(f·B) generated samples a batch (f = aux_fraction, e.g. PUBLISHED_AUX_FRACTION) and the epoch's batches:
+    ceil(epoch_samples / B) when given (the published recipe: ceil(50,000 / B) whatever the generated set's size);
+    else by `rule`: ``pass`` (the default) as many as make one pass over the larger part, max(ceil(N_base / b),
+    ceil(N_gen / a)), so every base and every generated sample is visited at least once an epoch and holds memory
+    of the epoch before; ``total`` ceil((N_base + N_gen) / B), the epoch of memloss before this option (runs started
+    then resume with it). `draw`: how the generated rows are drawn (memstore/mixing.py)."""
+    aux = int(aux_fraction * batch_size)
+    if epoch_samples is not None:
+        batches = -(-epoch_samples // batch_size)
+    elif rule == "total":
+        batches = -(-(n_base + n_aux) // batch_size)
+    else:
+        batches = max(-(-n_base // (batch_size - aux)), -(-n_aux // aux)) if aux else -(-n_base // batch_size)
+    return BatchMix(batch_size, aux, batches, draw)
 
 
 def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n: int | None = None,
                          resolution: int | None = None, batch_size: int = 128, aux_data: Sequence[str] = (),
                          aux_take: int | None = None, aux_fraction: float | None = None,
-                         epoch_samples: int | None = None, num_workers: int | None = None) -> TrainingSet:
-    """The base split of `dataset` (converted once), and the generated set of `aux_data` (converted once beside
-    it) with its batch mix; a mix the sets cannot serve is a one-line StoreError."""
-    base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
+                         epoch_samples: int | None = None, num_workers: int | None = None,
+                         aux_draw: str = "without", aux_epoch: str = "pass", val_split: int = 0,
+                         val_seed: int = 0) -> TrainingSet:
+    """The base split of `dataset` (converted once; without `val_split` held-out images, holdout.py), and the
+    generated set of `aux_data` (converted once beside it) with its batch mix; a mix the sets cannot serve is a
+    one-line StoreError."""
+    held = None
+    if val_split:
+        base, held = prepare_heldout(dataset, data_dir, n=n, resolution=resolution, count=val_split, seed=val_seed,
+                                     num_workers=num_workers)
+    else:
+        base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
     if not aux_data:
-        return TrainingSet(dataset, base)
+        return TrainingSet(dataset, base, held_out=held)
     # The files are checked and the mix validated before a conversion of millions of images starts.
     n_aux = len(GeneratedSource(list(aux_data), dataset_info(dataset, resolution), aux_take))
-    mix = batch_mix(base.n + n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
-                    epoch_samples)
+    mix = batch_mix(base.n, n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
+                    epoch_samples, aux_draw, aux_epoch)
     mix.check((base.n, n_aux))
     aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
                             num_workers=num_workers)
-    return TrainingSet(dataset, base, aux, mix)
+    return TrainingSet(dataset, base, aux, mix, held)
 
 
 def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable[[int], np.ndarray]:
     """The mixed order of a run that keeps no memory store: the same sampler with blocks of one sample in one
-    window, i.e. a uniform draw of the generated samples without replacement (pure in seed and epoch)."""
+    window, i.e. a uniform draw of the generated samples as `mix.draw` says (pure in seed and epoch)."""
     layout = unstored_layout(parts, seed)
     return lambda epoch: plan_mixed(layout, layout.num_blocks, seed, epoch, mix).order
 

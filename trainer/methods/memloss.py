@@ -1,5 +1,11 @@
 """The MemLoss term (paper eq. 5 and its variants), summed over the K memory slots; formulas in
-methods/losses.py. A slot without memory contributes exactly 0 and no gradient.
+methods/losses.py.
+
+A slot without memory (the first K epochs, or a sample the epoch before did not visit) is, as the paper's Algorithm 1
+says, the clean example itself: x″ = x. For V1 and V2 the term is then KL(p(x)‖p(x)) = 0, so such a row contributes
+exactly 0 and no gradient (masked, so garbage logits of an empty row cannot leak in). For V3 it is
+KL(p(x)‖p(x_adv)), not 0: the logits of x from the clean train-mode forward stand in for the row's memory logits
+(the logits a forward of x″ = x would give when no row of the slot holds memory, as in the first K epochs).
 
 Two options change what the term computes, both passed in (this module stays pure):
 - slot weights: when the trainer uses only m of the S slots holding memory (slot sampling), each drawn slot's term
@@ -136,13 +142,15 @@ class MemoryInputs:
 
 
 def _memory_rows(
-    logits_clean: Tensor | None, logits_mem: Tensor, y: Tensor, variant: MemLossVariant, logits_adv: Tensor | None,
-    clean_grad: CleanGrad = CleanGrad.THROUGH,
+    logits_clean: Tensor | None, logits_mem: Tensor, y: Tensor, valid: Tensor, variant: MemLossVariant,
+    logits_adv: Tensor | None, clean_grad: CleanGrad = CleanGrad.THROUGH,
 ) -> Tensor:
-    """Per-slot, per-sample term before masking and beta': float32 [K,B]."""
+    """Per-slot, per-sample term before masking and beta': float32 [K,B] (V3: rows without memory use x″ = x)."""
     if variant is MemLossVariant.V3:
         adv = require(logits_adv, "logits_adv", "memloss v3")
-        return kl_rows(logits_mem, adv.unsqueeze(0).expand_as(logits_mem))
+        clean = require(logits_clean, "logits_clean", "memloss v3 (x″ = x where a slot holds no memory)")
+        mem = torch.where(valid.unsqueeze(-1), logits_mem, clean.unsqueeze(0).to(logits_mem.dtype))
+        return kl_rows(mem, adv.unsqueeze(0).expand_as(logits_mem))
     clean = require(logits_clean, "logits_clean", f"memloss {variant.value}")
     if clean_grad is CleanGrad.STOP:
         clean = clean.detach()
@@ -182,9 +190,12 @@ def memloss_term(
     beta = broadcast_beta_prime(beta_prime, k)
     importance = memory.slot_weights or (1.0,) * k
     variant = _variant(variant)
-    rows = _memory_rows(logits_clean, logits_mem, y, variant, logits_adv, _clean_grad(clean_grad, variant))
-    # where() (not a multiply) so that garbage logits in an invalid slot give exactly 0 and a zero gradient.
-    per_slot = torch.where(memory.valid, rows, torch.zeros_like(rows)).sum(dim=1) / y.shape[0]
+    rows = _memory_rows(logits_clean, logits_mem, y, memory.valid, variant, logits_adv,
+                        _clean_grad(clean_grad, variant))
+    if variant is not MemLossVariant.V3:
+        # where() (not a multiply) so that garbage logits in an invalid slot give exactly 0 and a zero gradient.
+        rows = torch.where(memory.valid, rows, torch.zeros_like(rows))
+    per_slot = rows.sum(dim=1) / y.shape[0]
     estimate = [importance[j] * per_slot[j] for j in range(k)]
     loss = sum((b * e for b, e in zip(beta, estimate)), start=torch.zeros((), device=rows.device))
     correct = ((logits_mem.detach().argmax(dim=-1) == y) & valid).sum().float()

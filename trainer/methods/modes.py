@@ -1,7 +1,9 @@
-"""Running a model for an attack: eval mode with parameter gradients off, restored exactly afterwards."""
+"""Running a model for an attack: eval mode (or train mode with frozen BN statistics) with parameter gradients off,
+restored exactly afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,10 +33,34 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             param.requires_grad_(flag)
 
 
-@torch.no_grad()
-def clean_probs(model: nn.Module, x: Tensor) -> Tensor:
-    """softmax(f(x)) in eval mode, float32 [B,C], detached (the constant target of the KL attack)."""
+@contextmanager
+def frozen_train(model: nn.Module) -> Iterator[nn.Module]:
+    """Train mode with BN running statistics frozen (each BN layer normalizes with the batch's statistics and
+    updates nothing: `track_running_stats` off, as DM-Improves-AT's `track_bn_stats(model, False)`), parameter
+    gradients off; modes, flags and requires_grad restored on exit."""
     with frozen_eval(model):
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        tracking = [m.track_running_stats for m in norms]
+        model.train()
+        for m in norms:
+            m.track_running_stats = False
+        try:
+            yield model
+        finally:
+            for m, flag in zip(norms, tracking):
+                m.track_running_stats = flag
+
+
+def attack_mode(model: nn.Module, bn: str = "eval") -> contextlib.AbstractContextManager[nn.Module]:
+    """The model's mode for an attack: `frozen_eval` ("eval") or `frozen_train` ("train-frozen")."""
+    return frozen_train(model) if bn == "train-frozen" else frozen_eval(model)
+
+
+@torch.no_grad()
+def clean_probs(model: nn.Module, x: Tensor, bn: str = "eval") -> Tensor:
+    """softmax(f(x)) in the attack's mode (default eval), float32 [B,C], detached (the KL attack's constant
+    target)."""
+    with attack_mode(model, bn):
         return F.softmax(model(x).float(), dim=1)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memloss.trainer.methods.modes import clean_probs, frozen_eval
+from memloss.trainer.methods.modes import attack_mode, clean_probs
 from memloss.trainer.methods.objectives import Objective, kl_objective, resolve_objective
 from memloss.trainer.methods.threat import PGDConfig, _ascent_step, _project, _random_start
 
@@ -67,9 +67,9 @@ def _attack(
     _check_inputs(x, y, init)
     fn = resolve_objective(objective)
     x = x.detach()
-    with frozen_eval(model):
+    with attack_mode(model, cfg.bn):
         if p_clean is None and fn is kl_objective:
-            p_clean = clean_probs(model, x)
+            p_clean = clean_probs(model, x, cfg.bn)
         best: Tensor | None = None
         fooled: Tensor | None = None
         for restart in range(cfg.restarts):

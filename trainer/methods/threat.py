@@ -15,6 +15,7 @@ from memloss.errors import MemlossError
 
 # Standard deviation of the "normal" start (TRADES/HAT/MART official code: x + 0.001 * randn).
 _NORMAL_START_STD = 0.001
+ATTACK_BN_MODES = ("eval", "train-frozen")
 
 
 class AttackConfigError(MemlossError):
@@ -59,6 +60,9 @@ class PGDConfig:
     steps: number of gradient steps; >= 0 (0 returns the projected start point).
     restarts: number of independent runs; >= 1.
     start: ``Start`` (or its string value) — the first iterate when no ``init`` is passed.
+    bn: how the model runs during the attack: "eval" (eval mode, running BN statistics; TRADES/HAT/MemLoss
+        official) or "train-frozen" (train mode, BN on the batch's statistics, running statistics not updated;
+        DM-Improves-AT's `track_bn_stats(model, False)`); methods/modes.py.
     """
 
     norm: Norm
@@ -67,8 +71,11 @@ class PGDConfig:
     steps: int
     restarts: int = 1
     start: Start = Start.NORMAL
+    bn: str = "eval"
 
     def __post_init__(self) -> None:
+        if self.bn not in ATTACK_BN_MODES:
+            raise AttackConfigError(f"unknown attack BN mode {self.bn!r}; valid: {', '.join(ATTACK_BN_MODES)}")
         object.__setattr__(self, "norm", _enum_value(Norm, self.norm, "norm"))
         object.__setattr__(self, "start", _enum_value(Start, self.start, "start"))
         if not (math.isfinite(self.eps) and self.eps > 0):

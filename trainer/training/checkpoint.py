@@ -18,6 +18,7 @@ from memloss.trainer.common.files import atomic_write_bytes
 from memloss.trainer.models.files import model_bytes
 from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
 from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, STATE_FILE, metrics_bytes, state_bytes
+from memloss.trainer.training.selection import selection
 from memloss.trainer.training.session import Session, training_state
 
 
@@ -47,8 +48,9 @@ def finish_epoch(s: Session, epoch: int, record: dict[str, Any], commit: Future[
     s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
     meta = model_meta(s, epoch)
     files = [(s.run_dir / METRICS_FILE, metrics_bytes(s.records)), (s.run_dir / LAST_WEIGHTS, model_bytes(s.model, meta))]
-    if record["test_pgd20_acc"] >= s.best_robust:
-        s.best_robust, s.best_epoch = record["test_pgd20_acc"], epoch
+    key = selection(s.cfg).robust_key  # test_pgd20_acc, or val_<attack>_acc with --val-split
+    if record[key] >= s.best_robust:
+        s.best_robust, s.best_epoch = record[key], epoch
         files.append((s.run_dir / BEST_WEIGHTS, files[-1][1]))
     if s.ema is not None:
         files += _ema_files(s, s.ema, epoch, record)
@@ -57,11 +59,12 @@ def finish_epoch(s: Session, epoch: int, record: dict[str, Any], commit: Future[
 
 
 def _ema_files(s: Session, ema: WeightAverage, epoch: int, record: dict[str, Any]) -> list[tuple[Path, bytes]]:
-    """last-ema.safetensors, and best-ema.safetensors selected on the average's own PGD-20 accuracy."""
+    """last-ema.safetensors, and best-ema.safetensors selected on the average's own selection accuracy."""
     data = model_bytes(ema.model, {**model_meta(s, epoch), "weights": "ema", "ema_decay": repr(ema.decay)})
     files = [(s.run_dir / EMA_LAST_WEIGHTS, data)]
-    if record["ema_test_pgd20_acc"] >= ema.best_robust:
-        ema.best_robust, ema.best_epoch = record["ema_test_pgd20_acc"], epoch
+    key = "ema_" + selection(s.cfg).robust_key
+    if record[key] >= ema.best_robust:
+        ema.best_robust, ema.best_epoch = record[key], epoch
         files.append((s.run_dir / EMA_BEST_WEIGHTS, data))
     return files
 

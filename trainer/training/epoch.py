@@ -14,14 +14,15 @@ from memloss.trainer.common.precision import fp32_exact
 from memloss.trainer.distributed.context import current, rank_seed
 from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_metrics
 from memloss.trainer.distributed.shards import shard_range
-from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, ThreatModel
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
 from memloss.trainer.training.augment import apply_view, sample_views
+from memloss.trainer.training.bn import FIRST_STEP_MOMENTUM, set_bn_momentum
 from memloss.trainer.training.checkpoint import model_meta
 from memloss.trainer.training.memory import MemoryExamples, build_memory_examples, valid_counts
 from memloss.trainer.training.metrics import MemoryShares, MetricSums
 from memloss.trainer.training.progress import Reporter
+from memloss.trainer.training.selection import selection
 from memloss.trainer.training.session import Session
 from memloss.trainer.training.step import train_step
 
@@ -63,6 +64,8 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
     x_view = apply_view(x, views, s.info.crop_padding)
     batch, memory = _memory_for_step(s, x, idx, views, wait, shares) if s.store is not None else (None, None)
     s.model.train()
+    first = s.cfg.optim.bn_first_step and s.global_step == 0
+    momenta = set_bn_momentum(s.model, FIRST_STEP_MOMENTUM) if first else None  # statistics := the first batch's
     result = train_step(s.step, x_view, y, idx_dev, memory, s.generator)
     if s.writer is not None and result.x_adv is not None:
         t0 = time.perf_counter()
@@ -72,10 +75,14 @@ def _train_batch(s: Session, x_u8: torch.Tensor, y: torch.Tensor, idx_dev: torch
             # The model of this step, after its forwards and before its update (forgetting.py explains the events);
             # it judges in IEEE fp32 whatever --precision.
             s.monitor.observe(s.model, x, x_view, stored, y, idx, batch, views, s.info.crop_padding)
+    if momenta is not None:
+        set_bn_momentum(s.model, momenta)
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     s.optimizer.step()
-    s.scheduler.step()
+    s.global_step += 1
+    if s.cfg.optim.schedule_step == "batch":
+        s.scheduler.step()
     if s.ema is not None:
         s.ema.update(s.model)
     sums.add(result.metrics, len(y))
@@ -114,6 +121,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
             _check_finite(s, epoch, step, nonfinite)
         reporter.step(position * current().world, loss, len(y) * current().world)  # global samples (torchrun)
     _check_finite(s, epoch, step, nonfinite)
+    if s.cfg.optim.schedule_step == "epoch":
+        s.scheduler.step()  # DM-Improves-AT's 'cosinew': once after the epoch's last batch
     average_buffers(s.model)  # per-rank BN statistics → their mean on every rank (torchrun)
     if s.ema is not None:
         s.ema.copy_buffers(s.model)  # BN statistics are copied, not averaged (the published update_bn)
@@ -157,13 +166,15 @@ def _diverged(s: Session, epoch: int, step: int) -> None:
 
 def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Clean and PGD-20 accuracy of `model` (default: the trained model) on the test points: the evaluator's
-    `pgd20` (Linf α = 2/255, L2 15/255, uniform start), the paper's early-stopping attack, in IEEE fp32 (no
-    autocast, no TF32) whatever --precision the run trains in. `on_batch(points)` is
+    """Clean and robust accuracy of `model` (default: the trained model) on the selection points: the test points,
+    or with --val-split the held-out training images (`s.eval_x`), under the --select-attack attack (selection.py;
+    default the evaluator's `pgd20`: Linf α = 2/255, L2 15/255, uniform start, the paper's early-stopping attack),
+    in IEEE fp32 (no autocast, no TF32) whatever --precision the run trains in. Eval mode. `on_batch(points)` is
     called after each batch (progress). Under torchrun each rank attacks its part of the points (its own random
     starts) and the counts are summed."""
-    t = s.cfg.threat
-    cfg = ATTACKS[AttackName.PGD20](ThreatModel(t.norm, t.eps)).pgd_config()
+    chosen = selection(s.cfg)
+    spec = chosen.spec(s.cfg)
+    cfg = spec.pgd_config()
     gen = torch.Generator(device=s.device).manual_seed(rank_seed(s.cfg.run.seed + 7919 * epoch))
     model = s.model if model is None else model
     model.eval()
@@ -175,19 +186,19 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
         with fp32_exact(s.device):  # selection as `memloss evaluate` computes it, whatever --precision trains in
             with torch.no_grad():
                 clean = clean + (model(x).argmax(1) == y).sum()
-            _, ok = pgd_robust(model, x, y, cfg, "ce", generator=gen)
+            _, ok = pgd_robust(model, x, y, cfg, spec.objective or "ce", generator=gen)
         robust = robust + ok.sum()
         if on_batch is not None:
             on_batch(len(y) * current().world)  # rank 0's progress stands for every rank's
     n = len(s.eval_y)
     clean_acc, robust_acc = (all_sum(torch.stack([clean, robust]).float()) / n).tolist()
-    return {"test_clean_acc": clean_acc, "test_pgd20_acc": robust_acc, "eval_n": n}
+    return {chosen.clean_key: clean_acc, chosen.robust_key: robust_acc, "eval_n": n}
 
 
 def evaluate_ema(s: Session, epoch: int, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """The weight average's own clean and PGD-20 accuracy (same attack and random starts), as `ema_*` keys; {}
-    without --ema."""
+    """The weight average's own clean and robust accuracy (same points, attack and random starts), as `ema_*`
+    keys; {} without --ema."""
     if s.ema is None:
         return {}
     evaluated = evaluate_epoch(s, epoch, s.ema.model, on_batch=on_batch)
-    return {"ema_test_clean_acc": evaluated["test_clean_acc"], "ema_test_pgd20_acc": evaluated["test_pgd20_acc"]}
+    return {f"ema_{key}": value for key, value in evaluated.items() if key != "eval_n"}

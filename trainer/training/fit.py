@@ -20,6 +20,7 @@ from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.precision import check_precision, deterministic_mode
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads
 from memloss.trainer.config.schema import TrainConfig
+from memloss.trainer.data.holdout import write_heldout_record
 from memloss.trainer.distributed import context as ranks
 from memloss.trainer.distributed.state import check_world, world_fields
 from memloss.trainer.distributed.store import settle_epoch
@@ -121,6 +122,8 @@ def _fit(cfg: TrainConfig, resume: Path | None, quiet: bool, threads: Threads, l
         s.cfg = cfg = resolved(cfg, s.device, cfg.run.model or s.info.default_arch, len(s.eval_y))
         if resume is None and ranks.current().main:
             write_config_record(run_dir, cfg)
+            if s.data.held_out is not None:
+                write_heldout_record(run_dir, s.data.held_out)  # which training images select the checkpoints
         notes += [*_store_notes(cfg), *s.notes, *_continue(s, state)]
         s.records = [r for r in read_metrics(run_dir) if r["epoch"] < s.start_epoch]
         choice = choose_threads(threads, _thread_probe(s), s.device)

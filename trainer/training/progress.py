@@ -17,6 +17,7 @@ import torch
 
 from memloss.trainer.common.progress import PlainProgress, ProgressSink, RichProgress, SilentProgress, rich_progress
 from memloss.trainer.training.logbook import Logbook
+from memloss.trainer.training.selection import selected_accuracy
 
 
 def pct(value: float | None) -> str:
@@ -26,10 +27,16 @@ def pct(value: float | None) -> str:
 
 def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
     """One human line per epoch from a metrics record (accuracies, events and errors in percent)."""
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}",
-             f"clean {pct(record['test_clean_acc'])}", f"pgd20 {pct(record['test_pgd20_acc'])}"]
-    if record.get("ema_test_pgd20_acc") is not None:
-        parts.append(f"ema pgd20 {pct(record['ema_test_pgd20_acc'])}")
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}"]
+    chosen = selected_accuracy(record)
+    if chosen is not None:  # test_pgd20_acc, or val_pgd40_cw_acc etc. with --val-split / --select-attack
+        split, attack = chosen[0].removesuffix("_acc").split("_", 1)
+        label = f"{split} " if split == "val" else ""
+        parts += [f"{label}clean {pct(record.get(f'{split}_clean_acc'))}",
+                  f"{label}{attack.replace('_', '-')} {pct(chosen[1])}"]
+        ema = selected_accuracy(record, ema=True)
+        if ema is not None:
+            parts.append(f"ema {label}{attack.replace('_', '-')} {pct(ema[1])}")
     # The forgetting monitor on the previous epoch's adversarial examples (age 1): events and old-example error.
     for key, label in (("forgetting_events", "forget ev"), ("learning_events", "learn ev"), ("old_error", "old err")):
         if record.get(key) is not None:

@@ -21,6 +21,7 @@ from memloss.errors import ConfigError
 from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.sources import default_data_dir
+from memloss.trainer.training.selection import selected_accuracy
 from memloss.trainer.training.runs import BEST_WEIGHTS, STATE_FILE, read_config_record, read_metrics
 
 PATH_KEYS = ("out", "store", "data_dir", "helper")
@@ -48,7 +49,8 @@ def with_paths(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
 def resolved(cfg: TrainConfig, device: torch.device, arch: str, eval_n: int) -> TrainConfig:
     """`cfg` with what the session chose: the device, the architecture and the number of test points."""
     dev = str(device) if device.type == "cpu" or device.index is not None else f"{device.type}:0"
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=dev, model=arch, eval_n=eval_n))
+    test_points = None if cfg.data.val_split else eval_n  # --val-split: the held-out images select, not the test
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=dev, model=arch, eval_n=test_points))
 
 
 def _flat(cfg: TrainConfig) -> dict[str, Any]:
@@ -139,8 +141,8 @@ def finished_message(run_dir: Path, cfg: TrainConfig, state: dict[str, Any]) -> 
         return None
     records = {r["epoch"]: r for r in read_metrics(run_dir)}
     best = int(state.get("best_epoch", 0))
-    acc = records.get(best, {}).get("test_pgd20_acc")
-    detail = f" (epoch {best}, PGD-20 accuracy {100 * acc:.2f}%)" if isinstance(acc, float) else f" (epoch {best})"
+    chosen = selected_accuracy(records.get(best, {}))
+    detail = (f" (epoch {best}, {chosen[0]} {100 * chosen[1]:.2f}%)" if chosen is not None else f" (epoch {best})")
     return (f"the run in {run_dir} is finished: {state['epoch']} of {cfg.optim.epochs} epochs trained; best "
             f"checkpoint: {run_dir / BEST_WEIGHTS}{detail}")
 

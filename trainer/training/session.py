@@ -40,6 +40,7 @@ from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.threat import PGDConfig
 from memloss.trainer.models.files import load_model, require_compatible, resolve_checkpoint
 from memloss.trainer.models.registry import build_model
+from memloss.trainer.training.bn import parameter_groups, set_bn_momentum
 from memloss.trainer.training.ema import WeightAverage, make_weight_average
 from memloss.trainer.training.forgetting import ForgettingMonitor
 from memloss.trainer.training.memory import DeferredWriter
@@ -73,6 +74,7 @@ class Session:
     monitor: ForgettingMonitor | None = None  # forgetting/learning events, whenever a store exists
     orders: dict[int, np.ndarray] = field(default_factory=dict)
     start_epoch: int = 1
+    global_step: int = 0  # optimizer steps so far, over the whole run
     best_robust: float = -1.0
     best_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -92,10 +94,13 @@ class Session:
 
 
 def _attack_config(cfg: TrainConfig, start: str | None) -> PGDConfig | None:
+    """The training attack: the method's start unless --attack-start says otherwise, the model mode of
+    --attack-bn; None for a method without attack."""
     if start is None:
         return None
     t = cfg.threat
-    return PGDConfig(t.norm, t.eps_float, t.step_float, t.attack_steps, 1, start)
+    return PGDConfig(t.norm, t.eps_float, t.step_float, t.attack_steps, 1, cfg.method.attack_start or start,
+                     bn=cfg.method.attack_bn)
 
 
 def _regularizers(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, n: int, sample: torch.Tensor,
@@ -130,6 +135,18 @@ def _step_setup(cfg: TrainConfig, model: nn.Module, device: torch.device, regs: 
                      train_model=train_model)
 
 
+def _selection_points(cfg: TrainConfig, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points of the per-epoch selection: the held-out training images with --val-split (the test set is not
+    read), else the first --eval-n test points (selection.py)."""
+    if data.held_out is not None:
+        return data.held_out.x, data.held_out.y
+    d = cfg.data
+    try:
+        return load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
+    except DatasetError as err:
+        raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
+
+
 def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Module:
     model = build_model(cfg.run.model or info.default_arch, info).to(device)
     if device.type == "cuda":
@@ -139,14 +156,21 @@ def _model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> nn.Modu
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tuple[Any, Any]:
     o = cfg.optim
-    if o.pct_start * o.epochs * steps_per_epoch == 1.0:  # torch's OneCycleLR then divides by zero at step 0
+    if o.schedule_step == "batch" and o.pct_start * o.epochs * steps_per_epoch == 1.0:  # OneCycleLR divides by 0
         raise ConfigError(f"{o.epochs * steps_per_epoch} optimizer steps with pct_start {o.pct_start} make a OneCycle "
                           "warm-up of exactly one step, which torch's OneCycleLR cannot schedule; change --epochs "
                           "or --batch-size")
-    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                          nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.epochs * steps_per_epoch,
-                                                pct_start=o.pct_start, anneal_strategy="cos")
+    if o.schedule_step == "epoch" and o.pct_start * o.epochs == 1.0:
+        raise ConfigError(f"{o.epochs} epochs with pct_start {o.pct_start} make a OneCycle warm-up of exactly one "
+                          "epoch, which torch's OneCycleLR cannot schedule; change --epochs or --pct-start")
+    if o.bn_momentum is not None:
+        set_bn_momentum(model, o.bn_momentum)
+    opt = torch.optim.SGD(parameter_groups(model, o.weight_decay, o.bn_weight_decay), lr=o.lr, momentum=o.momentum,
+                          weight_decay=o.weight_decay, nesterov=True)
+    # Per epoch (DM-Improves-AT's 'cosinew'): one schedule step per epoch, total_steps = epochs.
+    total = o.epochs if o.schedule_step == "epoch" else o.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total, pct_start=o.pct_start,
+                                                anneal_strategy="cos")
     return opt, sched
 
 
@@ -198,11 +222,10 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     with main_first():  # rank 0 fills the dataset caches, then the other ranks read them
         data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
                                     aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
-                                    epoch_samples=d.epoch_samples, num_workers=d.num_workers)
-        try:
-            eval_x, eval_y = load_tensors(d.dataset, "test", d.data_dir, n=cfg.run.eval_n, resolution=d.resolution)
-        except DatasetError as err:
-            raise ConfigError(f"--eval-n {cfg.run.eval_n}: {err}" if cfg.run.eval_n else str(err)) from None
+                                    epoch_samples=d.epoch_samples, num_workers=d.num_workers,
+                                    aux_draw=d.aux_draw or "without", aux_epoch=d.aux_epoch or "pass",
+                                    val_split=d.val_split, val_seed=d.val_seed)
+        eval_x, eval_y = _selection_points(cfg, data)
     model = _model(cfg, info, device)
     if current().rank > 0:
         torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
@@ -218,6 +241,8 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     session = Session(cfg, run_dir, device, info, data, None, eval_x, eval_y, model, optimizer, scheduler,
                       _step_setup(cfg, model, device, regs, info, train_model), generator, extras=regs,
                       shards=shards)
+    if data.mix is not None:
+        session.notes.append(data.mix.describe(data.parts))  # what an epoch is, in one line at the start
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
     session.store_options = store_options
     session.store = _store(cfg, data, run_dir, fresh, session.notes, store_options)
@@ -266,7 +291,7 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
     return {"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(), **generator_state(s.generator),
             "cpu_rng": torch.get_rng_state(), "best_robust": s.best_robust, "best_epoch": s.best_epoch,
-            "store_epoch": epoch if s.store is not None else -1,
+            "store_epoch": epoch if s.store is not None else -1, "global_step": s.global_step,
             "extras": {k: v.state_dict() for k, v in s.extras.items()},
             "ema": s.ema.state_dict() if s.ema is not None else None,
             "memory": {name: part.state_dict() for name, part in (("slots", s.slots), ("monitor", s.monitor))
@@ -295,6 +320,8 @@ def restore(s: Session, state: dict[str, Any]) -> list[str]:
     if own is not None and s.slots is not None and own.get("slots") is not None:
         s.slots.load_state_dict(own["slots"])
     s.start_epoch = int(state["epoch"]) + 1
+    # States written before the count existed: any value > 0 (only the run's first step is special, training/bn.py).
+    s.global_step = int(state.get("global_step", s.start_epoch - 1))
     return [note] if note else []
 
 

@@ -86,7 +86,7 @@ def _attack(s: StepSetup, x: torch.Tensor, y: torch.Tensor, te_target: torch.Ten
     if te_target is not None and s.te is not None:
         # The official TE code also puts its term into the attack objective.
         objective = te_attack_objective(s.method.name, te_target, s.te.weight, s.params.beta)
-        p_clean = clean_probs(s.model, x) if s.method.attack_objective == "kl" else None
+        p_clean = clean_probs(s.model, x, s.attack.bn) if s.method.attack_objective == "kl" else None
     return pgd(s.model, x, y, s.attack, objective, p_clean=p_clean, generator=generator)
 
 
@@ -115,13 +115,40 @@ def _memory_logits(s: StepSetup, x_mem: torch.Tensor) -> torch.Tensor:
     return torch.stack([s.trained(xm) for xm in x_mem])
 
 
-def _memory_inputs(s: StepSetup, memory: MemoryExamples | None) -> tuple[MemoryInputs, MemLossConfig] | None:
-    if memory is None or s.beta_prime is None:
+def _memory_inputs(s: StepSetup, memory: MemoryExamples | None, logits_clean: torch.Tensor | None
+                   ) -> tuple[MemoryInputs, MemLossConfig] | None:
+    if s.beta_prime is None:
+        return None
+    if s.variant == "v3":
+        return _v3_inputs(s, memory, logits_clean)
+    if memory is None:
         return None
     weights = (memory.weight,) * len(memory.slots)
     inputs = MemoryInputs(_memory_logits(s, memory.x), memory.valid, memory.slots, weights)
     config = MemLossConfig(tuple(s.beta_prime[k] for k in memory.slots), s.variant, s.clean_grad)
     return inputs, config
+
+
+def _v3_inputs(s: StepSetup, memory: MemoryExamples | None, logits_clean: torch.Tensor | None
+               ) -> tuple[MemoryInputs, MemLossConfig] | None:
+    """V3 over all K slots: a slot with no memory in the batch is not forwarded; its rows are x″ = x (the paper's
+    first K epochs), whose logits the loss takes from the clean forward (methods/memloss.py)."""
+    if logits_clean is None:
+        return None
+    assert s.beta_prime is not None
+    k, (b, c) = len(s.beta_prime), logits_clean.shape
+    built = () if memory is None else memory.slots
+    logits = torch.zeros(k, b, c, dtype=logits_clean.dtype, device=logits_clean.device)
+    valid = torch.zeros(k, b, dtype=torch.bool, device=logits_clean.device)
+    weights = [1.0] * k
+    if memory is not None:
+        forwarded = _memory_logits(s, memory.x)
+        logits = logits.index_put((torch.tensor(built, device=logits.device),), forwarded.to(logits.dtype))
+        valid[list(built)] = memory.valid
+        for slot in built:
+            weights[slot] = memory.weight
+    return MemoryInputs(logits, valid, tuple(range(k)), tuple(weights)), MemLossConfig(s.beta_prime, s.variant,
+                                                                                         s.clean_grad)
 
 
 def _meow_base(s: StepSetup, f: _Forwards) -> LossOutput | None:
@@ -150,9 +177,10 @@ def train_step(s: StepSetup, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     with maybe_autocast(s.autocast, x.device):
         te_target = s.te.target(s.model, x, idx) if s.te is not None else None
         x_adv = _attack(s, x, y, te_target, generator)
-        needs_clean = s.method.needs_clean_forward or memory is not None or te_target is not None
+        v3 = s.beta_prime is not None and s.variant == "v3"  # x″ = x where a slot holds no memory: needs f(x)
+        needs_clean = s.method.needs_clean_forward or memory is not None or te_target is not None or v3
         f = _forwards(s, x, y, x_adv, needs_clean)
-        mem = _memory_inputs(s, memory)
+        mem = _memory_inputs(s, memory, f.inputs.logits_clean)
     extra = {}
     if te_target is not None and s.te is not None:
         extra["te"] = te_term(te_logits(s.method.name, f.inputs), te_target, s.te.weight)
