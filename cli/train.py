@@ -86,26 +86,45 @@ def train(
     """
     overrides: dict[str, Any] = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
     overrides["aux_data"] = aux_files(aux_data, list(ctx.args))
+    # Every check that needs no data comes first, before torch, ffcv or the data load and before any file is written.
     from memloss.memstore.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
-    from memloss.trainer.training.fit import fit, resume_config
+    from memloss.trainer.training.preflight import check_start
+    from memloss.trainer.training.resume import resume_config
 
-    if resume is not None:
-        cfg = resume_config(resume, overrides, config)
-    else:
-        cfg = resolve_config(overrides, config)
+    cfg = resume_config(resume, overrides, config) if resume is not None else resolve_config(overrides, config)
     options = parse_store_options(store_option or [])
+    run_dir = check_start(cfg, resume, options, log_every=log_every, threads=threads)
     if nproc_per_node is not None:  # bad input is refused here, once, before any process starts
         import sys
 
-        from memloss.trainer.distributed.launch import relaunch
         from memloss.trainer.training.preflight import check_launch
 
         check_launch(cfg, resume, nproc_per_node, options)
+        announce(cfg, run_dir, resume, nproc_per_node)
+        from memloss.trainer.distributed.launch import relaunch
+
         raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
+    announce(cfg, run_dir, resume)
+    from memloss.trainer.training.fit import fit
+
     with interruptible_run(cfg, resume, store_options=bool(options)):
         result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
     from memloss.trainer.distributed.context import env_rank
 
     if env_rank() == 0:  # under torchrun: one summary, from rank 0
         print_summary(result)
+
+
+def announce(cfg: Any, run_dir: Path, resume: Optional[Path], nproc: Optional[int] = None) -> None:
+    """The first line of a start, once the checks passed: what is being prepared (rank 0 only under torchrun)."""
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    what = "resuming" if resume is not None else "preparing"
+    d, m = cfg.data, cfg.method
+    aux = f" + {len(d.aux_data)} generated part(s)" if d.aux_data else ""
+    procs = f", {nproc} processes" if nproc else ""
+    print(f"{what} {run_dir}: {d.dataset}{aux}, {m.method} K={m.k}, {cfg.optim.epochs} epochs of batch "
+          f"{d.batch_size}{procs} (loading torch, data and model)", flush=True)
