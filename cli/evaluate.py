@@ -39,6 +39,8 @@ def evaluate(
     sweep: Annotated[list[str] | None, option(help="Gradient-masking check (paper Tables A.4/A.5): "
                                                    "steps=40,200,500,1000 or restarts=1,5,10,20; repeatable")] = None,
     plot: Annotated[Path | None, option(help="Write the --sweep curves to this figure (PNG and PDF)")] = None,
+    overwrite: Annotated[bool, option("--overwrite", help="Replace an existing --out results file (else refused)")]
+    = False,
 ) -> None:
     """Evaluate a checkpoint: clean accuracy, robust accuracy per attack and the per-point worst case over all
     attacks. With --out, an interrupted evaluation resumes when the same command is run again."""
@@ -50,7 +52,7 @@ def evaluate(
     chosen = attacks if attacks is not None else ("" if sweeps else "aa,pgd+,cw")
     cfg = EvalConfig(checkpoint, attacks=tuple(chosen.split(",")), sweeps=sweeps, n=n, norm=norm, eps=eps,
                      batch_size=batch_size, seed=seed, device=device, out=out, data_dir=data_dir, plot=plot,
-                     threads=threads)
+                     threads=threads, overwrite=overwrite)
     console = Console()
     hint = "rerun the same command to resume" if out else "pass --out to make evaluations resumable"
     with interruptible(hint), progress_sink(console) as sink:
