@@ -105,10 +105,10 @@ def train(
         from memloss.trainer.distributed.launch import relaunch
 
         raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
-    announce(cfg, run_dir, resume)
-    from memloss.trainer.training.fit import fit
-
     with interruptible_run(cfg, resume, store_options=bool(options)):
+        announce(cfg, run_dir, resume)
+        from memloss.trainer.training.fit import fit
+
         result = fit(cfg, resume=resume, threads=threads, log_every=log_every, store_options=options)
     from memloss.trainer.distributed.context import env_rank
 

@@ -108,10 +108,10 @@ def check_batch(cfg: TrainConfig, samples: int, cpu: bool) -> None:
     """A batch larger than the training set, or whose input tensors alone exceed the available RAM (CPU run)."""
     d, m = cfg.data, cfg.method
     if not d.aux_data and d.batch_size > samples:
-        raise ConfigError(f"--batch-size {d.batch_size} is larger than the {samples} training samples; use at most "
-                          f"{samples} (e.g. 128)")
+        raise ConfigError(f"--batch-size {d.batch_size} is larger than the {samples} training samples (not one full "
+                          f"batch per epoch); use --batch-size {samples} or less, or more samples")
     c, h, w = dataset_info(d.dataset, d.resolution).shape
-    slots = (m.memory_slots_per_step or m.k) if m.k > 0 else 0
+    slots = min(m.memory_slots_per_step or m.k, cfg.optim.epochs - 1)  # ages that can hold memory (0 when k = 0)
     copies = BATCH_COPIES + slots + (1 if m.method == "hat" else 0)
     need = d.batch_size * c * h * w * (4 * copies if cpu else 2)  # on a GPU the host holds the uint8 batches
     ram = available_ram()
@@ -162,8 +162,8 @@ def check_sizes(cfg: TrainConfig, store_path: str | None) -> None:
     aux = aux_samples(cfg.data.aux_data, cfg.data.aux_take)
     samples = cfg.data.epoch_samples or base + (aux or 0)
     check_schedule(cfg, samples)
-    check_batch(cfg, base + (aux or 0), cpu=_cpu_run(cfg.run.device))
     check_store(cfg, base + (aux or 0), store_path)
+    check_batch(cfg, base + (aux or 0), cpu=_cpu_run(cfg.run.device))
 
 
 def _cpu_run(device: str) -> bool:

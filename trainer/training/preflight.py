@@ -78,12 +78,21 @@ def _not_a_file(path: Path, option: str) -> None:
             return
 
 
+def writable_folder(folder: Path) -> bool:
+    """True when files can be created in the existing `folder`, judged without writing: permissions (root passes
+    them all), a read-only mount, or a pseudo-filesystem without blocks (/proc, /sys)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    fs = os.statvfs(folder)
+    return not (fs.f_flag & os.ST_RDONLY) and fs.f_blocks > 0
+
+
 def _creatable(path: Path, what: str, option: str) -> None:
     """Refuses a path whose nearest existing folder cannot be written (so its creation would fail later)."""
     existing = next(p for p in (path, *path.parents) if p.exists())
     if existing == path:
         return
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not writable_folder(existing):
         raise ConfigError(f"cannot create {what} {path} ({existing} is not writable); choose another {option}")
 
 
@@ -102,7 +111,7 @@ def check_store_place(store: Path, run_dir: Path) -> None:
                                   "another path")
             break
     existing = next(p for p in (store, *store.parents) if p.exists())
-    if existing != store and not os.access(existing, os.W_OK | os.X_OK):
+    if existing != store and not writable_folder(existing):
         raise ConfigError(f"cannot create the store directory {store} ({existing} is not writable); choose another "
                           "--store")
 
