@@ -128,8 +128,10 @@ def probe(url: str, options: Mapping[str, Any]) -> None:
     key = f"{url}|{json.dumps(options, sort_keys=True, default=str)}"
     if key in _PROBED:
         return
-    filesystem_class(url)
     protocol = url.split("://", 1)[0]
+    if protocol in S3_PROTOCOLS and options.get("endpoint_url") is not None:
+        check_endpoint(options["endpoint_url"])  # before fsspec and s3fs are imported
+    filesystem_class(url)
     if protocol in S3_PROTOCOLS:
         _probe_s3(url, options)
     _PROBED.add(key)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memloss.errors import ConfigError
-from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
 
@@ -73,6 +72,8 @@ class DataConfig:
         if not self.aux_data:
             return
         if self.aux_fraction is None:
+            from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION  # here: it loads numpy (the CLI checks first)
+
             object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]
         if not 0 < f < 1 or not 1 <= int(f * self.batch_size) < self.batch_size:

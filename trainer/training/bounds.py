@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 from memloss.errors import ConfigError
-from memloss.memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, default_block_size
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, dataset_info
 
@@ -126,6 +125,8 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
     """The store's RAM (smallest window at K, or what it keeps resident) and disk against the machine."""
     if not cfg.uses_store:
         return
+    from memloss.memstore.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, default_block_size  # loads numpy
+
     k = max(cfg.method.k, 1)
     c, h, w = dataset_info(cfg.data.dataset, cfg.data.resolution).shape
     sample = c * h * w
