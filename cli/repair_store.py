@@ -10,7 +10,8 @@ import typer
 from memloss.cli.common import store_options_option
 from memloss.errors import MemlossError
 
-DAMAGE_FOUND = 1  # `--check`'s exit code when the store is damaged (as fsck and diff: 1 = something found; 2 = bad input)
+# `--check`'s exit code when the store is damaged (as fsck and diff: 1 = something found; 2 = bad input).
+DAMAGE_FOUND = 1
 
 
 def repair_store(

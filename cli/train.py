@@ -100,8 +100,7 @@ def train(
 
         from memloss.trainer.training.preflight import check_launch
 
-        check_launch(cfg, resume, nproc_per_node, options)
-        announce(cfg, run_dir, resume, nproc_per_node)
+        check_launch(cfg, resume, nproc_per_node, options)  # the ranks' rank 0 prints the first line
         from memloss.trainer.distributed.launch import relaunch
 
         raise typer.Exit(relaunch(nproc_per_node, sys.argv[1:]))
@@ -116,7 +115,7 @@ def train(
         print_summary(result)
 
 
-def announce(cfg: Any, run_dir: Path, resume: Optional[Path], nproc: Optional[int] = None) -> None:
+def announce(cfg: Any, run_dir: Path, resume: Optional[Path]) -> None:
     """The first line of a start, once the checks passed: what is being prepared (rank 0 only under torchrun)."""
     import os
 
@@ -125,6 +124,6 @@ def announce(cfg: Any, run_dir: Path, resume: Optional[Path], nproc: Optional[in
     what = "resuming" if resume is not None else "preparing"
     d, m = cfg.data, cfg.method
     aux = f" + {len(d.aux_data)} generated part(s)" if d.aux_data else ""
-    procs = f", {nproc} processes" if nproc else ""
+    procs = f", {os.environ['WORLD_SIZE']} processes" if "WORLD_SIZE" in os.environ else ""
     print(f"{what} {run_dir}: {d.dataset}{aux}, {m.method} K={m.k}, {cfg.optim.epochs} epochs of batch "
           f"{d.batch_size}{procs} (loading torch, data and model)", flush=True)

@@ -165,8 +165,8 @@ class MethodConfig:
         if m and self.k == 0:
             raise ConfigError("--memory-slots-per-step needs a memory term (--k ≥ 1)")
         if m < 0 or m > self.k:
-            raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (leave it out for all slots), "
-                              f"got {m}")
+            raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (leave it out for all "
+                              f"slots), got {m}")
         if self.memory_slot_draw == "window" and m == 0:
             raise ConfigError("--memory-slot-draw window needs --memory-slots-per-step m (the slots each window uses)")
         decay = self.beta_prime_decay

@@ -3,9 +3,9 @@ the run would need against what the machine and the data have. Each refusal is o
 limit and the fix.
 
 - Schedule: epochs × steps per epoch above `MAX_OPTIMIZER_STEPS` (10⁸). The longest published adversarial-training
-  schedules (thousands of epochs over millions of generated CIFAR-10 images, e.g. Wang et al. 2023) stay in the
-  order of 10⁶–10⁷ optimizer steps; 10⁸ is beyond all of them and, at an optimistic 10 ms a step, 11.6 days of one
-  GPU. A run past it is a typo (`--epochs 1000000000000`), not a schedule.
+  schedules (thousands of epochs over millions of generated CIFAR-10 images, e.g. Wang et al. 2023) stay in
+  the order of 10⁶–10⁷ optimizer steps; 10⁸ is beyond all of them and, at an optimistic 10 ms a step, 11.6 days
+  of one GPU. A run past it is a typo (`--epochs 1000000000000`), not a schedule.
 - The training set: a batch larger than it (without generated data) can only be a typo; `--n` / `--eval-n` above
   the split sizes of the built-in datasets.
 - RAM: one batch's input tensors (the images, their augmented view, the adversarial copy and its gradient, HAT's
@@ -18,10 +18,10 @@ limit and the fix.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from memloss.errors import ConfigError
+from memloss.trainer.common.files import free_bytes
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, dataset_info
 
@@ -46,16 +46,6 @@ def available_ram() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
-
-
-def free_disk(path: str) -> tuple[int, Path]:
-    """(free bytes, the existing folder measured) at the nearest existing folder of `path`."""
-    where = Path(path)
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    if not where.is_dir():
-        where = where.parent
-    return shutil.disk_usage(where).free, where
 
 
 def base_samples(cfg: TrainConfig) -> int:
@@ -150,7 +140,7 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
                           "--memory-budget or --k")
     if in_ram or store_path is None or ("://" in store_path and not store_path.startswith("file://")):
         return
-    free, where = free_disk(store_path.removeprefix("file://"))
+    free, where = free_bytes(Path(store_path.removeprefix("file://")))
     if disk > free:
         raise ConfigError(f"the memory store would grow to {gib(disk)} on disk ({slots} slots × {rows} rows × {row} "
                           f"B), but {where} has {gib(free)} free; free space, lower --k or put --store elsewhere")
