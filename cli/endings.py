@@ -5,6 +5,7 @@ on disk (its files are written before the next epoch starts), the epoch in progr
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -89,6 +90,7 @@ def interruptible_run(cfg: TrainConfig, resume: Path | None, store_options: bool
             yield
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
-        what = "terminated (SIGTERM)" if terminated else "interrupted"
-        print(f"{what}; {resume_hint(run_dir, store_options)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 says it for every rank
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            print(f"{what}; {resume_hint(run_dir, store_options)}", file=sys.stderr)
         raise typer.Exit(code=143 if terminated else 130) from None

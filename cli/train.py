@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -92,9 +94,10 @@ def train(
     from memloss.trainer.training.preflight import check_start
     from memloss.trainer.training.resume import resume_config
 
-    cfg = resume_config(resume, overrides, config) if resume is not None else resolve_config(overrides, config)
-    options = parse_store_options(store_option or [])
-    run_dir = check_start(cfg, resume, options, log_every=log_every, threads=threads)
+    with rank_zero_speaks():
+        cfg = resume_config(resume, overrides, config) if resume is not None else resolve_config(overrides, config)
+        options = parse_store_options(store_option or [])
+        run_dir = check_start(cfg, resume, options, log_every=log_every, threads=threads)
     if nproc_per_node is not None:  # bad input is refused here, once, before any process starts
         import sys
 
@@ -113,6 +116,22 @@ def train(
 
     if env_rank() == 0:  # under torchrun: one summary, from rank 0
         print_summary(result)
+
+
+@contextmanager
+def rank_zero_speaks() -> Iterator[None]:
+    """Under torchrun every rank makes the same checks: rank 0 says the one line, the others end with the same
+    exit code silently (as after a refusal in the process group)."""
+    import os
+
+    from memloss.errors import MemlossError, PeerFailed
+
+    try:
+        yield
+    except MemlossError:
+        if os.environ.get("RANK", "0") != "0":
+            raise PeerFailed from None
+        raise
 
 
 def announce(cfg: Any, run_dir: Path, resume: Optional[Path]) -> None:
