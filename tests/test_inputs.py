@@ -116,6 +116,7 @@ def test_repair_check_exits_1_on_damage_and_0_when_intact(small_runs: Path, tmp_
     assert "without --check" in damaged.stdout and chunk.read_bytes() == before  # reported, not repaired
 
 
+@pytest.mark.slow
 def test_sigterm_ends_like_ctrl_c_with_the_resume_command(tmp_path: Path, data_dir: Path) -> None:
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "memloss.cli.app", "train", "--dataset", "synthetic", "--n", "96", "--resolution",
@@ -195,6 +196,7 @@ beton.prepare("synthetic", "train", sys.argv[1], n=64, resolution=8)
 """
 
 
+@pytest.mark.slow
 def test_temporary_files_of_a_killed_conversion_are_removed_by_the_next(tmp_path: Path) -> None:
     from memloss.trainer.data.beton import prepare
 
