@@ -7,6 +7,7 @@ from typing import Annotated, Callable
 import typer
 
 from memloss.cli.errors import OneLineGroup, one_line_errors
+from memloss.cli.help import PanelCommand
 
 app = typer.Typer(
     name="memloss",
@@ -20,7 +21,7 @@ app = typer.Typer(
 
 
 def _register(name: str, command: Callable[..., None], context: dict | None = None) -> None:
-    app.command(name, context_settings=context)(one_line_errors(command))
+    app.command(name, context_settings=context, cls=PanelCommand)(one_line_errors(command))
 
 
 def _register_all() -> None:

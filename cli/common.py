@@ -28,13 +28,13 @@ def option(*decls: str, help: str, shown: str | None = None, **kwargs: Any) -> A
     return typer.Option(*decls, help=text, show_default=False, **kwargs)
 
 
-def threads_option() -> Any:
-    return option("--threads", help=THREADS_HELP, shown="auto")
+def threads_option(panel: str | None = None) -> Any:
+    return option("--threads", help=THREADS_HELP, shown="auto", rich_help_panel=panel)
 
 
-def store_options_option() -> Any:
+def store_options_option(panel: str | None = None) -> Any:
     """`--store-option KEY=VALUE` (repeatable): storage options of a store URL (memstore/options.py)."""
-    return typer.Option("--store-option", help=STORE_OPTION_HELP, show_default=False)
+    return typer.Option("--store-option", help=STORE_OPTION_HELP, show_default=False, rich_help_panel=panel)
 
 
 @contextmanager

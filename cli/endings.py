@@ -1,10 +1,15 @@
 """How `memloss train` ends: a short summary after a finished run (best epoch and its PGD-20, the files, the next
-command), and after Ctrl-C one line saying where the run stopped and how to resume it (exit code 130)."""
+command), and after Ctrl-C (exit code 130) or SIGTERM (exit code 143: a scheduler's `scancel`, `kill`, a container
+stop) one line saying where the run stopped and how to resume it. Both end the same way: every completed epoch is
+on disk (its files are written before the next epoch starts), the epoch in progress is dropped."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -37,25 +42,55 @@ def print_summary(result: FitResult) -> None:
         print(line, flush=True)
 
 
-def resume_hint(run_dir: Path, store_options: bool = False) -> str:
+def resume_hint(run_dir: Path, store_options: bool = False, command: str = "memloss train") -> str:
     """Where an interrupted run stopped and the command that continues it (`store_options`: the run was given
-    --store-option, which is not saved with it)."""
-    from memloss.trainer.training.runs import read_metrics
+    --store-option, which is not saved with it). A run stopped before its directory held a config has nothing to
+    resume: the hint is then the same command again."""
+    from memloss.trainer.training.runs import CONFIG_FILE, read_metrics
 
+    if not (run_dir / CONFIG_FILE).is_file():
+        return "the run had not started (nothing was saved); start it again with the same command"
     records = read_metrics(run_dir) if run_dir.is_dir() else []
     done = f"epoch {records[-1]['epoch']} is the last complete one" if records else "no epoch was completed"
     again = " and the same --store-option values" if store_options else ""
-    return f"{done}; continue with: memloss train --resume {shlex.quote(str(run_dir))}{again}"
+    return f"{done}; continue with: {command} --resume {shlex.quote(str(run_dir))}{again}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same unwinding as Ctrl-C (the stores, loaders and threads close as after Ctrl-C)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_like_ctrl_c() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated` (main thread only; elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
 def interruptible_run(cfg: TrainConfig, resume: Path | None, store_options: bool = False) -> Iterator[None]:
-    """Ctrl-C during training: one line with the resume command on stderr, exit code 130."""
+    """Ctrl-C or SIGTERM during training: one line with the resume command on stderr, exit code 130 (Ctrl-C) or
+    143 (SIGTERM, 128 + 15 as shells report it)."""
+    from memloss.trainer.training.resume import absolute
     from memloss.trainer.training.runs import default_run_dir
 
-    run_dir = resume if resume is not None else (Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg))
+    run_dir = Path(absolute(resume if resume is not None else (cfg.run.out or default_run_dir(cfg))))
     try:
-        yield
-    except KeyboardInterrupt:
-        print(f"interrupted; {resume_hint(run_dir, store_options)}", file=sys.stderr)
-        raise typer.Exit(code=130) from None
+        with sigterm_like_ctrl_c():
+            yield
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 says it for every rank
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            print(f"{what}; {resume_hint(run_dir, store_options)}", file=sys.stderr)
+        raise typer.Exit(code=143 if terminated else 130) from None

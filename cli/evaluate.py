@@ -42,6 +42,8 @@ def evaluate(
     tf32: Annotated[bool, option("--tf32/--no-tf32", help="CUDA: allow TF32 matmuls and convolutions in the "
                                  "attacks (faster on Ampere+, a 10-bit mantissa); recorded in the results",
                                  shown="off: IEEE fp32")] = False,
+    overwrite: Annotated[bool, option("--overwrite", help="Replace an existing --out results file (else refused)")]
+    = False,
 ) -> None:
     """Evaluate a checkpoint: clean accuracy, robust accuracy per attack and the per-point worst case over all
     attacks. With --out, an interrupted evaluation resumes when the same command is run again."""
@@ -53,7 +55,7 @@ def evaluate(
     chosen = attacks if attacks is not None else ("" if sweeps else "aa,pgd+,cw")
     cfg = EvalConfig(checkpoint, attacks=tuple(chosen.split(",")), sweeps=sweeps, n=n, norm=norm, eps=eps,
                      batch_size=batch_size, seed=seed, device=device, out=out, data_dir=data_dir, plot=plot,
-                     threads=threads, tf32=tf32)
+                     threads=threads, tf32=tf32, overwrite=overwrite)
     console = Console()
     hint = "rerun the same command to resume" if out else "pass --out to make evaluations resumable"
     with interruptible(hint), progress_sink(console) as sink:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from memloss.memstore.errors import StoreError
 
@@ -126,14 +128,18 @@ def probe(url: str, options: Mapping[str, Any]) -> None:
     key = f"{url}|{json.dumps(options, sort_keys=True, default=str)}"
     if key in _PROBED:
         return
-    filesystem_class(url)
     protocol = url.split("://", 1)[0]
+    if protocol in S3_PROTOCOLS and options.get("endpoint_url") is not None:
+        check_endpoint(options["endpoint_url"])  # before fsspec and s3fs are imported
+    filesystem_class(url)
     if protocol in S3_PROTOCOLS:
         _probe_s3(url, options)
     _PROBED.add(key)
 
 
 def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
+    if options.get("endpoint_url") is not None:
+        check_endpoint(options["endpoint_url"])
     import s3fs
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -145,8 +151,8 @@ def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
     try:
         fs = s3fs.S3FileSystem(**{**options, "config_kwargs": config, "skip_instance_cache": True})
         fs.call_s3("head_bucket", Bucket=bucket)
-    except TypeError as exc:
-        raise StoreError(f"bad store option for {url} ({exc}); store options are the arguments of "
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"bad store option for {url} ({_short(exc)}); store options are the arguments of "
                          "s3fs.S3FileSystem (endpoint_url, anon, key, secret, client_kwargs, ...)") from None
     except (NoCredentialsError, PartialCredentialsError):
         raise StoreError(f"no AWS credentials found for {url}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
@@ -160,6 +166,23 @@ def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
     except (BotoCoreError, ClientError, OSError) as exc:
         raise StoreError(f"cannot reach the bucket {bucket!r} at {where} ({_short(exc)}); check the network and "
                          "--store-option endpoint_url (or MEMLOSS_STORE_OPTIONS)") from None
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                   r"|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # a DNS name or an IP address (v4 matches the first form)
+
+
+def check_endpoint(value: Any) -> None:
+    """An S3 endpoint must be an http(s) URL with a host (the README's `endpoint_url=https://...` placeholder is
+    not): refused in one line instead of botocore's traceback."""
+    try:
+        parts = urlsplit(str(value))
+        host, _ = parts.hostname or "", parts.port
+    except ValueError:
+        host, parts = "", urlsplit("")
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        raise StoreError(f"--store-option endpoint_url={value} is not an http(s) URL with a host name; write e.g. "
+                         "endpoint_url=https://s3.eu-west-1.amazonaws.com or endpoint_url=http://127.0.0.1:9000")
 
 
 def _short(exc: BaseException) -> str:

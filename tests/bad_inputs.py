@@ -26,10 +26,14 @@ Setup = Callable[[Path, dict[str, str]], dict[str, str]]
 
 @dataclass(frozen=True)
 class Case:
+    """`early`: refused from the options alone, before torch or the data are loaded (bench/refusals.py times these;
+    they may use only {new}, {case}, {txt}, {dir}, {data}, {proc} and their own set-up)."""
+
     id: str
     argv: list[str]
     expect: str
     setup: Setup | None = None
+    early: bool = False
 
 
 def _copy(name: str, key: str) -> Setup:
@@ -315,3 +319,131 @@ CASES += [
     Case("resume-deterministic-changed", ["train", "--resume", "{part}", "--deterministic"],
          "refuses a changed config: deterministic"),
 ]
+
+
+# ---- issue 22: sizes without bounds, checks made late, inputs accepted silently -----------------------------------
+# Every case here is refused by the options alone (trainer/training/preflight.py, bounds.py) unless it says otherwise.
+
+
+def _fifo(case: Path, world: dict[str, str]) -> dict[str, str]:
+    import os
+
+    os.mkfifo(case / "parts.npz")
+    return {"fifo": str(case / "parts.npz")}
+
+
+def _link(kind: str) -> Setup:
+    def setup(case: Path, world: dict[str, str]) -> dict[str, str]:
+        import os
+
+        link = case / "again.npz"
+        (os.link if kind == "hard" else os.symlink)(world["txt"], link)
+        return {"link": str(link)}
+    return setup
+
+
+def _npz_named(name: str) -> Setup:
+    def setup(case: Path, world: dict[str, str]) -> dict[str, str]:
+        (case / name).write_bytes(b"x")
+        return {"npz": str(case / name)}
+    return setup
+
+
+def _no_metrics_run(case: Path, world: dict[str, str]) -> dict[str, str]:
+    (case / "fresh").mkdir()
+    shutil.copy(Path(world["run"]) / "config.json", case / "fresh" / "config.json")
+    return {}
+
+
+def _result(case: Path, world: dict[str, str]) -> dict[str, str]:
+    (case / "eval.json").write_text('{"earlier": "result"}')
+    return {}
+
+
+BIG = ["train", "--dataset", "synthetic", "--epochs", "1", "--data-dir", "{data}", "--out", "{new}"]
+BARE = ["train", "--data-dir", "{data}", "--out", "{new}"]  # options from the TOML file only (the command line wins)
+EARLY: list[Case] = [
+    # sizes without bounds: the figure, the limit and the fix
+    Case("k-huge", [*TRAIN, "--k", "100000000"], "memory store's smallest window", early=True),
+    Case("k-huge-config", [*TRAIN, "--config", "{toml}"], "memory store's smallest window", _toml("k = 100000000"),
+         early=True),
+    Case("batch-size-huge", [*TRAIN, "--batch-size", "1000000000"], "larger than the 96 training samples", early=True),
+    Case("batch-size-above-n", [*TRAIN, "--batch-size", "97"], "larger than the 96 training samples", early=True),
+    Case("batch-size-above-digits", ["train", "--dataset", "digits", "--batch-size", "2000", "--out", "{new}"],
+         "larger than the 1437 training samples", early=True),
+    Case("batch-size-ram", [*BIG, "--k", "0", "--n", "2000000000", "--batch-size", "1000000000"], "of RAM (",
+         early=True),
+    Case("epochs-huge", [*TRAIN, "--epochs", "1000000000000"], "optimizer steps, above the limit", early=True),
+    Case("epochs-steps-above-limit", [*TRAIN, "--epochs", "40000000"], "1.2e+08 optimizer steps", early=True),
+    Case("epochs-huge-config", [*BARE, "--config", "{toml}"], "optimizer steps", _toml("epochs = 1000000000000"),
+         early=True),
+    Case("epoch-samples-huge", [*TRAIN, "--aux-data", "{txt}", "--epoch-samples", "1000000000000"],
+         "optimizer steps", early=True),
+    Case("store-ram-memory-url", [*BIG, "--n", "2000000000", "--store", "memory://big"], "of RAM (K=1",
+         early=True),
+    Case("store-ram-budget", [*BIG, "--n", "2000000000", "--memory-budget", "100TiB"], "of RAM (K=1", early=True),
+    Case("store-disk", [*BIG, "--n", "2000000000", "--resolution", "64"], "on disk", early=True),
+    Case("n-above-cifar10", ["train", "--dataset", "cifar10", "--n", "60000", "--out", "{new}"],
+         "above the 50000 samples of the cifar10 training split", early=True),
+    Case("eval-n-above-svhn", ["train", "--dataset", "svhn", "--eval-n", "30000", "--out", "{new}"],
+         "≤ 26032", early=True),
+    # checked late before: paths and files, now before torch and before anything is written
+    Case("store-is-out", [*TRAIN, "--store", "{new}"], "is the run directory", early=True),
+    Case("store-holds-out", ["train", *TINY, "--store", "{case}/s", "--out", "{case}/s/run"],
+         "holds the run directory", early=True),
+    Case("store-below-a-file", [*TRAIN, "--store", "{txt}/m.zarr"], "is a file, not a memory store directory",
+         early=True),
+    Case("store-is-out-torchrun", [*TRAIN, "--store", "{new}", "--nproc-per-node", "2"], "is the run directory",
+         early=True),
+    Case("helper-dir-without-weights", [*TRAIN, "--method", "hat", "--helper", "{dir}"], "last.safetensors does not "
+         "exist", early=True),
+    Case("helper-fifo", [*TRAIN, "--method", "hat", "--helper", "{fifo}"], "is a FIFO", _fifo, early=True),
+    Case("data-dir-below-a-file", ["train", *TINY[:-2], "--data-dir", "{txt}/d", "--out", "{new}"],
+         "is a file, not a directory", early=True),
+    Case("out-below-proc", ["train", *TINY, "--out", "{proc}/a/b"], "cannot create the run directory", early=True),
+    Case("store-not-creatable", [*TRAIN, "--store", "{proc}/x/m.zarr"], "cannot create the store directory",
+         early=True),
+    # accepted silently or refused wrongly before
+    Case("aux-data-twice", [*TRAIN, "--aux-data", "{txt}", "{txt}"], "twice", early=True),
+    Case("aux-data-twice-repeated-option", [*TRAIN, "--aux-data", "{txt}", "--aux-data", "{txt}"], "twice",
+         early=True),
+    Case("aux-data-hard-link", [*TRAIN, "--aux-data", "{txt}", "{link}"], "are the same file", _link("hard"),
+         early=True),
+    Case("aux-data-symlink", [*TRAIN, "--aux-data", "{txt}", "{link}"], "are the same file", _link("sym"),
+         early=True),
+    Case("aux-data-fifo", [*TRAIN, "--aux-data", "{fifo}"], "is a FIFO (named pipe)", _fifo, early=True),
+    Case("aux-data-directory", [*TRAIN, "--aux-data", "{dir}"], "is a directory, not a file", early=True),
+    Case("aux-data-device", [*TRAIN, "--aux-data", "/dev/null"], "is a character device", early=True),
+    Case("aux-data-second-missing", [*TRAIN, "--aux-data", "{npz}", "{case}/p2.npz"], "p2.npz does not exist",
+         _npz_named("p1.npz"), early=True),
+    Case("memory-slots-zero", [*TRAIN, "--memory-slots-per-step", "0"], "leave it out to use all K slots",
+         early=True),
+    Case("memory-slots-zero-config", [*TRAIN, "--config", "{toml}"], "would use no memory slot",
+         _toml("memory_slots_per_step = 0"), early=True),
+    Case("config-aux-data-int", [*TRAIN, "--config", "{toml}"], "aux_data must be a file path or a list of paths",
+         _toml("aux_data = 5"), early=True),
+    Case("config-aux-data-list-of-int", [*TRAIN, "--config", "{toml}"], "aux_data must be a file path",
+         _toml("aux_data = [5]"), early=True),
+    Case("config-aux-data-empty", [*TRAIN, "--config", "{toml}"], "aux_data must be a file path",
+         _toml('aux_data = [""]'), early=True),
+    Case("config-epochs-string", [*BARE, "--config", "{toml}"], "epochs must be an integer, got the string 'x'",
+         _toml('epochs = "x"'), early=True),
+    Case("config-dataset-int", [*BARE, "--config", "{toml}"], "dataset must be a string", _toml("dataset = 3"),
+         early=True),
+    Case("config-batch-size-huge", [*BARE, "--config", "{toml}"], "larger than the 1437 training samples",
+         _toml("[data]\nbatch_size = 1000000000"), early=True),
+    Case("s3-endpoint-placeholder", [*TRAIN, "--store", "s3://bucket/runs/mem.zarr", "--store-option",
+                                     "endpoint_url=https://..."], "is not an http(s) URL with a host", early=True),
+    Case("s3-endpoint-not-http", [*TRAIN, "--store", "s3://bucket/m.zarr", "--store-option",
+                                  "endpoint_url=ftp://host"], "is not an http(s) URL", early=True),
+    Case("s3-endpoint-bad-port", [*TRAIN, "--store", "s3://bucket/m.zarr", "--store-option",
+                                  "endpoint_url=http://host:99999"], "is not an http(s) URL", early=True),
+    # other commands (these load torch: not timed as early refusals)
+    Case("compare-no-metrics", ["compare", "{case}/fresh", "--out", "{case}/cmp"], "no metrics to compare in fresh",
+         _no_metrics_run),
+    Case("evaluate-out-exists", ["evaluate", "{ckpt}", "--out", "{case}/eval.json", "--n", "4", "--attacks", "pgd20",
+                                 "--data-dir", "{data}"], "already holds a result; pass --overwrite", _result),
+    Case("evaluate-out-exists-text", ["evaluate", "{ckpt}", "--out", "{txt}", "--attacks", "pgd20"],
+         "already holds a result"),
+]
+CASES += EARLY

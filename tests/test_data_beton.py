@@ -74,14 +74,31 @@ def test_failed_write_leaves_no_beton_and_no_temp(tmp_path, monkeypatch) -> None
     assert list((tmp_path / "ffcv").iterdir()) == []
 
 
-def test_leftover_temp_file_is_never_used(tmp_path) -> None:
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftover_temp_file_is_never_used_and_removed_once_its_process_is_gone(tmp_path) -> None:
+    """A killed conversion's temporary files (named after its process id) are removed by the next start; those of
+    a live process (a conversion at work beside this one) are left alone, and neither is taken for the cache."""
+    import os
+
     beton, _ = cache_paths("synthetic", "train", tmp_path, **ARGS)
     beton.parent.mkdir(parents=True)
-    stale = beton.with_name(f".{beton.stem}.999-deadbeef.tmp")
-    stale.write_bytes(b"half-written")
+    dead = _dead_pid()
+    stale = [beton.with_name(f".{beton.stem}.{dead}-deadbeef.tmp{t}") for t in ("", ".meta.tmp", ".alloc.tmp")]
+    for path in stale:
+        path.write_bytes(b"half-written")
+    live = beton.with_name(f".other.{os.getpid()}-0123abcd.tmp")
+    live.write_bytes(b"being written")
     split = prepare("synthetic", "train", tmp_path, **ARGS)
     assert split.beton == beton and verify_beton(beton, json.loads(beton.with_suffix(".json").read_text())) is None
-    assert stale.read_bytes() == b"half-written"  # not ours to delete, and not mistaken for the cache
+    assert not any(p.exists() for p in stale)
+    assert live.read_bytes() == b"being written"
 
 
 def test_each_size_and_resolution_has_its_own_cache(tmp_path) -> None:

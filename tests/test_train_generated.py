@@ -143,7 +143,8 @@ def test_bad_generated_files_are_one_line_errors(tmp_path: Path, data_dir: Path,
             "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--aux-data", files[case]]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    # stderr: stdout holds the first line of the start (what is prepared), printed before the data is read
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -47,6 +49,42 @@ def remove_temporaries(folder: Path) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+# `.NAME.PID-HEX.tmp`, and the .beton writer's tables beside such a file (`….tmp.meta.tmp`, `….tmp.alloc.tmp`).
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?:\.(?:meta|alloc)\.tmp)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Removes the temporary files that a killed process left in `folder` (named after its process id, which no
+    longer runs); those of a live process (a conversion at work beside this one) stay. Returns the removed paths."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and not _alive(int(match["pid"])) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def free_bytes(path: Path) -> tuple[int, Path]:
+    """(free bytes, the folder measured): the nearest existing folder of `path`."""
+    where = Path(path)
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
+    return shutil.disk_usage(where).free, where
 
 
 def file_sha256(path: Path) -> str:

@@ -82,3 +82,11 @@ def check_step(step: Fraction, eps: Fraction, steps: int, step_text: str, eps_te
         what = "2·eps for a one-step attack" if steps == 1 else f"eps ({eps_text}) for a {steps}-step attack"
         raise ConfigError(f"step_size {step_text} is larger than {what}; use e.g. --step-size 2/255 with "
                           "--eps 8/255")
+
+
+def check_given(given: dict[str, Any]) -> None:
+    """Values a user gives that the config would accept with a meaning they did not ask for. The config keeps
+    `memory_slots_per_step = 0` as "all slots" (its default), but a given 0 reads as "no slot": it is refused."""
+    if given.get("memory_slots_per_step") == 0 and given["memory_slots_per_step"] is not False:
+        raise ConfigError("--memory-slots-per-step 0 would use no memory slot; leave it out to use all K slots (the "
+                          "paper), or give m between 1 and K")

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_bytes
-from memloss.trainer.config.checks import check_types
+from memloss.trainer.config.checks import check_given, check_types
 from memloss.trainer.config.schema import SECTION_OF, SECTIONS, TrainConfig
 
 # Paper A.1: CIFAR 70 epochs at peak LR 0.21, SVHN 22 at 0.05 with α = 1/255. digits/synthetic are ours (CPU-sized):
@@ -75,7 +75,10 @@ def normalize_option(key: str, value: Any) -> Any:
     if key == "memory_budget" and isinstance(value, str):
         return parse_bytes(value)
     if key == "aux_data":
-        files = [value] if isinstance(value, (str, Path)) else list(value)
+        files = [value] if isinstance(value, (str, Path)) else value
+        if not isinstance(files, (list, tuple)) or not all(isinstance(f, (str, Path)) and str(f) for f in files):
+            raise ConfigError(f"aux_data must be a file path or a list of paths, got {value!r}; e.g. "
+                              'aux_data = ["part1.npz", "part2.npz"]')
         return tuple(str(Path(f).expanduser().absolute()) for f in files)  # a resumed run finds them from anywhere
     return value
 
@@ -88,6 +91,7 @@ def resolve_config(overrides: Mapping[str, Any], config_file: Path | None = None
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SECTION_OF))}")
     _check_given_types({key: normalize_option(key, value) for key, value in given.items()})
+    check_given(given)
     dataset = given.get("dataset", "digits")
     if dataset not in DATASET_DEFAULTS:
         raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_DEFAULTS)}")

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memloss.errors import ConfigError
-from memloss.memstore.mixing import AUX_DRAWS, PUBLISHED_AUX_FRACTION
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
 
@@ -89,6 +88,8 @@ class DataConfig:
         check_seed(self.val_seed)
         if not self.aux_data:
             return
+        from memloss.memstore.mixing import AUX_DRAWS  # here: it loads numpy (the CLI checks first)
+
         _choice(self.aux_draw or "without", AUX_DRAWS, "--aux-draw")
         _choice(self.aux_epoch or "pass", EPOCH_RULES, "--aux-epoch")
         if self.epoch_samples is not None and self.aux_epoch is not None:
@@ -97,6 +98,8 @@ class DataConfig:
         if self.epoch_samples is None:
             object.__setattr__(self, "aux_epoch", self.aux_epoch or "pass")
         if self.aux_fraction is None:
+            from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION  # here: it loads numpy (the CLI checks first)
+
             object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]
         if not 0 < f < 1 or not 1 <= int(f * self.batch_size) < self.batch_size:
@@ -193,7 +196,8 @@ class MethodConfig:
         if m and self.k == 0:
             raise ConfigError("--memory-slots-per-step needs a memory term (--k ≥ 1)")
         if m < 0 or m > self.k:
-            raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (0 = all slots), got {m}")
+            raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (leave it out for all "
+                              f"slots), got {m}")
         if m and self.memloss_variant == "v3":
             raise ConfigError("--memory-slots-per-step needs --memloss-variant v1 or v2 (v3 puts x″ = x in every slot "
                               "without memory, which slot sampling does not draw)")

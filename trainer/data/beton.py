@@ -15,6 +15,7 @@ a cache. A cache whose sidecar is missing or disagrees with the file (size, coun
 column) is rebuilt from the raw data.
 """
 
+import errno
 import functools
 import json
 import os
@@ -28,13 +29,17 @@ import numpy as np
 
 # The memory store's fingerprint of a split: sha256 of the labels as little-endian int64.
 from memloss.memstore.spec import labels_sha256 as labels_digest
-from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.common.files import atomic_write_bytes, free_bytes, remove_stale_temporaries
 from memloss.trainer.data.beton_writer import write_bounded
-from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, check_split, dataset_info
+from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, DatasetError, check_split, dataset_info
 from memloss.trainer.data.sources import Source, default_data_dir, load_source
 
 CACHE_FORMAT = 1
 FIELDS = ("image", "label", "index")
+# Bytes a .beton needs besides the pixels: per sample its metadata and allocation rows (and page slack); per file
+# the header and a last partly filled page (ffcv pages are 8 MiB) — an upper estimate for the free-space check.
+BETON_SAMPLE_OVERHEAD = 64
+BETON_FIXED_OVERHEAD = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ def prepare(name: str, split: str, data_dir: Path | str | None = None, *, n: int
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
     info = dataset_info(name, resolution)
     beton, sidecar = cache_paths(name, split, data_dir, n, resolution)
+    remove_stale_temporaries(beton.parent)  # what a killed conversion left, whichever set it was converting
     request = {"format": CACHE_FORMAT, "name": name, "split": split, "shape": list(info.shape),
                "num_classes": info.num_classes}
     cached = read_sidecar(sidecar)
@@ -97,12 +103,25 @@ def read_sidecar(sidecar: Path) -> dict | None:
 
 
 def build_beton(source: Source, beton: Path, record: dict, num_workers: int | None) -> int:
-    """Writes `source` to a temporary file, verifies it, renames it to `beton`; returns its size in bytes."""
+    """Writes `source` to a temporary file, verifies it, renames it to `beton`; returns its size in bytes. The
+    temporary files of a conversion that was killed are removed first; a disk without room for the file is refused
+    before anything is written (and a disk that fills up during the conversion is named in one line)."""
     beton.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(beton.parent)
+    need = len(source) * (int(np.prod(source.shape)) + BETON_SAMPLE_OVERHEAD) + BETON_FIXED_OVERHEAD
+    free, _ = free_bytes(beton.parent)
+    if need > free:
+        raise DatasetError(_no_room(record, beton, need, free))
     tmp = beton.with_name(f".{beton.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with labelled_bar(f"converting {record['name']} {record['split']} to FFCV .beton (once)"):
-            write_beton(source, tmp, num_workers)
+        try:
+            with labelled_bar(f"converting {record['name']} {record['split']} to FFCV .beton (once)"):
+                write_beton(source, tmp, num_workers)
+        except (OSError, DatasetError) as err:
+            if getattr(err, "errno", None) != errno.ENOSPC and "No space left on device" not in str(err):
+                raise
+            tmp.unlink(missing_ok=True)
+            raise DatasetError(_no_room(record, beton, need, free_bytes(beton.parent)[0])) from None
         checked = {**record, "beton_bytes": tmp.stat().st_size}
         problem = verify_beton(tmp, checked)
         if problem is not None:
@@ -111,6 +130,12 @@ def build_beton(source: Source, beton: Path, record: dict, num_workers: int | No
     finally:
         tmp.unlink(missing_ok=True)
     return checked["beton_bytes"]
+
+
+def _no_room(record: dict, beton: Path, need: int, free: int) -> str:
+    return (f"no room to convert {record['name']} {record['split']} to {beton}: about {need / 2**20:,.0f} MiB needed, "
+            f"{free / 2**20:,.0f} MiB free in {beton.parent}; free space, or put the data elsewhere with --data-dir "
+            "(or $MEMLOSS_DATA)")
 
 
 class _Samples:

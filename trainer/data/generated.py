@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from memloss.memstore.spec import labels_sha256 as labels_digest
-from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.common.files import atomic_write_bytes, remove_stale_temporaries
 from memloss.trainer.data.beton import CACHE_FORMAT, PreparedSplit, build_beton, read_sidecar, verify_beton
 from memloss.trainer.data.npz import GeneratedDataError, MemberReader, NpzMember, open_member, read_whole
 from memloss.trainer.data.registry import DatasetInfo, dataset_info
@@ -186,6 +186,7 @@ def prepare_generated(files: Sequence[Path | str], dataset: str, data_dir: Path 
     request = {"format": CACHE_FORMAT, "name": f"{dataset}-generated", "split": "train", "shape": list(info.shape),
                "num_classes": info.num_classes, "parts": source.describe(), "take": take, "seed": seed}
     beton, sidecar = generated_cache_paths(data_dir, dataset, request)
+    remove_stale_temporaries(beton.parent)  # what a killed conversion left, whichever set it was converting
     cached = read_sidecar(sidecar)
     if cached is not None and all(cached.get(k) == v for k, v in request.items()) and \
             verify_beton(beton, cached) is None:

@@ -17,7 +17,8 @@ from memloss.trainer.methods.eval_attacks import EvaluationError, ThreatModel, c
 @dataclass(frozen=True)
 class EvalConfig:
     """What `evaluate` runs. norm/eps None = the threat model stored in the checkpoint; eps is a string, echoed
-    exactly ('8/255', '0.1'). n None = the whole test set. out None = no results file, no state file, no resume.
+    exactly ('8/255', '0.1'). n None = the whole test set. out None = no results file, no state file, no resume;
+    an existing `out` is refused unless `overwrite`.
     device 'auto' = CUDA when available. threads: torch's CPU threads, an int, 'auto' (the fastest count measured
     by a short probe, or $OMP_NUM_THREADS when set) or None (the process's current setting)."""
 
@@ -35,6 +36,7 @@ class EvalConfig:
     plot: Path | None = None
     threads: Threads = None
     tf32: bool = False  # CUDA matmuls/convolutions in TF32; default IEEE fp32 (an attack must not be weakened)
+    overwrite: bool = False  # replace an existing results file at `out` (else refused, as `export` refuses)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threads", parse_threads(self.threads))
@@ -55,6 +57,9 @@ class EvalConfig:
             raise EvaluationError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
         if self.out is not None and Path(self.out).is_dir():
             raise EvaluationError(f"--out {self.out} is a directory; give the path of the results JSON file")
+        if self.out is not None and Path(self.out).exists() and not self.overwrite:
+            raise EvaluationError(f"--out {self.out} already holds a result; pass --overwrite to replace it, or "
+                                  "choose another --out")
         if self.plot is not None and not self.sweeps:
             raise EvaluationError("--plot draws the --sweep curves; add --sweep steps=... or restarts=...")
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from memloss.errors import ConfigError
 from memloss.trainer.config.defaults import config_from_dict, normalize_option, read_toml
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.data.sources import default_data_dir
-from memloss.trainer.training.selection import selected_accuracy
 from memloss.trainer.training.runs import BEST_WEIGHTS, STATE_FILE, read_config_record, read_metrics
+
+if TYPE_CHECKING:
+    import torch
 
 PATH_KEYS = ("out", "store", "data_dir", "helper")
 MAY_CHANGE = ("device",)
@@ -38,6 +37,8 @@ def absolute(value: str | Path) -> str:
 
 def with_paths(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     """`cfg` with absolute paths: out = run_dir, the default store inside it, the data directory actually used."""
+    from memloss.trainer.data.sources import default_data_dir  # loads torch: not at the top (the CLI checks first)
+
     r, d, m = cfg.run, cfg.data, cfg.method
     store = absolute(r.store) if r.store else (str(run_dir / "memory.zarr") if cfg.uses_store else None)
     return dataclasses.replace(
@@ -72,6 +73,8 @@ def state_config(run_dir: Path) -> TrainConfig | None:
     file = run_dir / STATE_FILE
     if not file.exists():
         return None
+    import torch  # only a run with a resume point needs it; the checks before load none
+
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         text = state.get("config") if isinstance(state, dict) else None
@@ -139,6 +142,8 @@ def finished_message(run_dir: Path, cfg: TrainConfig, state: dict[str, Any]) -> 
     """What to tell the user when `--resume` meets a run that already trained every epoch (None otherwise)."""
     if int(state["epoch"]) < cfg.optim.epochs:
         return None
+    from memloss.trainer.training.selection import selected_accuracy  # loads torch: not at the top
+
     records = {r["epoch"]: r for r in read_metrics(run_dir)}
     best = int(state.get("best_epoch", 0))
     chosen = selected_accuracy(records.get(best, {}))

@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from memloss.errors import ConfigError
 from memloss.trainer.common.files import atomic_write_bytes, remove_temporaries
 from memloss.trainer.common.versions import git_commit, versions
@@ -150,6 +148,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def state_bytes(state: dict[str, Any]) -> bytes:
     """The bytes `save_state` writes: a snapshot of the state now (the file can be written later)."""
+    import torch  # here, not at the top: the CLI's checks of a run directory load no torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
@@ -165,6 +165,8 @@ def load_state(path: Path) -> dict[str, Any] | None:
     file = path / STATE_FILE
     if not file.exists():
         return None
+    import torch
+
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # a foreign or corrupt file: refuse it, naming the file

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memloss.trainer.common.files import atomic_write_bytes
-from memloss.trainer.experiments.compare.collect import Run, find_runs, group_runs, read_run
+from memloss.trainer.experiments.compare.collect import CompareError, Run, find_runs, group_runs, read_run
 from memloss.trainer.experiments.compare.table import GroupRow, aggregate, to_csv, to_json, to_markdown
 
 
@@ -34,6 +34,10 @@ def compare(runs: Sequence[str | Path], out: Path | str = "compare") -> Comparis
     """
     groups = group_runs([read_run(p) for p in find_runs(runs)])
     rows, names = aggregate(groups)
+    if not names:  # an empty table is no comparison: say so instead of writing one
+        empty = [r.name for members in groups.values() for r in members]
+        raise CompareError(f"no metrics to compare in {', '.join(empty)}: no completed epoch (metrics.jsonl) and no "
+                           "evaluation results; compare runs that completed at least one epoch")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = Comparison(rows, names, groups)
