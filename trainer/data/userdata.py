@@ -275,11 +275,11 @@ def prepare_user(dataset: str | Path, test_data: str | Path | None = None, data_
     return UserData(info, base, test_x, test_y)
 
 
-def test_points(info: DatasetInfo, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def recorded_test_points(info: DatasetInfo, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n points (None = all) of the test split a model of user dataset `info` was trained with, found
     again from its record: x uint8 [n, C, H, W], y int64 [n]. One line if the data moved or changed."""
     user = info.user
-    assert user is not None, "test_points is for user datasets"
+    assert user is not None, "recorded_test_points is for user datasets"
     recorded = Path(user.test or user.train)
     if not recorded.exists():
         raise UserDataError(f"the test data of this model, {recorded}, is not there any more (moved or deleted); "

@@ -26,9 +26,9 @@ def load_points(meta: dict[str, str], n: int | None, data_dir: Path | None) -> t
     from memloss.trainer.data.sources import load_tensors
 
     if USER_META_KEY in meta:  # the user's own data: the test split the model file records
-        from memloss.trainer.data.userdata import test_points
+        from memloss.trainer.data.userdata import recorded_test_points
 
-        return test_points(info_from_meta(meta), n)
+        return recorded_test_points(info_from_meta(meta), n)
     resolution = int(meta["resolution"]) if meta.get("resolution") else None
     x, y = load_tensors(meta["dataset"], "test", data_dir, resolution=resolution)
     if n is None or n <= len(y):
