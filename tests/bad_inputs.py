@@ -294,7 +294,7 @@ CASES: list[Case] = [
 ]
 
 
-# ---- the user's own data: --dataset PATH and --test-data (issue 19 item 4) ---------------------------------------------
+# ---- the user's own data: --dataset PATH and --test-data (issue 19 item 4) -------------------------------------------
 def _user_data(case: Path, world: dict[str, str]) -> dict[str, str]:
     """Good and bad .npz files, image folders and model files that record a user dataset, in the case folder."""
     import numpy as np

@@ -16,8 +16,15 @@ import torch
 from safetensors.torch import load_file
 
 import memloss
+from memloss.memstore.spec import labels_sha256
 from memloss.trainer.data.registry import info_from_meta
-from memloss.trainer.data.userdata import HOLDOUT_FRACTION, UserDataError, holdout_rows, prepare_user, recorded_test_points
+from memloss.trainer.data.userdata import (
+    HOLDOUT_FRACTION,
+    UserDataError,
+    holdout_rows,
+    prepare_user,
+    recorded_test_points,
+)
 from memloss.trainer.models.files import read_model_meta
 from memloss.trainer.training import fit as fit_module
 
@@ -185,3 +192,24 @@ def test_models_take_any_resolution_and_channels(tmp_path: Path, arch: str) -> N
     model = memloss.build_model(arch, info).eval()
     assert model(torch.rand(2, 1, 12, 12)).shape == (2, 4)
     assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(info.mean))
+
+
+def test_n_takes_the_first_training_samples_and_a_resume_refuses_changed_data(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from memloss.errors import ConfigError
+    from memloss.trainer.training.session import _check_same_data, _data_record
+
+    train = make_npz(tmp_path / "c.npz", 30, side=8, channels=4)
+    first = prepare_user(train, None, tmp_path / "data", n=10)
+    rows, _ = holdout_rows(30)
+    assert first.base.n == 10 and first.info.user.n_train == 10 and first.info.shape == (4, 8, 8)
+    assert first.base.labels_sha256 == labels_sha256(np.load(train)["label"][rows[:10]])
+    saved = _data_record(first.info)  # what the resume point holds
+    _check_same_data(SimpleNamespace(info=first.info), saved)  # the same data: no complaint
+    make_npz(train, 30, side=8, channels=4, seed=7)
+    stamp = train.stat().st_mtime_ns + 10**9
+    os.utime(train, ns=(stamp, stamp))
+    changed = prepare_user(train, None, tmp_path / "data", n=10)
+    with pytest.raises(ConfigError, match="changed since the run started"):
+        _check_same_data(SimpleNamespace(info=changed.info), saved)

@@ -1,4 +1,5 @@
-"""Datasets by name, their one-time conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
+"""Datasets by name or path (the user's own .npz files and image folders: `prepare_user`), their one-time
+conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
 and the batch loader (contract: "Batches" in
 docs/architecture.md). ffcv itself is imported only when a split is prepared or loaded."""
 
@@ -8,9 +9,10 @@ from memloss.trainer.data.generated import prepare_generated
 from memloss.trainer.data.loader import BatchLoader, make_loader
 from memloss.trainer.data.registry import DATASETS, SPLITS, DatasetError, DatasetInfo, dataset_info
 from memloss.trainer.data.sources import default_data_dir, digits_split_indices, load_tensors
+from memloss.trainer.data.userdata import UserData, prepare_user
 
 __all__ = [
     "DATASETS", "SPLITS", "BatchLoader", "DatasetError", "DatasetInfo", "PreparedSplit", "dataset_info",
     "default_data_dir", "digits_split_indices", "labels_digest", "load_tensors", "make_loader", "prepare",
-    "prepare_generated",
+    "prepare_generated", "prepare_user", "UserData",
 ]

@@ -84,7 +84,7 @@ class UserData:
 
 def holdout_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, test rows), both sorted int64: the seeded held-out split of n samples."""
-    n_test = max(1, int(round(n * HOLDOUT_FRACTION)))
+    n_test = max(1, round(n * HOLDOUT_FRACTION))
     if n - n_test < 1:
         raise UserDataError(f"{n} sample(s) cannot be split into training and test data; pass --test-data or more "
                             "samples")

@@ -284,7 +284,8 @@ def _check_same_data(s: Session, state: dict[str, Any]) -> None:
     saved, now = state.get("user_dataset"), _data_record(s.info).get("user_dataset")
     if saved is not None and json.loads(saved) != json.loads(now or "null"):
         raise ConfigError(f"the training data {s.info.name} changed since the run started (its samples, labels or "
-                          "statistics differ from the resume point's record); restore it, or start a new run with --out")
+                          "statistics differ from the resume point's record); restore it, or start a new run with "
+                          "--out")
 
 
 def restore(s: Session, state: dict[str, Any]) -> None:
