@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 import memloss
+from memloss.cli.app import app
 from memloss.memstore.spec import labels_sha256
 from memloss.trainer.data.registry import info_from_meta
 from memloss.trainer.data.userdata import (
@@ -131,14 +133,23 @@ def test_image_folder_trains_evaluates_exports_and_compares(tmp_path: Path, side
     assert info.shape == (channels, side, side) and info.num_classes == 3 and info.user is not None
     assert info.user.classes == ("ant", "bee", "cow")
     assert info.user.n_test == (6 if split_dirs else round(36 * HOLDOUT_FRACTION))
-    result = memloss.evaluate(run.run_dir, attacks="pgd20", n=3)
-    assert result.n == 3
-    card = json.loads(memloss.export(run.run_dir, "robustbench", tmp_path / "export").card.read_text())
+    # Every command, through the CLI.
+    cli = CliRunner()
+    done = cli.invoke(app, ["evaluate", str(run.run_dir), "--attacks", "pgd20", "--n", "3", "--device", "cpu",
+                            "--out", str(tmp_path / "eval.json")])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "eval.json").read_text())["n"] == 3
+    done = cli.invoke(app, ["export", str(run.run_dir), str(tmp_path / "export")])
+    assert done.exit_code == 0, done.output
+    card = json.loads((tmp_path / "export" / "card.json").read_text())
     assert card["user_dataset"]["shape"] == [channels, side, side] and card["input_shape"] == [channels, side, side]
+    done = cli.invoke(app, ["inspect-store", str(run.store), "--json"])
+    assert done.exit_code == 0, done.output
     summary = memloss.summarize(run.store)
     assert summary["dataset"]["shape"] == [channels, side, side] and summary["dataset"]["n"] == info.user.n_train
-    compared = memloss.compare([run.run_dir], out=tmp_path / "cmp")
-    assert compared is not None and any((tmp_path / "cmp").iterdir())
+    done = cli.invoke(app, ["compare", str(run.run_dir), "--out", str(tmp_path / "cmp")])
+    assert done.exit_code == 0, done.output
+    assert any((tmp_path / "cmp").iterdir())
 
 
 def test_cache_is_reused_and_converted_again_when_the_file_changes(tmp_path: Path) -> None:
