@@ -33,7 +33,8 @@ def aux_files(given: Optional[list[str]], extra: list[str]) -> Optional[tuple[st
 
 def train(
     ctx: typer.Context,
-    dataset: Annotated[Optional[str], Opt(help="cifar10 | cifar100 | svhn | digits | synthetic (default: digits)", rich_help_panel="Data")] = None,
+    dataset: Annotated[Optional[str], Opt(help="cifar10 | cifar100 | svhn | digits | synthetic, or a PATH to your own data: an .npz with image uint8 [N,H,W,C] and label [N], or an image folder (torchvision ImageFolder layout; train/ and test/ or val/ inside, or class folders directly); converted once and cached (default: digits)", rich_help_panel="Data")] = None,
+    test_data: Annotated[Optional[str], Opt(metavar="PATH", rich_help_panel="Data", help="With --dataset PATH: the test split, an .npz or image folder like it (default: the folder's test/ or val/, else a seeded 10% held out of the training data)")] = None,
     k: Annotated[Optional[int], Opt("--k", help="Memory depth K: epochs of adversarial examples kept (0 = no MemLoss term) (default: 1)", rich_help_panel="Memory")] = None,
     store: Annotated[Optional[str], Opt(help="Memory store path or fsspec URL, e.g. s3://bucket/prefix/mem.zarr (default: RUN_DIR/memory.zarr)", rich_help_panel="Store")] = None,
     store_option: Annotated[Optional[list[str]], store_options_option(panel="Store")] = None,

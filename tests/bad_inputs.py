@@ -447,3 +447,107 @@ EARLY: list[Case] = [
          "already holds a result"),
 ]
 CASES += EARLY
+
+
+# ---- the user's own data: --dataset PATH and --test-data (issue 19 item 4) -------------------------------------------
+def _user_data(case: Path, world: dict[str, str]) -> dict[str, str]:
+    """Good and bad .npz files, image folders and model files that record a user dataset, in the case folder."""
+    import numpy as np
+    from PIL import Image
+
+    def npz(name: str, **arrays: object) -> str:
+        np.savez(case / name, **arrays)
+        return str(case / name)
+
+    def images(root: str, sizes: dict[str, list[tuple[int, int]]], mode: str = "RGB") -> str:
+        for label, shapes in sizes.items():
+            (case / root / label).mkdir(parents=True, exist_ok=True)
+            for i, (h, w) in enumerate(shapes):
+                shape = (h, w, 3) if mode == "RGB" else (h, w)
+                Image.fromarray(np.full(shape, 40 * i, np.uint8), mode).save(case / root / label / f"{i}.png")
+        return str(case / root)
+
+    x = np.zeros((20, 24, 24, 3), np.uint8)
+    y = np.arange(20) % 2
+    names = {"u_train": npz("train.npz", image=x, label=y), "u_test16": npz("t16.npz", image=x[:, :16, :16], label=y),
+             "u_nolabel": npz("nolabel.npz", image=x), "u_float": npz("float.npz", image=x / 255.0, label=y),
+             "u_3d": npz("threed.npz", image=x[..., 0], label=y),
+             "u_nchw": npz("nchw.npz", image=np.zeros((20, 3, 24, 24), np.uint8), label=y),
+             "u_negative": npz("negative.npz", image=x, label=y - 1),
+             "u_one_class": npz("oneclass.npz", image=x, label=np.zeros(20, np.int64)),
+             "u_test_labels": npz("testlabels.npz", image=x, label=y + 5)}
+    blob = Path(names["u_train"]).read_bytes()
+    (case / "cut.npz").write_bytes(blob[: len(blob) // 2])
+    (case / "empty").mkdir()
+    (case / "noimages" / "a").mkdir(parents=True)
+    (case / "noimages" / "b").mkdir()
+    (case / "noimages" / "b" / "readme.txt").write_text("no pictures here")
+    names.update(u_cut=str(case / "cut.npz"), u_empty=str(case / "empty"), u_noimages=str(case / "noimages"),
+                 u_folder=images("folder", {"a": [(8, 8)] * 3, "b": [(8, 8)] * 3}),
+                 u_mixed=images("mixed", {"a": [(8, 8), (8, 8), (9, 8)], "b": [(8, 8)] * 3}),
+                 u_gray=images("gray", {"a": [(8, 8)] * 2, "b": [(8, 8)] * 2}, "L"),
+                 u_other_class=images("other", {"a": [(8, 8)], "zebra": [(8, 8)]}))
+    (case / "broken" / "a").mkdir(parents=True)
+    (case / "broken" / "b").mkdir()
+    for label in ("a", "b"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(case / "broken" / label / "0.png")
+    (case / "broken" / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    names["u_broken"] = str(case / "broken")
+    names.update(_user_models(case, names))
+    return names
+
+
+def _user_models(case: Path, names: dict[str, str]) -> dict[str, str]:
+    """Model files of a user dataset whose test file moved away, and one whose test file changed since."""
+    from memloss.trainer.data.registry import UserRecord, info_meta, user_info
+    from memloss.trainer.models.files import save_model
+    from memloss.trainer.models.registry import build_model
+
+    out = {}
+    for key, test in (("u_moved", str(case / "moved-away.npz")), ("u_changed", names["u_train"])):
+        record = UserRecord("npz", names["u_train"], test, 0.0, 0, 20, 20, "0" * 64, "0" * 64)
+        info = user_info(record, (3, 24, 24), 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        path = case / f"{key}.safetensors"
+        save_model(path, build_model("small_cnn", info), {"arch": "small_cnn", "dataset": record.train,
+                                                          "norm": "Linf", "eps": "8/255", **info_meta(info)})
+        out[key] = str(path)
+    return out
+
+
+USER = ["train", "--model", "small_cnn", "--epochs", "1", "--batch-size", "8", "--data-dir", "{data}", "--out", "{new}"]
+CASES += [
+    Case("user-dataset-missing", ["train", "--dataset", "{case}/none.npz", "--out", "{new}"], "unknown dataset"),
+    Case("user-test-data-missing", [*USER, "--dataset", "{u_train}", "--test-data", "{case}/none.npz"],
+         "--test-data {case}/none.npz does not exist", _user_data),
+    Case("user-test-data-builtin", [*TRAIN, "--test-data", "{txt}"], "--test-data goes with your own --dataset"),
+    Case("user-aux-data", [*USER, "--dataset", "{u_train}", "--aux-data", "{u_train}"], "not supported yet",
+         _user_data),
+    Case("user-resolution", [*USER, "--dataset", "{u_train}", "--resolution", "16"],
+         "--resolution applies to the synthetic dataset only", _user_data),
+    Case("user-npz-missing-key", [*USER, "--dataset", "{u_nolabel}"], "has no 'label' array", _user_data),
+    Case("user-npz-float", [*USER, "--dataset", "{u_float}"], "expected uint8", _user_data),
+    Case("user-npz-3d", [*USER, "--dataset", "{u_3d}"], "expected 4 axes [N, H, W, C]", _user_data),
+    Case("user-npz-nchw", [*USER, "--dataset", "{u_nchw}"], "store them as [N, H, W, C]", _user_data),
+    Case("user-npz-negative-label", [*USER, "--dataset", "{u_negative}"], "labels must be class numbers", _user_data),
+    Case("user-npz-one-class", [*USER, "--dataset", "{u_one_class}"], "at least 2 classes", _user_data),
+    Case("user-npz-truncated", [*USER, "--dataset", "{u_cut}"], "is not a readable .npz", _user_data),
+    Case("user-npz-not-npz", [*USER, "--dataset", "{txt}"], "is not a readable .npz"),
+    Case("user-test-other-size", [*USER, "--dataset", "{u_train}", "--test-data", "{u_test16}"],
+         "use test data of the same size and channels", _user_data),
+    Case("user-test-label-out-of-range", [*USER, "--dataset", "{u_train}", "--test-data", "{u_test_labels}"],
+         "use test data of the same classes", _user_data),
+    Case("user-test-kind", [*USER, "--dataset", "{u_train}", "--test-data", "{u_folder}"], "is a folder but",
+         _user_data),
+    Case("user-folder-no-classes", [*USER, "--dataset", "{u_empty}"], "has no class subfolders", _user_data),
+    Case("user-folder-no-images", [*USER, "--dataset", "{u_noimages}"], "Found no valid file", _user_data),
+    Case("user-folder-mixed-sizes", [*USER, "--dataset", "{u_mixed}"], "resize the images to one size", _user_data),
+    Case("user-folder-broken-image", [*USER, "--dataset", "{u_broken}"], "is not a readable image", _user_data),
+    Case("user-folder-test-gray", [*USER, "--dataset", "{u_folder}", "--test-data", "{u_gray}"],
+         "use test data of the same size and channels", _user_data),
+    Case("user-folder-test-class", [*USER, "--dataset", "{u_folder}", "--test-data", "{u_other_class}"],
+         "are not classes of the training data", _user_data),
+    Case("user-evaluate-test-moved", ["evaluate", "{u_moved}", "--attacks", "pgd20", "--n", "2"],
+         "moved-away.npz, is not there any more", _user_data),
+    Case("user-evaluate-test-changed", ["evaluate", "{u_changed}", "--attacks", "pgd20", "--n", "2"],
+         "changed since the model was trained", _user_data),
+]

@@ -22,6 +22,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 10, "lr": 0.05, "eps": "32/255", "step_size": "8/255", "batch_size": 64},
     "synthetic": {"epochs": 5, "lr": 0.1, "eps": "8/255", "step_size": "2/255"},
 }
+# The user's own data (--dataset PATH) starts from CIFAR-10's recipe, the field's common ground.
+USER_DATASET_DEFAULTS: dict[str, Any] = DATASET_DEFAULTS["cifar10"]
 
 # Paper A.1 / §4: TRADES β = 5 (CIFAR-100: 6), MART β = 5, HAT β = 2.5 (CIFAR-100: 3.5) and γ = 0.5;
 # MemLoss+TRADES β = 5, β′ = 2 and MemLoss+HAT β = 2, β′ = 1, γ = 0.5 on every dataset.
@@ -74,6 +76,8 @@ def normalize_option(key: str, value: Any) -> Any:
         return str(value)
     if key == "memory_budget" and isinstance(value, str):
         return parse_bytes(value)
+    if key in ("dataset", "test_data") and isinstance(value, (str, Path)) and str(value) not in DATASET_DEFAULTS:
+        return str(Path(value).expanduser().absolute())  # a user dataset: found again from any directory
     if key == "aux_data":
         files = [value] if isinstance(value, (str, Path)) else value
         if not isinstance(files, (list, tuple)) or not all(isinstance(f, (str, Path)) and str(f) for f in files):
@@ -93,11 +97,22 @@ def resolve_config(overrides: Mapping[str, Any], config_file: Path | None = None
     _check_given_types({key: normalize_option(key, value) for key, value in given.items()})
     check_given(given)
     dataset = given.get("dataset", "digits")
-    if dataset not in DATASET_DEFAULTS:
-        raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_DEFAULTS)}")
+    _check_data_paths(dataset, given.get("test_data"))
     method, k = given.get("method", "trades"), int(given.get("k", 1))
-    merged = {**DATASET_DEFAULTS[dataset], **method_defaults(dataset, method, k), **given}
+    defaults = DATASET_DEFAULTS.get(dataset, USER_DATASET_DEFAULTS)
+    merged = {**defaults, **method_defaults(dataset, method, k), **given}
     return _build(merged)
+
+
+def _check_data_paths(dataset: Any, test_data: Any) -> None:
+    """A --dataset that is no built-in name must be an existing file or folder (the user's data), as --test-data."""
+    if not isinstance(dataset, (str, Path)):
+        raise ConfigError(f"--dataset must be a name or a path, got {dataset!r}")
+    if str(dataset) not in DATASET_DEFAULTS and not Path(dataset).expanduser().exists():
+        raise ConfigError(f"unknown dataset {str(dataset)!r}; valid: {', '.join(DATASET_DEFAULTS)}, or the path of an "
+                          ".npz file or an image folder of your own")
+    if test_data is not None and not Path(str(test_data)).expanduser().exists():
+        raise ConfigError(f"--test-data {test_data} does not exist; pass the test .npz file or image folder")
 
 
 def train_config(config_file: Path | str | None = None, **options: Any) -> TrainConfig:

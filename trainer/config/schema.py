@@ -14,6 +14,7 @@ from typing import Any
 from memloss.errors import ConfigError
 from memloss.trainer.common.units import parse_fraction
 from memloss.trainer.config.checks import check_radius, check_seed, check_step, finite
+from memloss.trainer.data.registry import DATASETS
 
 METHOD_NAMES = ("standard", "at", "trades", "mart", "hat")
 VARIANT_NAMES = ("v1", "v2", "v3")
@@ -40,7 +41,9 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data and how it is batched. `n`/`resolution` only apply to the synthetic dataset. `aux_data`:
+    """Which data and how it is batched. `dataset`: a built-in name or the absolute path of the user's data (an .npz
+    or an image folder, trainer/data/userdata.py), `test_data` its test split (None: the folder's test/ or val/, else
+    a seeded held-out share). `resolution` only applies to the synthetic dataset. `aux_data`:
     generated-image .npz part files forming one set, mixed into every batch at `aux_fraction` (default 0.7 with
     aux_data); `aux_take`: a seeded subset of them; `epoch_samples`: samples per epoch, ceil(epoch_samples / B)
     batches (default: `aux_epoch`'s rule: ``pass``, one pass over the larger part, every sample visited at least
@@ -49,6 +52,7 @@ class DataConfig:
     training images held out (seeded by `val_seed`) for model selection (trainer/data/holdout.py)."""
 
     dataset: str = "digits"
+    test_data: str | None = None
     data_dir: str | None = None
     n: int | None = None
     resolution: int | None = None
@@ -76,7 +80,20 @@ class DataConfig:
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers must be ≥ 0, got {self.num_workers}")
         object.__setattr__(self, "aux_data", tuple(str(f) for f in self.aux_data))
+        self._check_user_data()
         self._check_aux()
+
+    def _check_user_data(self) -> None:
+        builtin = self.dataset in DATASETS
+        if builtin and self.test_data is not None:
+            raise ConfigError(f"--test-data goes with your own --dataset PATH; {self.dataset} has its own test split: "
+                              "drop --test-data")
+        if not builtin and self.aux_data:
+            raise ConfigError("--aux-data mixes generated images into a built-in dataset; with your own --dataset "
+                              "PATH it is not supported yet: drop --aux-data")
+        if not builtin and self.val_split:
+            raise ConfigError("--val-split holds out images of a built-in dataset; with your own --dataset PATH give "
+                              "your validation images as --test-data (selection runs on them): drop --val-split")
 
     def _check_aux(self) -> None:
         given = [name for name in ("aux_take", "aux_fraction", "epoch_samples", "aux_draw", "aux_epoch")

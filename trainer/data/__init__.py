@@ -1,4 +1,5 @@
-"""Datasets by name, their one-time conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
+"""Datasets by name or path (the user's own .npz files and image folders: `prepare_user`), their one-time
+conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
 and the batch loader (contract: "Batches" in
 docs/architecture.md). ffcv itself is imported only when a split is prepared or loaded.
 
@@ -25,6 +26,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "default_data_dir": ("memloss.trainer.data.sources", "default_data_dir"),
     "digits_split_indices": ("memloss.trainer.data.sources", "digits_split_indices"),
     "load_tensors": ("memloss.trainer.data.sources", "load_tensors"),
+    "UserData": ("memloss.trainer.data.userdata", "UserData"),
+    "prepare_user": ("memloss.trainer.data.userdata", "prepare_user"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,3 +53,4 @@ if TYPE_CHECKING:
     from memloss.trainer.data.loader import BatchLoader, make_loader
     from memloss.trainer.data.registry import DATASETS, SPLITS, DatasetError, DatasetInfo, dataset_info
     from memloss.trainer.data.sources import default_data_dir, digits_split_indices, load_tensors
+    from memloss.trainer.data.userdata import UserData, prepare_user

@@ -31,7 +31,7 @@ from memloss.memstore.spec import labels_sha256 as labels_digest
 from memloss.trainer.common.files import atomic_write_bytes, remove_stale_temporaries
 from memloss.trainer.data.beton import CACHE_FORMAT, PreparedSplit, build_beton, read_sidecar, verify_beton
 from memloss.trainer.data.npz import GeneratedDataError, MemberReader, NpzMember, open_member, read_whole
-from memloss.trainer.data.registry import DatasetInfo, dataset_info
+from memloss.trainer.data.registry import SampleLayout, dataset_info
 from memloss.trainer.data.sources import default_data_dir
 
 # The published subset seed (DM-Improves-AT core/data/semisup.py `take_amount_seed`).
@@ -52,16 +52,27 @@ class GeneratedPart:
     first_row: int
 
 
-def check_part(path: Path, info: DatasetInfo) -> tuple[NpzMember, NpzMember]:
-    """(image, label) members of one part, checked against the base dataset `info`; GeneratedDataError if not."""
+def npz_layout(path: Path) -> tuple[NpzMember, NpzMember]:
+    """(image, label) members of an .npz dataset file with their own layout checked: image uint8 [N, H, W, C],
+    label integers [N]; GeneratedDataError (one line) if not. Used for generated parts and for `--dataset FILE`."""
     images, labels = open_member(path, "image"), open_member(path, "label")
-    c, h, w = info.shape
     shape = images.shape
     if images.dtype != np.uint8:
         raise GeneratedDataError(f"{path}: images are {images.dtype}, expected uint8 pixels 0..255 [N, H, W, C]; "
                                  f"convert them with np.round(x * 255).astype(np.uint8)")
     if len(shape) != 4:
-        raise GeneratedDataError(f"{path}: images have shape {shape}, expected [N, {h}, {w}, {c}] (N, H, W, C)")
+        raise GeneratedDataError(f"{path}: images have shape {shape}, expected 4 axes [N, H, W, C]")
+    if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
+        raise GeneratedDataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected integers [{shape[0]}] "
+                                 f"(one per image)")
+    return images, labels
+
+
+def check_part(path: Path, info: SampleLayout) -> tuple[NpzMember, NpzMember]:
+    """(image, label) members of one part, checked against the base dataset `info`; GeneratedDataError if not."""
+    images, labels = npz_layout(path)
+    c, h, w = info.shape
+    shape = images.shape
     if shape[1:] == (c, h, w) and shape[3] != c:
         raise GeneratedDataError(f"{path}: images are [N, C, H, W] {shape}; store them as [N, H, W, C] "
                                  f"(x.transpose(0, 2, 3, 1))")
@@ -71,13 +82,10 @@ def check_part(path: Path, info: DatasetInfo) -> tuple[NpzMember, NpzMember]:
     if shape[1:3] != (h, w):
         raise GeneratedDataError(f"{path}: images are {shape[1]}×{shape[2]}, {info.name} is {h}×{w}; use "
                                  f"generated data made for {info.name}")
-    if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
-        raise GeneratedDataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected integers [{shape[0]}] "
-                                 f"(one per image)")
     return images, labels
 
 
-def _check_label_range(path: Path, labels: np.ndarray, info: DatasetInfo) -> None:
+def _check_label_range(path: Path, labels: np.ndarray, info: SampleLayout) -> None:
     if len(labels) and (labels.min() < 0 or labels.max() >= info.num_classes):
         raise GeneratedDataError(f"{path}: labels span {labels.min()}..{labels.max()}, {info.name} has classes "
                                  f"0..{info.num_classes - 1}; use generated data made for {info.name}")
@@ -94,10 +102,11 @@ def take_rows(n: int, take: int | None, seed: int = DEFAULT_TAKE_SEED) -> np.nda
 
 class GeneratedSource:
     """The generated set as a `Source` (sources.py): `images(start, stop)` uint8 [m, C, H, W] of rows
-    [start, stop) of the (subset of the) concatenated parts; `labels` int64 [n]."""
+    [start, stop) of the (subset of the) concatenated parts; `labels` int64 [n]. `rows`: sorted int64 rows of the
+    whole set to keep instead of `take`'s subset (a user dataset's held-out split, userdata.py)."""
 
-    def __init__(self, files: Sequence[Path | str], info: DatasetInfo, take: int | None = None,
-                 seed: int = DEFAULT_TAKE_SEED) -> None:
+    def __init__(self, files: Sequence[Path | str], info: SampleLayout, take: int | None = None,
+                 seed: int = DEFAULT_TAKE_SEED, rows: np.ndarray | None = None) -> None:
         if not files:
             raise GeneratedDataError("no generated-data files given; pass one or more .npz files")
         self.info = info
@@ -109,7 +118,7 @@ class GeneratedSource:
             self.parts.append(GeneratedPart(path, images, labels, first))
             first += images.rows
         self.total = first
-        self.rows = take_rows(first, take, seed)
+        self.rows = take_rows(first, take, seed) if rows is None else np.asarray(rows, dtype=np.int64)
         self.shape = info.shape
         self.chunk = max(1, CHUNK_BYTES // int(np.prod(info.shape)))
         self._readers = [MemberReader(p.images) for p in self.parts]

@@ -66,7 +66,7 @@ def open_member(path: Path, key: str) -> NpzMember:
             with archive.open(info) as fp:
                 shape, dtype, header_bytes = _read_npy_header(path, key, fp)
     except FileNotFoundError:
-        raise GeneratedDataError(f"{path} does not exist; pass the generated-data .npz file(s)") from None
+        raise GeneratedDataError(f"{path} does not exist; check the path of the .npz file") from None
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise GeneratedDataError(f"{path} is not a readable .npz (zip) file ({type(err).__name__}: {err}); it may be "
                                  f"truncated: download it again") from None
@@ -87,8 +87,8 @@ def _member_info(path: Path, archive: zipfile.ZipFile, key: str) -> zipfile.ZipI
     name = f"{key}.npy" if f"{key}.npy" in names else key
     if name not in names:
         keys = ", ".join(n.removesuffix(".npy") for n in names) or "none"
-        raise GeneratedDataError(f"{path} has no '{key}' array (it has: {keys}); generated data must be an .npz "
-                                 f"with image uint8 [N, H, W, C] and label int [N]")
+        raise GeneratedDataError(f"{path} has no '{key}' array (it has: {keys}); the .npz must hold image uint8 "
+                                 f"[N, H, W, C] and label int [N] (np.savez(path, image=x, label=y))")
     info = archive.getinfo(name)
     if info.flag_bits & 0x1:
         raise GeneratedDataError(f"{path}: the '{key}' array is encrypted; save the data with np.savez")

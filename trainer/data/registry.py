@@ -7,9 +7,17 @@ Per-channel mean/std are of pixel values in [0, 1] over the training split:
 
 Augmentation facts follow the paper's setup: random crop with 4-pixel zero padding plus horizontal flip on CIFAR,
 nothing on SVHN ("none for SVHN"; digits are not flip-symmetric either), and a 1-pixel crop padding for the 8×8 digits.
+
+A user dataset (`--dataset PATH`: an .npz or an image folder, trainer/data/userdata.py) has no fixed facts: its
+`DatasetInfo` is made from the data (shape, classes, per-channel statistics of its training split) and carries a
+`UserRecord` saying where the data lives; `info_meta` / `info_from_meta` put both into a model file's metadata, so
+a model is rebuilt, and its test data found again, without the training data.
 """
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from memloss.errors import MemlossError
 
@@ -27,6 +35,38 @@ class DatasetError(MemlossError):
     """An unknown dataset or split, a bad size, or raw files that are missing or unreadable."""
 
 
+class SampleLayout(Protocol):
+    """What a set of samples must match: its name (for messages), (C, H, W) and number of classes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """Where a user dataset's splits come from, as a run and its model files record them. `kind`: "npz" or
+    "folder"; `train`/`test`: absolute paths of the split files or folders, `test` None when the test split is
+    `holdout` (a share, with `holdout_seed`) of `train`; `n_train`/`n_test`: samples; the labels' sha256 (int64
+    little-endian) of each split; `classes`: class folder names in label order (folders only)."""
+
+    kind: str
+    train: str
+    test: str | None
+    holdout: float
+    holdout_seed: int
+    n_train: int
+    n_test: int
+    train_labels_sha256: str
+    test_labels_sha256: str
+    classes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """Static facts about one dataset. `shape` is (C, H, W) of one sample; `mean`/`std` are per channel, for pixel
@@ -40,6 +80,7 @@ class DatasetInfo:
     crop_padding: int
     flip: bool
     default_arch: str
+    user: UserRecord | None = None  # a user dataset's origin (None: a built-in dataset)
 
     def __post_init__(self) -> None:
         channels = self.shape[0]
@@ -97,3 +138,50 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     return split
+
+
+def is_builtin(name: str) -> bool:
+    """True for the names of the built-in datasets; any other `--dataset` value is a path to the user's data."""
+    return name in DATASETS
+
+
+# A user dataset is augmented like CIFAR (random crop with zero padding of 1/8 of the side, horizontal flip) and
+# trained with CIFAR's default architecture: the common case of the field; its user docs say so.
+USER_DEFAULT_ARCH = "resnet18"
+
+
+def user_info(record: UserRecord, shape: tuple[int, int, int], num_classes: int, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> DatasetInfo:
+    """The facts of a user dataset: named by its training path; `mean`/`std` per channel in [0, 1] units."""
+    return DatasetInfo(record.train, int(num_classes), tuple(int(v) for v in shape), tuple(mean), tuple(std),
+                       crop_padding=max(1, int(shape[1]) // 8), flip=True, default_arch=USER_DEFAULT_ARCH,
+                       user=record)
+
+
+USER_META_KEY = "user_dataset"
+
+
+def info_meta(info: DatasetInfo) -> dict[str, str]:
+    """Model-file metadata of a user dataset (one JSON string: its record, shape, classes and statistics); {} for a
+    built-in one, which its name alone describes."""
+    if info.user is None:
+        return {}
+    doc = {**dataclasses.asdict(info.user), "shape": list(info.shape), "num_classes": info.num_classes,
+           "mean": list(info.mean), "std": list(info.std)}
+    return {USER_META_KEY: json.dumps(doc)}
+
+
+def info_from_meta(meta: dict[str, str]) -> DatasetInfo:
+    """The DatasetInfo a model file was trained on, from its metadata (`dataset`, `resolution`, `user_dataset`)."""
+    if USER_META_KEY not in meta:
+        resolution = int(meta["resolution"]) if meta.get("resolution") else None  # ValueError: bad metadata
+        return dataset_info(meta["dataset"], resolution)
+    try:
+        doc: dict[str, Any] = json.loads(meta[USER_META_KEY])
+        shape, classes = tuple(doc.pop("shape")), int(doc.pop("num_classes"))
+        mean, std = tuple(float(v) for v in doc.pop("mean")), tuple(float(v) for v in doc.pop("std"))
+        record = UserRecord(**{**doc, "classes": tuple(doc.get("classes", ()))})
+        return user_info(record, shape, classes, mean, std)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise DatasetError(f"bad {USER_META_KEY} metadata ({meta[USER_META_KEY][:60]}...); use a model file "
+                           "written by memloss") from None

@@ -21,6 +21,7 @@ import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
+from memloss.trainer.data.registry import USER_META_KEY
 from memloss.trainer.methods.eval_attacks import EvaluationError
 from memloss.trainer.models.files import MODEL_FORMAT_KEY, load_model, resolve_checkpoint
 from memloss.trainer.models.zoo import zoo_definition
@@ -89,12 +90,18 @@ def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source
     }
     if zoo:
         card["robustbench_zoo"] = zoo
+    if USER_META_KEY in meta:  # the user's own data: where it was, its shape, classes and statistics
+        card["user_dataset"] = json.loads(meta[USER_META_KEY])
     return card
 
 
 def _how_to_load(meta: dict[str, str], zoo: dict[str, Any]) -> str:
     with_memloss = (f"With memloss: memloss.trainer.models.build_model('{meta['arch']}', "
                     f"memloss.trainer.data.dataset_info('{meta['dataset']}'))")
+    if USER_META_KEY in meta:
+        with_memloss = (f"With memloss: memloss.build_model('{meta['arch']}', "
+                        "memloss.trainer.data.registry.info_from_meta({'user_dataset': "
+                        "json.dumps(card['user_dataset'])}))")
     load = "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
     if zoo:
         return (f"model = {zoo['module']}.{zoo['class']}(**robustbench_zoo.kwargs) (the state dict has the zoo's "

@@ -22,8 +22,13 @@ def resolve_threat(cfg: EvalConfig, meta: dict[str, str]) -> ThreatModel:
 
 def load_points(meta: dict[str, str], n: int | None, data_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n test points of the checkpoint's dataset: x uint8 [n,C,H,W], y int64 [n] on CPU."""
+    from memloss.trainer.data.registry import USER_META_KEY, info_from_meta
     from memloss.trainer.data.sources import load_tensors
 
+    if USER_META_KEY in meta:  # the user's own data: the test split the model file records
+        from memloss.trainer.data.userdata import recorded_test_points
+
+        return recorded_test_points(info_from_meta(meta), n)
     resolution = int(meta["resolution"]) if meta.get("resolution") else None
     x, y = load_tensors(meta["dataset"], "test", data_dir, resolution=resolution)
     if n is None or n <= len(y):

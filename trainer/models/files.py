@@ -107,12 +107,11 @@ def read_model_meta(path: Path | str) -> dict[str, str]:
 
 def _build_from_meta(path: Path | str, meta: dict[str, str]) -> nn.Module:
     """The empty model that `meta` describes (arch, dataset, optional resolution)."""
-    from memloss.trainer.data.registry import dataset_info
+    from memloss.trainer.data.registry import info_from_meta
     from memloss.trainer.models.registry import build_model
 
     try:
-        resolution = int(meta["resolution"]) if meta.get("resolution") else None
-        return build_model(meta["arch"], dataset_info(meta["dataset"], resolution))
+        return build_model(meta["arch"], info_from_meta(meta))
     except MemlossError as err:
         raise CheckpointError(f"{path}: {err}") from None
     except ValueError:
@@ -133,10 +132,9 @@ def resolve_checkpoint(path: Path | str, in_run_dir: str = "best.safetensors") -
 def require_compatible(meta: dict[str, str], info: Any, path: Path | str) -> None:
     """Refuses a model file (e.g. a HAT helper) made for another dataset, input shape or number of classes than
     `info` (a DatasetInfo)."""
-    from memloss.trainer.data.registry import dataset_info
+    from memloss.trainer.data.registry import info_from_meta
 
-    resolution = int(meta["resolution"]) if meta.get("resolution", "").isdigit() else None
-    theirs = dataset_info(meta["dataset"], resolution)
+    theirs = info_from_meta(meta)
     for what, mine, other in (("dataset", info.name, theirs.name), ("input shape", info.shape, theirs.shape),
                               ("number of classes", info.num_classes, theirs.num_classes)):
         if mine != other:

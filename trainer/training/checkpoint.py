@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memloss.trainer.common.files import atomic_write_bytes
+from memloss.trainer.data.registry import info_meta
 from memloss.trainer.models.files import model_bytes
 from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
 from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, STATE_FILE, metrics_bytes, state_bytes
@@ -29,7 +30,8 @@ def model_meta(s: Session, epoch: int) -> dict[str, str]:
             "resolution": str(c.data.resolution or ""), "num_classes": str(s.info.num_classes),
             "shape": ",".join(str(v) for v in s.info.shape),
             "norm": c.threat.norm, "eps": c.threat.eps, "method": c.method.method, "k": str(c.method.k),
-            "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed)}
+            "memloss_variant": c.method.memloss_variant, "epoch": str(epoch), "seed": str(c.run.seed),
+            **info_meta(s.info)}
 
 
 def wait_landed(s: Session) -> float:

@@ -20,6 +20,7 @@ from memloss.errors import ConfigError
 from memloss.trainer.common.files import atomic_write_bytes, remove_temporaries
 from memloss.trainer.common.versions import git_commit, versions
 from memloss.trainer.config.schema import TrainConfig
+from memloss.trainer.data.registry import DATASETS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -33,8 +34,12 @@ EPOCH_FILES = (METRICS_FILE, LAST_WEIGHTS, BEST_WEIGHTS, "last-ema.safetensors",
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    """runs/<dataset>-<method>-k<K>-s<seed>."""
-    return Path("runs") / f"{cfg.data.dataset}-{cfg.method.method}-k{cfg.method.k}-s{cfg.run.seed}"
+    """runs/<dataset>-<method>-k<K>-s<seed>; the user's data (--dataset PATH) is named by its file or folder."""
+    name = cfg.data.dataset
+    if name not in DATASETS:
+        path = Path(name)
+        name = path.name.removesuffix(".npz") or "data"
+    return Path("runs") / f"{name}-{cfg.method.method}-k{cfg.method.k}-s{cfg.run.seed}"
 
 
 def check_run_dir_path(path: Path, option: str) -> None:

@@ -27,8 +27,9 @@ from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.loader import make_loader, random_order
 from memloss.trainer.data.mixed import MixedLoader, TrainingSet, prepare_training_set, unstored_order
-from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info
+from memloss.trainer.data.registry import USER_META_KEY, DatasetError, DatasetInfo, dataset_info, info_meta, is_builtin
 from memloss.trainer.data.sources import load_tensors
+from memloss.trainer.data.userdata import prepare_user
 from memloss.trainer.distributed.context import current, main_first, rank_device, rank_seed
 from memloss.trainer.distributed.model import check_regularizer, training_model
 from memloss.trainer.distributed.shards import Shards
@@ -210,6 +211,25 @@ def _shards(cfg: TrainConfig, n: int) -> Shards | None:
     return Shards(n, cfg.data.batch_size, ctx.world, ctx.rank) if ctx.active else None
 
 
+def _dataset(cfg: TrainConfig) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, torch.Tensor]:
+    """(facts, training set, test points x uint8 [n,C,H,W], y [n]) of a built-in dataset or the user's own data."""
+    d, eval_n = cfg.data, cfg.run.eval_n
+    if not is_builtin(d.dataset):  # --dataset PATH (trainer/data/userdata.py)
+        user = prepare_user(d.dataset, d.test_data, d.data_dir, n=d.n, num_workers=d.num_workers)
+        if eval_n is not None and eval_n > len(user.test_y):
+            raise ConfigError(f"--eval-n {eval_n}: the test split of {d.test_data or d.dataset} has "
+                              f"{len(user.test_y)} points; pass --eval-n {len(user.test_y)} or less")
+        return user.info, TrainingSet(user.info.name, user.base), user.test_x[:eval_n], user.test_y[:eval_n]
+    info = dataset_info(d.dataset, resolution=d.resolution)
+    data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
+                                aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
+                                epoch_samples=d.epoch_samples, num_workers=d.num_workers,
+                                aux_draw=d.aux_draw or "without", aux_epoch=d.aux_epoch or "pass",
+                                val_split=d.val_split, val_seed=d.val_seed)
+    eval_x, eval_y = _selection_points(cfg, data)
+    return info, data, eval_x, eval_y
+
+
 def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
                  store_options: Mapping[str, Any] | None = None) -> Session:
     """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
@@ -218,14 +238,8 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     device = bind_device(rank_device(resolve_device(cfg.run.device)))  # cuda:N made current: events, streams
     ffcv_follows(device)  # a CPU run's loader creates no CUDA stream, event or pinned buffer (data/ffcv_cuda.py)
     d = cfg.data
-    info = dataset_info(d.dataset, resolution=d.resolution)
     with main_first():  # rank 0 fills the dataset caches, then the other ranks read them
-        data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
-                                    aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
-                                    epoch_samples=d.epoch_samples, num_workers=d.num_workers,
-                                    aux_draw=d.aux_draw or "without", aux_epoch=d.aux_epoch or "pass",
-                                    val_split=d.val_split, val_seed=d.val_seed)
-        eval_x, eval_y = _selection_points(cfg, data)
+        info, data, eval_x, eval_y = _dataset(cfg)
     model = _model(cfg, info, device)
     if current().rank > 0:
         torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
@@ -296,12 +310,27 @@ def training_state(s: Session, epoch: int) -> dict[str, Any]:
             "ema": s.ema.state_dict() if s.ema is not None else None,
             "memory": {name: part.state_dict() for name, part in (("slots", s.slots), ("monitor", s.monitor))
                        if part is not None},
-            "config": json.dumps(s.cfg.to_dict()), **s.rank_states}
+            "config": json.dumps(s.cfg.to_dict()), **_data_record(s.info), **s.rank_states}
+
+
+def _data_record(info: DatasetInfo) -> dict[str, str]:
+    """The user dataset's record (shape, classes, statistics, labels' digests) in a resume point; {} otherwise."""
+    return {"user_dataset": text} if (text := info_meta(info).get(USER_META_KEY)) else {}
+
+
+def _check_same_data(s: Session, state: dict[str, Any]) -> None:
+    """A resumed run on the user's own data trains on the data it started with (its record is in the state)."""
+    saved, now = state.get("user_dataset"), _data_record(s.info).get("user_dataset")
+    if saved is not None and json.loads(saved) != json.loads(now or "null"):
+        raise ConfigError(f"the training data {s.info.name} changed since the run started (its samples, labels or "
+                          "statistics differ from the resume point's record); restore it, or start a new run with "
+                          "--out")
 
 
 def restore(s: Session, state: dict[str, Any]) -> list[str]:
     """Loads a saved training state into the session: the run continues at epoch state['epoch'] + 1. Returns notes
     for the user (a random stream re-derived because the resume changed the kind of device)."""
+    _check_same_data(s, state)
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
