@@ -31,7 +31,8 @@ def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
     if record.get("ema_test_pgd20_acc") is not None:
         parts.append(f"ema pgd20 {pct(record['ema_test_pgd20_acc'])}")
     # The forgetting monitor on the previous epoch's adversarial examples (age 1): events and old-example error.
-    for key, label in (("forgetting_events", "forget ev"), ("learning_events", "learn ev"), ("old_error", "old err")):
+    for key, label in (("forget_at_visit", "forget@visit"), ("learn_at_visit", "learn@visit"),
+                       ("old_error_at_visit", "old err@visit")):
         if record.get(key) is not None:
             parts.append(f"{label} {pct(record[key])}")
     if record.get("mem_loss") is not None:
