@@ -4,7 +4,7 @@ memloss.trainer.experiments.toy.run.run_toy, its table, plots and JSON."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 from memloss.cli.common import interruptible, option, threads_option
 
@@ -33,8 +33,9 @@ def toy(
                                 shown="runs/toy")] = Path("runs/toy"),
     base: Annotated[str, option(help="Method MemLoss is added to: trades (the paper's MemLoss) | at (the paper's "
                                      "toy training)", shown="trades")] = "trades",
-    seeds: Annotated[int, option(help="Seeds (each trains every variant); ≥ 2 for an interval", shown="10")] = 10,
-    epochs: Annotated[int, option(help="Training epochs of every run", shown="60")] = 60,
+    seeds: Annotated[Optional[int], option(help="Seeds (each trains every variant); ≥ 2 for an interval",
+                                           shown="10; 3 with --quick")] = None,
+    epochs: Annotated[int, option(help="Training epochs of every run", shown="40")] = 40,
     seed: Annotated[int, option(help="First seed (data, initial weights, batch order and attack starts)",
                                 shown="0")] = 0,
     beta_prime: Annotated[float, option(help="β′ of the main MemLoss run (the paper: 2)", shown="2")] = 2.0,
@@ -42,8 +43,8 @@ def toy(
                                  shown="0.5,8")] = "0.5,8",
     control_weight: Annotated[float, option(help="Weight of CE on the memory examples in the positive control "
                                                  "(0: no control)", shown="2")] = 2.0,
-    quick: Annotated[bool, option(help="CI preset: 6 epochs on 64 points, 3 seeds unless --seeds (overrides "
-                                       "--epochs); not a measurement", shown="off")] = False,
+    quick: Annotated[bool, option(help="CI preset: 6 epochs on 64 points (overrides --epochs); not a measurement",
+                                  shown="off")] = False,
     threads: Annotated[str, threads_option()] = "auto",
 ) -> None:
     """Run the paper's 2-D toy problem as a paired experiment: per seed the base method alone, with MemLoss (β′ and
@@ -65,9 +66,9 @@ def toy(
 
     if out.exists() and not out.is_dir():  # before training, not after
         raise ToyConfigError(f"output path {out} exists and is not a folder; pass another --out")
-    if seeds < 2:
+    if seeds is not None and seeds < 2:
         raise ToyConfigError(f"--seeds must be ≥ 2 (the interval needs two paired differences), got {seeds}")
-    common = {"seed": seed, "base": base, "seeds": seeds}
+    common = {"seed": seed, "base": base, "seeds": seeds or (3 if quick else 10)}
     extra = {"beta_prime": beta_prime, "sweep": _parse_sweep(sweep), "control_weight": control_weight}
     cfg = ToyConfig(**{**ToyConfig.quick(**common).__dict__, **extra}) if quick else ToyConfig(epochs=epochs,
                                                                                                **common, **extra)

@@ -96,7 +96,7 @@ def test_paired_t_interval() -> None:
     "kwargs", [{"epochs": 2}, {"eps": 0.0}, {"eps": 0.6}, {"lr": -1.0}, {"batch_size": 0}, {"momentum": 1.0},
                {"beta_prime": 0.0}, {"sweep": (2.0,)}, {"sweep": (-1.0,)}, {"grid": 1}, {"base": "mart"},
                {"seeds": 0}, {"beta": -1.0}, {"control_weight": -1.0}, {"measure_from": 1.0},
-               {"schedule": "step"}, {"dims": 1}, {"nuisance_spread": 0.6}],
+               {"schedule": "step"}],
 )
 def test_config_rejects_impossible_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ToyConfigError) as err:
@@ -142,17 +142,18 @@ def _synthetic(control_forget: float) -> ToyResult:
     forget = np.tile(np.repeat([0.2, 0.2, control_forget], 3), (e - 1, 1)) + noise
     arrays = {"made_correct": np.full((e - 1, 9), 0.8), "forget_at_epoch_end": forget,
               "learn_at_epoch_end": forget * 0, "old_error_at_epoch_end": forget + 0.2,
-              **{k: np.full((e, 9), 0.5) for k in ("own_error", "clean_acc", "robust_acc", "train_loss")}}
+              **{k: np.full((e, 9), 0.5) for k in ("own_error", "clean_acc", "robust_acc")}}
     return ToyResult(cfg, arrays, None, 0.0)  # type: ignore[arg-type]
 
 
 def test_control_verdict() -> None:
-    assert _synthetic(0.1).control_moves_metric() is True
-    assert _synthetic(0.3).control_moves_metric() is False
-    rate = _synthetic(0.1).paired()[ToyConfig().variants[-1].name.replace("2·", "2·")]
-    assert rate["forget_rate_at_epoch_end"].mean == pytest.approx((0.1 - 0.2) / 0.8)
-    assert _synthetic(0.1).__class__(replace(ToyConfig(epochs=4, seeds=3, sweep=()), control_weight=0.0),
-                                     {}, None, 0.0).control_moves_metric() is None  # type: ignore[arg-type]
+    moved, not_moved = _synthetic(0.1), _synthetic(0.3)
+    assert moved.control_moves_metric() is True and not_moved.control_moves_metric() is False
+    control = moved.config.variants[-1]
+    assert control.kind == "control"
+    assert moved.paired()[control.name]["forget_rate_at_epoch_end"].mean == pytest.approx((0.1 - 0.2) / 0.8)
+    no_control = replace(moved.config, control_weight=0.0)
+    assert ToyResult(no_control, {}, None, 0.0).control_moves_metric() is None  # type: ignore[arg-type]
 
 
 def test_plots_and_json_are_written(quick_result: ToyResult, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Figures of the toy problem: the paper's figure 2 (clean boundary) and figure 3 (three panels) for the base run
-of the first seed, and the per-epoch curves of both methods (forgetting and learning events, old-example error,
-robust accuracy; mean over seeds with a ± 1 std band), in the house style (trainer/plots/style.py), as PNG and
-PDF. Regions: predicted class 0 light blue, class 1 light orange; points: class 0 blue, class 1 vermillion (the
-Okabe-Ito palette); circles are clean points, crosses adversarial examples, red rings the misclassified ones."""
+of the first seed; the per-epoch curves of the base, MemLoss at the main β′ and the control (forgetting rate,
+old- and own-example error at epoch end, test robust accuracy; mean over seeds with a ± 1 std band); and the paired
+differences of every variant to the base with their 95 % t-intervals. House style (trainer/plots/style.py), PNG
+and PDF. Regions: predicted class 0 light blue, class 1 light orange; points: class 0 blue, class 1 vermillion
+(the Okabe-Ito palette); circles are clean points, crosses adversarial examples, red rings the misclassified ones."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _legend(fig: Figure, ax: Axes) -> None:
     handles += [Patch(color=_REGION_COLORS[0], label="predicted class 0"),
                 Patch(color=_REGION_COLORS[1], label="predicted class 1"),
                 Line2D([], [], color="black", label="decision boundary σ(z) = 0.5")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4)
 
 
 def panels_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
@@ -70,8 +71,14 @@ def panels_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
             _draw_boundary(ax, p.axis, probs[i])
             _draw_points(ax, advs[i], p.y, p.wrong[i], marker="x")
             ax.set_title(f"{titles[i]}: error {p.wrong[i].mean():.1%}")
-        _legend(fig, axes[0])
-        fig.suptitle(f"2-D toy (two moons), {method} run, Linf ε = {eps:g}: forgetting between epochs {n - 1} and {n}")
+        # Forgetting at epoch end: right in panel (a), wrong in panel (c).
+        forgotten = p.wrong[2] & ~p.wrong[0]
+        axes[2].scatter(p.adv_prev[forgotten, 0], p.adv_prev[forgotten, 1], s=90, marker="s", facecolors="none",
+                        edgecolors="black", linewidths=1.2, label=f"forgotten: right in (a), wrong in (c)")
+        axes[2].set_title(f"{titles[2]}: error {p.wrong[2].mean():.1%},\nforgotten {forgotten.mean():.1%}")
+        _legend(fig, axes[2])
+        fig.suptitle(f"2-D toy (two moons), {method} run (first seed), Linf ε = {eps:g}: forgetting at epoch end "
+                     f"between epochs {n - 1} and {n}")
     return fig
 
 
@@ -101,9 +108,12 @@ def _per_epoch(result: ToyResult, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # (per-epoch key, panel title, y label)
-_CURVES = (("forget_rate", "forgetting at epoch end", "right under model n−1, wrong under n,\n% of those right under n−1"),
-           ("old_error_at_epoch_end", "old-example error at epoch end", "epoch n−1's adv. examples wrong\nunder model n (% of points)"),
-           ("own_error", "own-example error at epoch end", "epoch n's adv. examples wrong\nunder model n (% of points)"),
+_CURVES = (("forget_rate", "forgetting at epoch end",
+            "right under model n−1, wrong under n,\n% of those right under n−1"),
+           ("old_error_at_epoch_end", "old-example error at epoch end",
+            "epoch n−1's adv. examples wrong\nunder model n (% of points)"),
+           ("own_error", "own-example error at epoch end",
+            "epoch n's adv. examples wrong\nunder model n (% of points)"),
            ("robust_acc", "test robust accuracy (PGD-{steps})", "accuracy (%)"))
 
 
@@ -141,7 +151,7 @@ def curves_figure(result: ToyResult) -> Figure:
 # (summary key, x label)
 _PAIRED = (("forget_rate_at_epoch_end", "forgetting rate at epoch end\n(points of %, variant − base)"),
            ("old_error_at_epoch_end", "old-example error at epoch end\n(points of %, variant − base)"),
-           ("robust_acc", "test robust accuracy, last epoch\n(points of %, variant − base)"))
+           ("robust_acc", "test robust accuracy, mean over the\nmeasured epochs (points of %, variant − base)"))
 
 
 def paired_figure(result: ToyResult) -> Figure:
@@ -149,7 +159,8 @@ def paired_figure(result: ToyResult) -> Figure:
     95 % t-interval; a dashed line at 0."""
     cfg = result.config
     paired = result.paired()
-    names = list(paired)
+    order = sorted(cfg.variants[1:], key=lambda v: (v.kind == "control", v.weight))  # β′ ascending, control last
+    names = [v.name for v in order]
     with styled():
         fig, axes = new_figure(1, len(_PAIRED), panel=(3.9, 0.55 * len(names) + 1.4), sharey=True)
         for ax, (key, xlabel) in zip(axes, _PAIRED):

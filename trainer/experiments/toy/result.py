@@ -52,7 +52,7 @@ class PanelData:
 @dataclass(frozen=True)
 class ToyResult:
     """Every run of the experiment. `arrays[key]`: float64 [T, R], R runs variant-major (run v·S + s = variant v
-    of seed s). T = epochs for own_error, clean_acc, robust_acc, train_loss (epochs 1..E) and T = epochs − 1 for
+    of seed s). T = epochs for own_error, clean_acc, robust_acc (epochs 1..E) and T = epochs − 1 for
     COUNT_KEYS (epochs 2..E); counts and errors are fractions of the training points, accuracies fractions of the
     test points. Also the panel data, the wall time of the whole experiment (s) and the torch CPU threads used."""
 
@@ -79,7 +79,8 @@ class ToyResult:
         out["net_forget_at_epoch_end"] = out["forget_at_epoch_end"] - out["learn_at_epoch_end"]
         window = slice(cfg.first_measured - 1, None)
         out |= {"own_error": own.mean(0), "robust_acc": self.arrays["robust_acc"][window].mean(0),
-                "final_robust_acc": self.arrays["robust_acc"][-1], "clean_acc": self.arrays["clean_acc"][window].mean(0)}
+                "final_robust_acc": self.arrays["robust_acc"][-1],
+                "clean_acc": self.arrays["clean_acc"][window].mean(0)}
         return {k: self._by_variant(v) for k, v in out.items()}
 
     def paired(self) -> dict[str, dict[str, PairedDiff]]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from memloss.trainer.common.progress import ProgressSink, SilentProgress
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
 from memloss.trainer.experiments.toy.config import ToyConfig
-from memloss.trainer.experiments.toy.data import ToyData, make_toy_data
+from memloss.trainer.experiments.toy.data import make_toy_data
 from memloss.trainer.experiments.toy.model import EnsembleMLP, TwoLogitMLP
 from memloss.trainer.experiments.toy.result import COUNT_KEYS, PanelData, ToyResult
 from memloss.trainer.methods.losses import LossInputs, LossParams
@@ -38,6 +38,7 @@ from memloss.trainer.methods.pgd import pgd
 from memloss.trainer.methods.registry import MethodSpec, get_method
 from memloss.trainer.methods.threat import PGDConfig
 
+DIMS = 2  # the toy's inputs: points in [0, 1]²
 _NORMAL_START_STD = 0.001  # the trainer's "normal" start (TRADES): x + 0.001·N(0, I)
 
 
@@ -68,20 +69,10 @@ class _Data:
     test_y: Tensor
 
 
-def _with_nuisance(data: ToyData, cfg: ToyConfig, seed: int) -> ToyData:
-    """The 2-D points with cfg.dims − 2 label-free coordinates appended, uniform in 0.5 ± cfg.nuisance_spread."""
-    extra = cfg.dims - 2
-    if extra == 0:
-        return data
-    gen = torch.Generator().manual_seed(seed + 5000)
-    noise = 0.5 + cfg.nuisance_spread * (2 * torch.rand(len(data.y), extra, generator=gen) - 1)
-    return ToyData(torch.cat([data.x, noise], dim=1), data.y)
-
-
 def _load_data(cfg: ToyConfig, layout: _Layout) -> _Data:
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    train = [_with_nuisance(make_toy_data(cfg.n_train, cfg.noise, s), cfg, s) for s in seeds]
-    test = [_with_nuisance(make_toy_data(cfg.n_test, cfg.noise, s + 1000), cfg, s + 1000) for s in seeds]
+    train = [make_toy_data(cfg.n_train, cfg.noise, s) for s in seeds]
+    test = [make_toy_data(cfg.n_test, cfg.noise, s + 1000) for s in seeds]
     pick = layout.seed_of
     return _Data(torch.stack([d.x for d in train])[pick], torch.stack([d.y for d in train])[pick],
                  torch.stack([d.x for d in test])[pick], torch.stack([d.y for d in test])[pick])
@@ -96,9 +87,9 @@ def _start(x: Tensor, cfg: ToyConfig, spec: MethodSpec, gens: list[torch.Generat
     """The attack's first iterate for x [R, b, 2]: one draw per seed, shared by the seed's variants."""
     b = x.shape[1]
     if spec.attack_start == "normal":
-        noise = torch.stack([torch.randn(b, cfg.dims, generator=g) for g in gens]) * _NORMAL_START_STD
+        noise = torch.stack([torch.randn(b, DIMS, generator=g) for g in gens]) * _NORMAL_START_STD
     else:
-        noise = torch.stack([torch.rand(b, cfg.dims, generator=g) for g in gens]) * (2 * cfg.eps) - cfg.eps
+        noise = torch.stack([torch.rand(b, DIMS, generator=g) for g in gens]) * (2 * cfg.eps) - cfg.eps
     return (x + noise[layout.seed_of]).clamp(0.0, 1.0)
 
 
@@ -131,15 +122,17 @@ def _epoch_lr(cfg: ToyConfig, epoch: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
+_Generators = tuple[list[torch.Generator], list[torch.Generator]]  # per seed: batch order, attack starts
+
+
 def _train_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, data: _Data, memory: Tensor | None,
-                 cfg: ToyConfig, layout: _Layout, gens: tuple[list[torch.Generator], list[torch.Generator]]) -> tuple[Tensor, Tensor]:
-    """One epoch of every run; returns (adversarial examples made this epoch [R, N, 2], mean loss per run [R])."""
+                 cfg: ToyConfig, layout: _Layout, gens: _Generators) -> Tensor:
+    """One epoch of every run; returns the adversarial examples made this epoch [R, N, 2]."""
     spec = get_method(cfg.base)
     attack = PGDConfig(norm="Linf", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, start="zero")
     order_gens, start_gens = gens
     order = torch.stack([torch.randperm(cfg.n_train, generator=g) for g in order_gens])[layout.seed_of]
     adv = torch.empty_like(data.x)
-    losses = []
     for idx in order.split(cfg.batch_size, dim=1):
         x, y = _gather(data.x, idx), _gather(data.y, idx)
         init = _start(x, cfg, spec, start_gens, layout)
@@ -152,8 +145,7 @@ def _train_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, data: _Data, me
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.detach() / layout.runs)
-    return adv, torch.stack(losses).mean().expand(layout.runs)
+    return adv
 
 
 @torch.no_grad()
@@ -195,11 +187,12 @@ def _record(trace: _Trace, model: EnsembleMLP, adv: Tensor, metrics: dict[str, T
 
 
 def _train_all(cfg: ToyConfig, layout: _Layout, data: _Data, progress: ProgressSink) -> _Trace:
-    model = EnsembleMLP(layout.runs, cfg.hidden, cfg.dims)
+    model = EnsembleMLP(layout.runs, cfg.hidden, DIMS)
     model.init_runs([s for s in layout.seed_of.add(cfg.seed).tolist()])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    gens = ([torch.Generator().manual_seed(s + 1) for s in seeds], [torch.Generator().manual_seed(s + 2) for s in seeds])
+    gens = ([torch.Generator().manual_seed(s + 1) for s in seeds],
+            [torch.Generator().manual_seed(s + 2) for s in seeds])
     eval_gen = torch.Generator().manual_seed(cfg.seed + 3)
     trace = _Trace({}, [], [])
     prev_adv, made_wrong = None, None
@@ -208,9 +201,9 @@ def _train_all(cfg: ToyConfig, layout: _Layout, data: _Data, progress: ProgressS
     for epoch in range(cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = _epoch_lr(cfg, epoch)
-        adv, loss = _train_epoch(model, opt, data, prev_adv, cfg, layout, gens)
+        adv = _train_epoch(model, opt, data, prev_adv, cfg, layout, gens)
         own_wrong = _wrong(model, adv, data.y)
-        metrics = {"own_error": own_wrong.sum(1), "train_loss": loss}
+        metrics = {"own_error": own_wrong.sum(1)}
         if prev_adv is not None and made_wrong is not None:
             metrics |= _events(made_wrong, _wrong(model, prev_adv, data.y))
         clean, robust = _test_accuracy(model, data, cfg, eval_gen)
@@ -222,20 +215,17 @@ def _train_all(cfg: ToyConfig, layout: _Layout, data: _Data, progress: ProgressS
 
 
 def _member(state: dict[str, Tensor], cfg: ToyConfig) -> TwoLogitMLP:
-    model = TwoLogitMLP(cfg.hidden, cfg.dims)
+    model = TwoLogitMLP(cfg.hidden, DIMS)
     model.load_state_dict(state)
     return model
 
 
 def _grid_probability(state: dict[str, Tensor], cfg: ToyConfig, axis: Tensor) -> np.ndarray:
-    """σ(z) of one run's weights on the grid axis × axis (label-free coordinates, if any, at their centre 0.5);
-    float32 [G, G], row = x2, column = x1."""
+    """σ(z) of one run's weights on the grid axis × axis; float32 [G, G], row = x2, column = x1."""
     model = _member(state, cfg)
     x1, x2 = torch.meshgrid(axis, axis, indexing="xy")
-    grid = torch.full((x1.numel(), cfg.dims), 0.5)
-    grid[:, 0], grid[:, 1] = x1.reshape(-1), x2.reshape(-1)
     with torch.no_grad():
-        logits = model(grid)
+        logits = model(torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1))
     return logits.softmax(dim=1)[:, 1].reshape(len(axis), len(axis)).numpy()
 
 
@@ -259,8 +249,8 @@ def _panel_data(cfg: ToyConfig, data: _Data, trace: _Trace, forget: list[float])
             return (_member(state, cfg)(adv).argmax(dim=1) != y).numpy()
 
     marks = np.stack([wrong(prev, adv_prev), wrong(cur, adv_cur), wrong(cur, adv_prev)])
-    return PanelData(epoch=epoch, axis=axis.numpy(), prob_prev=probs[0], prob_cur=probs[1], x=x[:, :2].numpy(),
-                     y=y.numpy(), adv_prev=adv_prev[:, :2].numpy(), adv_cur=adv_cur[:, :2].numpy(), wrong=marks)
+    return PanelData(epoch=epoch, axis=axis.numpy(), prob_prev=probs[0], prob_cur=probs[1], x=x.numpy(),
+                     y=y.numpy(), adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=marks)
 
 
 def run_toy(cfg: ToyConfig, progress: ProgressSink | None = None, threads: Threads = "auto") -> ToyResult:
@@ -272,8 +262,8 @@ def run_toy(cfg: ToyConfig, progress: ProgressSink | None = None, threads: Threa
     start = time.perf_counter()
     layout = _Layout(cfg.seeds, len(cfg.variants))
     data = _load_data(cfg, layout)
-    probe_model = EnsembleMLP(layout.runs, cfg.hidden, cfg.dims)
-    probe_x = data.x[:, : cfg.batch_size].reshape(-1, cfg.dims)
+    probe_model = EnsembleMLP(layout.runs, cfg.hidden, DIMS)
+    probe_x = data.x[:, : cfg.batch_size].reshape(-1, DIMS)
     probe = model_probe(probe_model, probe_x, data.y[:, : cfg.batch_size].reshape(-1))
     choice = choose_threads(threads, probe, torch.device("cpu"))
     with using_threads(choice.threads):
