@@ -12,11 +12,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from memloss.trainer.experiments.toy.result import ToyResult
+    from memloss.trainer.experiments.toy.stats import PairedDiff
 
 # (summary key, column): the table fits an 80-column terminal; every figure is in toy_result.json.
-COLUMNS = (("forget_rate_at_epoch_end", "forgetting\nat epoch end\n(rate)"),
-           ("old_error_at_epoch_end", "old-example\nerror at\nepoch end"),
-           ("robust_acc", "test\nrobust\naccuracy"))
+COLUMNS = (("forget_rate_at_epoch_end", "forgetting rate\nat epoch end"),
+           ("old_error_at_epoch_end", "old-example error\nat epoch end"),
+           ("robust_acc", "test robust\naccuracy"))
 
 
 def _parse_sweep(text: str) -> tuple[float, ...]:
@@ -34,7 +35,7 @@ def toy(
     base: Annotated[str, option(help="Method MemLoss is added to: trades (the paper's MemLoss) | at (the paper's "
                                      "toy training)", shown="trades")] = "trades",
     seeds: Annotated[Optional[int], option(help="Seeds (each trains every variant); ≥ 2 for an interval",
-                                           shown="10; 3 with --quick")] = None,
+                                           shown="20; 3 with --quick")] = None,
     epochs: Annotated[int, option(help="Training epochs of every run", shown="40")] = 40,
     seed: Annotated[int, option(help="First seed (data, initial weights, batch order and attack starts)",
                                 shown="0")] = 0,
@@ -68,7 +69,7 @@ def toy(
         raise ToyConfigError(f"output path {out} exists and is not a folder; pass another --out")
     if seeds is not None and seeds < 2:
         raise ToyConfigError(f"--seeds must be ≥ 2 (the interval needs two paired differences), got {seeds}")
-    common = {"seed": seed, "base": base, "seeds": seeds or (3 if quick else 10)}
+    common = {"seed": seed, "base": base, "seeds": seeds or (3 if quick else 20)}
     extra = {"beta_prime": beta_prime, "sweep": _parse_sweep(sweep), "control_weight": control_weight}
     cfg = ToyConfig(**{**ToyConfig.quick(**common).__dict__, **extra}) if quick else ToyConfig(epochs=epochs,
                                                                                                **common, **extra)
@@ -94,21 +95,27 @@ def print_summary(console: Console, result: ToyResult, paths: list[Path]) -> Non
     table.add_row(f"{c.base_name} (mean ± std)",
                   *(f"{100 * runs[k][0].mean():.2f} ± {100 * runs[k][0].std(ddof=1):.2f}" for k, _ in COLUMNS))
     for name, figures in paired.items():
-        table.add_row(name, *(_diff_text(figures[k]) for k, _ in COLUMNS))
+        table.add_row(name.replace(f"{c.base_name}+", "+"), *(_diff_text(figures[k]) for k, _ in COLUMNS))
     console.print(table)
-    console.print(f"differences: mean over seeds [95 % Student-t interval] of variant − base; rates over epochs "
-                  f"{c.first_measured}–{c.epochs}, judged by the end-of-epoch models; robust accuracy: PGD-"
-                  f"{c.eval_steps} on the test points after the last epoch")
-    verdict = result.control_moves_metric()
-    if verdict is not None:
-        console.print("positive control: " + ("it lowers the forgetting rate (interval below 0): the toy can detect "
-                                              "a change of this metric" if verdict else
-                                              "it does NOT lower the forgetting rate: the toy is not an instrument "
-                                              "for it, and its MemLoss rows say nothing either way"))
+    console.print(f"rows +…: variant − {c.base_name} (same seed), mean ± half-width of the 95 % Student-t interval "
+                  f"over the seeds; * = the interval excludes 0. Forgetting (of the previous epoch's adversarial "
+                  f"examples right under the model that made them) and old-example error judged by the end-of-epoch "
+                  f"models, robust accuracy PGD-{c.eval_steps} on the test points, all over epochs "
+                  f"{c.first_measured}–{c.epochs}")
+    moves = result.control_moves()
+    if moves is not None:
+        labels = {key: column.replace("\n", " ") for key, column in COLUMNS}
+        moved = [labels[k] for k, ok in moves.items() if ok]
+        missed = [labels[k] for k, ok in moves.items() if not ok]
+        console.print("positive control (CE on the memory examples) moved: " + (", ".join(moved) or "nothing"))
+        if missed:
+            console.print("it did NOT move: " + ", ".join(missed) + ". For these the toy is not an instrument at "
+                          "this number of seeds, and the MemLoss rows say nothing either way.")
     for path in paths:
         console.print(str(path), highlight=False)
     console.print("(each figure also as .pdf)")
 
 
-def _diff_text(d: object) -> str:
-    return f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"  # type: ignore[attr-defined]
+def _diff_text(d: PairedDiff) -> str:
+    """'+0.25 ± 0.27' in points of percent, with ' *' when the interval excludes 0."""
+    return f"{100 * d.mean:+.2f} ± {100 * d.half_width:.2f}" + (" *" if d.excludes_zero else "  ")

@@ -46,7 +46,7 @@ def _draw_points(ax: Axes, points: np.ndarray, y: np.ndarray, wrong: np.ndarray 
                    label="misclassified")
 
 
-def _legend(fig: Figure, ax: Axes) -> None:
+def _legend(fig: Figure, ax: Axes, ncols: int = 4) -> None:
     """One legend for the figure: the point kinds of `ax`, the two predicted regions and the boundary."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -55,7 +55,7 @@ def _legend(fig: Figure, ax: Axes) -> None:
     handles += [Patch(color=_REGION_COLORS[0], label="predicted class 0"),
                 Patch(color=_REGION_COLORS[1], label="predicted class 1"),
                 Line2D([], [], color="black", label="decision boundary σ(z) = 0.5")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4)
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
 
 
 def panels_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
@@ -83,14 +83,14 @@ def panels_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
 
 
 def clean_boundary_figure(p: PanelData, eps: float, method: str = "AT") -> Figure:
-    """Figure 2: the boundary of epoch n on the clean training points."""
+    """Figure 2: the boundary after the last epoch on the clean training points."""
     with styled():
-        fig, (ax,) = new_figure(1, 1, panel=(5.6, 6.0))
-        _draw_boundary(ax, p.axis, p.prob_cur)
+        fig, (ax,) = new_figure(1, 1, panel=(5.6, 6.4))
+        _draw_boundary(ax, p.axis, p.prob_last)
         _draw_points(ax, p.x, p.y, None, marker="o")
-        ax.set_title(f"clean training points, boundary after epoch {p.epoch}")
-        _legend(fig, ax)
-        fig.suptitle(f"2-D toy (two moons), {method} run, Linf ε = {eps:g}")
+        ax.set_title(f"clean training points, boundary after epoch {p.last_epoch}")
+        _legend(fig, ax, ncols=2)
+        fig.suptitle(f"2-D toy (two moons), {method} run (first seed), Linf ε = {eps:g}")
     return fig
 
 

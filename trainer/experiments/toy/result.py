@@ -31,12 +31,17 @@ SUMMARY_KEYS = (
 )
 
 
+# The figures the positive control must move, and the sign of the move (−1: down, +1: up).
+CONTROL_CHECKS = (("forget_rate_at_epoch_end", -1), ("old_error_at_epoch_end", -1), ("robust_acc", +1))
+
+
 @dataclass(frozen=True)
 class PanelData:
     """What figure 3 of the paper shows, for epoch n of the base run of the first seed: the boundaries of epochs
     n − 1 and n as σ(z) on a grid (float32 [G, G], row = x2, column = x1, over `axis` float32 [G] in [0, 1]), the
     clean points x [N, 2] / y [N], the adversarial examples of epochs n − 1 and n (float32 [N, 2]), and `wrong`
-    (bool [3, N]): which of them the model misclassifies in panels (a) n−1 on n−1, (b) n on n, (c) n on n−1."""
+    (bool [3, N]): which of them the model misclassifies in panels (a) n−1 on n−1, (b) n on n, (c) n on n−1; and the boundary
+    after the last epoch (`prob_last`, figure 2)."""
 
     epoch: int
     axis: np.ndarray
@@ -47,6 +52,8 @@ class PanelData:
     adv_prev: np.ndarray
     adv_cur: np.ndarray
     wrong: np.ndarray
+    prob_last: np.ndarray
+    last_epoch: int
 
 
 @dataclass(frozen=True)
@@ -90,14 +97,20 @@ class ToyResult:
         return {name: {k: paired_difference(runs[k][v], runs[k][0]) for k, _ in SUMMARY_KEYS}
                 for v, name in enumerate(names) if v > 0}
 
-    def control_moves_metric(self) -> bool | None:
-        """Whether the positive control lowers the forgetting rate with a t-interval that excludes 0 (None: no
-        control run). If it does not, the toy cannot detect a change of the metric and is not an instrument."""
+    def control_moves(self) -> dict[str, bool] | None:
+        """Per CONTROL_CHECKS figure: whether the positive control moved it the way training on the memory examples
+        must (forgetting and old-example error down, robust accuracy up) with a t-interval that excludes 0 (None:
+        no control run). A figure the control does not move is one this toy cannot detect a change of."""
         control = [v.name for v in self.config.variants if v.kind == "control"]
         if not control:
             return None
-        diff = self.paired()[control[0]]["forget_rate_at_epoch_end"]
-        return diff.high < 0
+        diffs = self.paired()[control[0]]
+        return {key: (diffs[key].low > 0 if sign > 0 else diffs[key].high < 0) for key, sign in CONTROL_CHECKS}
+
+    def control_moves_metric(self) -> bool | None:
+        """Whether the control lowered the main figure, the forgetting rate at epoch end (None: no control run)."""
+        moves = self.control_moves()
+        return None if moves is None else moves["forget_rate_at_epoch_end"]
 
     def curves(self) -> dict[str, dict[str, list[float]]]:
         """Per variant and per-epoch key: the mean over seeds, epoch by epoch."""
@@ -124,6 +137,7 @@ class ToyResult:
                        for name, figures in self.paired().items()},
             "interval": "two-sided Student t, 95 %, over per-seed differences (variant − base, same seed)",
             "control_moves_metric": self.control_moves_metric(),
+            "control_moves": self.control_moves(),
             "curves": self.curves(),
             "panel_epoch": self.panels.epoch,
             "wall_time_s": self.wall_time_s,

@@ -250,7 +250,8 @@ def _panel_data(cfg: ToyConfig, data: _Data, trace: _Trace, forget: list[float])
 
     marks = np.stack([wrong(prev, adv_prev), wrong(cur, adv_cur), wrong(cur, adv_prev)])
     return PanelData(epoch=epoch, axis=axis.numpy(), prob_prev=probs[0], prob_cur=probs[1], x=x.numpy(),
-                     y=y.numpy(), adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=marks)
+                     y=y.numpy(), adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=marks,
+                     prob_last=_grid_probability(trace.states[-1], cfg, axis), last_epoch=cfg.epochs)
 
 
 def run_toy(cfg: ToyConfig, progress: ProgressSink | None = None, threads: Threads = "auto") -> ToyResult:
