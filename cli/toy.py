@@ -94,8 +94,9 @@ def print_summary(console: Console, result: ToyResult, paths: list[Path]) -> Non
         table.add_column(column, justify="right")
     table.add_row(f"{c.base_name} (mean ± std)",
                   *(f"{100 * runs[k][0].mean():.2f} ± {100 * runs[k][0].std(ddof=1):.2f}" for k, _ in COLUMNS))
-    for name, figures in paired.items():
-        table.add_row(name.replace(f"{c.base_name}+", "+"), *(_diff_text(figures[k]) for k, _ in COLUMNS))
+    for variant in sorted(c.variants[1:], key=lambda v: (v.kind == "control", v.weight)):  # β′ up, control last
+        figures = paired[variant.name]
+        table.add_row(variant.name.replace(f"{c.base_name}+", "+"), *(_diff_text(figures[k]) for k, _ in COLUMNS))
     console.print(table)
     console.print(f"rows +…: variant − {c.base_name} (same seed), mean ± half-width of the 95 % Student-t interval "
                   f"over the seeds; * = the interval excludes 0. Forgetting (of the previous epoch's adversarial "

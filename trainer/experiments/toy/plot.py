@@ -168,12 +168,17 @@ def paired_figure(result: ToyResult) -> Figure:
                 d = paired[name][key]
                 ax.errorbar(100 * d.mean, row, xerr=100 * d.half_width, fmt="o", color=color(row + 1),
                             capsize=3, markersize=5)
+                # The value as text too: the control's scale can dwarf the MemLoss rows' intervals.
+                ax.annotate(f"{100 * d.mean:+.2f} ± {100 * d.half_width:.2f}" + (" *" if d.excludes_zero else ""),
+                            (100 * d.mean, row), xytext=(0, 7), textcoords="offset points", ha="center",
+                            fontsize=7.5)
             ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
             ax.set(xlabel=xlabel)
             ax.set_yticks(range(len(names)), names)
             ax.invert_yaxis()
+            ax.margins(x=0.15)
         fig.suptitle(f"2-D toy, {cfg.base_name} base: paired differences (same seed) over {cfg.seeds} seeds, "
-                     "mean and 95 % t-interval")
+                     "mean ± 95 % t-interval (* excludes 0)")
     return fig
 
 
