@@ -138,6 +138,8 @@ def curves_figure(result: ToyResult) -> Figure:
                 ax.plot(epochs, mean, label=cfg.variants[v].name, linewidth=1.2, **style)
                 ax.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
             ax.axvspan(cfg.first_measured - 0.5, cfg.epochs + 0.5, color="0.5", alpha=0.08, linewidth=0)
+            if key == "robust_acc":
+                ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # a ± 1 std band is no reason to draw past 100 %
             ax.set(ylabel=ylabel, title=title.format(steps=cfg.eval_steps))
             epoch_axis(ax, "epoch n")
         handles, labels = axes[0].get_legend_handles_labels()
