@@ -122,6 +122,8 @@ def test_quick_run_shapes_identities_and_pairing(quick_result: ToyResult) -> Non
     # Epoch 1 has no memory: every variant of a seed is still the base run (same data, weights, order, starts).
     base, memloss = a["own_error"][0, : cfg.seeds], a["own_error"][0, cfg.seeds: 2 * cfg.seeds]
     assert np.array_equal(base, memloss)
+    # From epoch 2 on the control trains on the memory examples: its runs leave the base's.
+    assert not np.array_equal(a["own_error"][1:, : cfg.seeds], a["own_error"][1:, -cfg.seeds:])
     panels = quick_result.panels
     assert panels.wrong.shape == (3, cfg.n_train)
     assert panels.wrong[2].mean() == pytest.approx(a["old_error_at_epoch_end"][panels.epoch - 2, 0])
@@ -132,6 +134,35 @@ def test_base_runs_do_not_depend_on_the_other_variants(quick_result: ToyResult) 
     s = quick_result.config.seeds
     for key in ("own_error", "forget_at_epoch_end", "robust_acc"):
         assert np.allclose(alone.arrays[key][:, :s], quick_result.arrays[key][:, :s], atol=1e-6)
+
+
+def test_loss_adds_each_variants_term_to_its_own_runs_only() -> None:
+    from memloss.trainer.experiments.toy.run import _Layout, _loss
+    from memloss.trainer.methods.memloss import memloss_term
+    from memloss.trainer.methods.registry import get_method
+
+    cfg = ToyConfig(seeds=2, sweep=(), control_weight=3.0, base="at")  # base, MemLoss β′=2, control: 6 runs
+    layout = _Layout(cfg.seeds, len(cfg.variants))
+    model = EnsembleMLP(layout.runs, hidden=8)
+    model.init_runs(list(range(layout.runs)))
+    gen = torch.Generator().manual_seed(0)
+    x, x_adv, mem = (torch.rand(layout.runs * 4, 2, generator=gen) for _ in range(3))
+    y = torch.randint(0, 2, (layout.runs * 4,), generator=gen)
+    got = _loss(model, (x, y, x_adv), mem, cfg, get_method("at"), layout)
+    expected = torch.zeros(())
+    for r in range(layout.runs):  # run r = variant r // 2 of seed r % 2, rows 4r … 4r + 3
+        rows = slice(4 * r, 4 * r + 4)
+        expected = expected + F.cross_entropy(model(x_adv)[rows], y[rows])  # AT: CE on x_adv
+        if r // 2 == 1:
+            valid = torch.ones(1, 4, dtype=torch.bool)
+            expected = expected + memloss_term(model(x)[rows], model(mem)[rows].unsqueeze(0), y[rows], valid,
+                                               2.0, "v1").loss
+        if r // 2 == 2:
+            expected = expected + 3.0 * F.cross_entropy(model(mem)[rows], y[rows])  # the control
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(_loss(model, (x, y, x_adv), None, cfg, get_method("at"), layout),
+                          sum(F.cross_entropy(model(x_adv)[4 * r: 4 * r + 4], y[4 * r: 4 * r + 4])
+                              for r in range(layout.runs)), atol=1e-5)
 
 
 def _synthetic(control_forget: float) -> ToyResult:
