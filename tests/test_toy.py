@@ -223,8 +223,8 @@ def test_cli_quick_prints_the_paired_table(tmp_path: Path) -> None:
     args = ["toy", "--quick", "--base", "at", "--sweep", "8", "--threads", "1", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "AT+MemLoss β′=2" in result.output and "AT+MemLoss β′=8" in result.output and "control" in result.output
-    assert "positive control:" in result.output and "[" in result.output
+    assert "+MemLoss β′=2" in result.output and "+MemLoss β′=8" in result.output and "(control)" in result.output
+    assert "positive control (CE on the memory examples) moved:" in result.output and " ± " in result.output
     figures = {f"toy_{n}.{ext}" for n in ("panels", "clean_boundary", "forgetting", "paired") for ext in ("png", "pdf")}
     assert {p.name for p in tmp_path.iterdir()} == {"toy_result.json", *figures}
     bad = CliRunner().invoke(app, ["toy", "--quick", "--sweep", "x", "--out", str(tmp_path)])
