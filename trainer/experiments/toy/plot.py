@@ -173,7 +173,7 @@ def paired_figure(result: ToyResult) -> Figure:
                 # The value as text too: the control's scale can dwarf the MemLoss rows' intervals.
                 ax.annotate(f"{100 * d.mean:+.2f} ± {100 * d.half_width:.2f}" + (" *" if d.excludes_zero else ""),
                             (100 * d.mean, row), xytext=(0, 7), textcoords="offset points", ha="center",
-                            fontsize=7.5)
+                            fontsize=7.5, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
             ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
             ax.set(xlabel=xlabel)
             ax.set_yticks(range(len(names)), names)
