@@ -37,7 +37,7 @@ def test_tensorboard_reads_the_event_files(small_runs: Path) -> None:
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"step/loss", "step/lr", "step/samples_per_s", "test/pgd20_acc", "test/clean_acc", "train/loss",
-            "memory/forgetting_events", "memory/learning_events", "memory/old_error", "time/epoch_seconds",
+            "memory/forget_at_visit", "memory/learn_at_visit", "memory/old_error_at_visit", "time/epoch_seconds",
             "epoch"} <= tags
     rows = read_metrics(small_runs / "k1-s0")
     per_epoch = [(e.step, e.value) for e in events.Scalars("test/pgd20_acc")]
@@ -57,7 +57,7 @@ def test_compare_groups_seeds_and_writes_table_and_figure(small_runs: Path, tmp_
     assert cell.mean == pytest.approx(statistics.fmean(best)) and cell.std == pytest.approx(statistics.stdev(best))
     evals = [json.loads((small_runs / n / "eval.json").read_text()) for n in ("k1-s0", "k1-s1")]
     assert rows["k=1"].cells["eval: worst case"].values == tuple(e["worst_case_accuracy"] for e in evals)
-    assert rows["k=0"].cells["eval: pgd20"].std == 0.0 and "final forget ev" not in rows["k=0"].cells
+    assert rows["k=0"].cells["eval: pgd20"].std == 0.0 and "final forget at visit" not in rows["k=0"].cells
     names = sorted(p.name for p in (tmp_path / "cmp").iterdir())
     assert names == ["compare.csv", "compare.json", "compare.md", "compare.pdf", "compare.png"]
     table = {t["group"]: t for t in csv.DictReader((tmp_path / "cmp" / "compare.csv").open())}

@@ -22,7 +22,7 @@ def test_quick_demo_writes_table_json_and_plots(tmp_path: Path, data_dir: Path) 
     assert [r["run"] for r in rows] == ["TRADES", "MemLoss+TRADES"]
     for row in rows:
         assert row["worst case"] <= min(row["aa"], row["pgd+"], row["cw"]) <= row["clean"]
-        assert 0 <= row["forget events"] <= row["old-example error"] <= 1 and row["store vs float32"] > 1
+        assert 0 <= row["forget at visit"] <= row["old error at visit"] <= 1 and row["store vs float32"] > 1
     for png in ("curves.png", "trades/store.png", "memloss-k3/store.png"):
         assert (out / png).stat().st_size > 1000 and (out / png).with_suffix(".pdf").stat().st_size > 1000
     assert "clean (%)" in result.output  # accuracies in percent, as memloss evaluate shows them

@@ -69,10 +69,11 @@ def test_demo_curves_name_the_runs_and_use_percent(small_runs: Path) -> None:
 
 def test_toy_figures_have_axes_legends_and_titles(tmp_path: Path) -> None:
     from memloss.trainer.experiments.toy.config import ToyConfig
-    from memloss.trainer.experiments.toy.plot import clean_boundary_figure, curves_figure, panels_figure, plot_toy
+    from memloss.trainer.experiments.toy.plot import (clean_boundary_figure, curves_figure, paired_figure,
+                                                      panels_figure, plot_toy)
     from memloss.trainer.experiments.toy.run import run_toy
 
-    result = run_toy(ToyConfig.quick(seeds=2), threads=1)
+    result = run_toy(ToyConfig.quick(seeds=3), threads=1)
     panels = panels_figure(result.panels, 0.1)
     assert [ax.get_xlabel() for ax in panels.axes] == ["x₁ (input, [0, 1])"] * 3
     assert {"adv. example, class 0", "misclassified", "predicted class 1"} <= set(_texts(panels))
@@ -80,9 +81,14 @@ def test_toy_figures_have_axes_legends_and_titles(tmp_path: Path) -> None:
     boundary = clean_boundary_figure(result.panels, 0.1)
     assert "clean point, class 1" in _texts(boundary)
     curves = curves_figure(result)
-    forgetting, learning, old, robust = curves.axes
-    assert old.get_ylabel() == "epoch n−1's adv. examples wrong under n (%)" and robust.get_ylabel() == "accuracy (%)"
-    assert all(float(t).is_integer() for t in robust.get_xticks()) and forgetting.get_legend() is not None
-    assert len(forgetting.collections) == 2  # a ± 1 std band per method over the two seeds
-    assert sorted(p.name for p in tmp_path.iterdir()) == [] and len(plot_toy(result, tmp_path)) == 3
-    assert len(list(tmp_path.glob("*.pdf"))) == 3
+    forgetting, old, own, robust = [ax for ax in curves.axes if ax.get_visible()]
+    assert old.get_ylabel() == "epoch n−1's adv. examples wrong\nunder model n (% of points)"
+    assert robust.get_ylabel() == "accuracy (%)" and "measured" in curves.get_suptitle()
+    assert all(float(t).is_integer() for t in robust.get_xticks())
+    assert {"TRADES", "TRADES+MemLoss β′=2", "TRADES+2·CE(x″) (control)"} <= set(_texts(curves))
+    assert len(forgetting.collections) == 3  # a ± 1 std band per shown run (base, MemLoss, control)
+    paired = paired_figure(result)
+    assert [t.get_text() for t in paired.axes[0].get_yticklabels()][-1] == "TRADES+2·CE(x″) (control)"
+    assert "95 % t-interval" in paired.get_suptitle() and paired.axes[0].texts
+    assert sorted(p.name for p in tmp_path.iterdir()) == [] and len(plot_toy(result, tmp_path)) == 4
+    assert len(list(tmp_path.glob("*.pdf"))) == 4

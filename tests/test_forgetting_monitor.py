@@ -64,14 +64,14 @@ def test_two_epochs_count_forgetting_and_learning_events() -> None:
     assert monitor.made_correct[1].tolist() == [1, 1, 1, 0, 1, 0, 0, 0]
     _epoch(store, monitor, Threshold(0.3), 2)
     got = monitor.read()
-    assert got == {"forgetting_events": 2 / 8, "learning_events": 2 / 8, "old_error": 4 / 8, "monitor_rows": 8}
+    assert got == {"forget_at_visit": 2 / 8, "learn_at_visit": 2 / 8, "old_error_at_visit": 4 / 8, "monitor_rows": 8}
 
 
 def test_stride_monitors_a_fixed_subset() -> None:
     store, monitor = _store(1), ForgettingMonitor(8, 1, CPU, stride=2)  # samples 0, 2, 4, 6
     _epoch(store, monitor, Threshold(0.5), 1)
     _epoch(store, monitor, Threshold(0.3), 2)
-    assert monitor.read() == {"forgetting_events": 1 / 4, "learning_events": 0.0, "old_error": 2 / 4,
+    assert monitor.read() == {"forget_at_visit": 1 / 4, "learn_at_visit": 0.0, "old_error_at_visit": 2 / 4,
                               "monitor_rows": 4}
 
 
@@ -82,9 +82,9 @@ def test_events_per_memory_age() -> None:
     _epoch(store, monitor, Threshold(0.3), 3)
     got = monitor.read()
     # Age 0 (epoch 2's examples, made and judged at 0.3): no events; age 1 (epoch 1's, made at 0.5): as above.
-    assert got["forgetting_events_by_age"] == [0.0, 2 / 8] and got["learning_events_by_age"] == [0.0, 2 / 8]
-    assert got["old_error_by_age"] == [4 / 8, 4 / 8] and got["monitor_rows_by_age"] == [8, 8]
-    assert got["forgetting_events"] == 0.0 and got["old_error"] == 4 / 8
+    assert got["forget_at_visit_by_age"] == [0.0, 2 / 8] and got["learn_at_visit_by_age"] == [0.0, 2 / 8]
+    assert got["old_error_at_visit_by_age"] == [4 / 8, 4 / 8] and got["monitor_rows_by_age"] == [8, 8]
+    assert got["forget_at_visit"] == 0.0 and got["old_error_at_visit"] == 4 / 8
 
 
 def test_bits_survive_a_state_round_trip_and_old_epochs_are_dropped() -> None:

@@ -43,5 +43,5 @@ def test_resume_with_sampling_and_monitor_is_exact(tmp_path: Path, data_dir: Pat
 
     a, b = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
     assert all(torch.equal(a[key], b[key]) for key in a)
-    for key in ("mem_loss", "mem_term_1", "mem_term_3", "forgetting_events", "old_error_by_age"):
+    for key in ("mem_loss", "mem_term_1", "mem_term_3", "forget_at_visit", "old_error_at_visit_by_age"):
         assert straight.records[-1][key] == resumed.records[-1][key], key

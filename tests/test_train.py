@@ -43,9 +43,9 @@ def test_digits_k3_trains_commits_three_epochs_and_beats_chance(digits_run: Path
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[-1]["test_clean_acc"] > 0.5  # chance is 0.1
     assert records[-1]["test_pgd20_acc"] > 0.2
-    assert 0.0 <= records[-1]["old_error"] <= 1.0 and records[-1]["mem_loss"] > 0
-    assert 0.0 <= records[-1]["forgetting_events"] <= records[-1]["old_error"]
-    assert len(records[-1]["old_error_by_age"]) == 3 and records[-1]["old_error_by_age"][2] is None
+    assert 0.0 <= records[-1]["old_error_at_visit"] <= 1.0 and records[-1]["mem_loss"] > 0
+    assert 0.0 <= records[-1]["forget_at_visit"] <= records[-1]["old_error_at_visit"]
+    assert len(records[-1]["old_error_at_visit_by_age"]) == 3 and records[-1]["old_error_at_visit_by_age"][2] is None
     assert "mem_loss" not in records[0]  # no memory exists in the first epoch
     for name in ("config.json", "best.safetensors", "last.safetensors", "last.state.pt"):
         assert (run / name).exists()
@@ -81,7 +81,7 @@ def test_every_method_runs(tmp_path: Path, data_dir: Path, overrides: dict[str, 
         # With per-window draws and one window (a resident store), an epoch may not have drawn age 1: then only
         # the per-age lists are there.
         by_age = overrides.get("memory_slot_draw") == "window"
-        names = ("forgetting_events", "learning_events", "old_error")
+        names = ("forget_at_visit", "learn_at_visit", "old_error_at_visit")
         assert {f"{n}_by_age" if by_age else n for n in names} <= set(last)
     if overrides.get("k", 0) > 0:
         assert "mem_loss" in last

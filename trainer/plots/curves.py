@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 PANELS: tuple[tuple[str, str, bool], ...] = (
     ("test_clean_acc", "clean accuracy, test (%)", True),
     ("test_pgd20_acc", "PGD-20 accuracy, test (%)", True),
-    ("forgetting_events", "forgetting events on epoch n−1's\nadversarial examples (%)", True),
-    ("learning_events", "learning events on epoch n−1's\nadversarial examples (%)", True),
-    ("old_error", "old-example error: epoch n−1's\nadversarial examples wrong now (%)", True),
+    ("forget_at_visit", "forgetting at visit: epoch n−1's adv.\nexamples right when made, wrong now (%)", True),
+    ("learn_at_visit", "learning at visit: epoch n−1's adv.\nexamples wrong when made, right now (%)", True),
+    ("old_error_at_visit", "old-example error at visit: epoch\nn−1's adv. examples wrong now (%)", True),
     ("loss", "training loss (mean per sample)", False),
     ("mem_loss", "MemLoss term (mean per sample)", False),
 )

@@ -1,15 +1,18 @@
 """The forgetting monitor: forgetting events, learning events and the error on old adversarial examples, per
-memory age, measured the way Toneva et al. (2019) count forgetting events, applied to adversarial examples.
+memory age, judged *at the visit* — the way Toneva et al. (2019) count forgetting events, applied to adversarial
+examples. Its figures are named `*_at_visit`; the toy (trainer/experiments/toy/) judges with the models at the end
+of each epoch instead (the paper's figure 3) and names its figures `*_at_epoch_end`. docs/guide.md ("Two
+definitions of forgetting") sets both beside Toneva et al.'s.
 
 For a training sample i and its adversarial example x′ made in epoch e (stored as memory):
 - *made correct* = the model at the moment x′ was made (its training step in epoch e, eval mode, after the step's
   forwards and before its optimizer update) classifies x′ correctly;
 - when i is visited again in epoch n = e + a + 1 (memory age a, 0 = epoch n−1), the model at that moment (same
-  point of the step) classifies x′ again. A *forgetting event* is made correct and now wrong; a *learning event*
-  is made wrong and now correct; the *old-example error* is now wrong (the "forgetting" this project logged before).
+  point of the step) classifies x′ again. `forget_at_visit` (a forgetting event) is made correct and now wrong;
+  `learn_at_visit` (a learning event) is made wrong and now correct; `old_error_at_visit` is now wrong.
 Each is a rate over the monitored rows that hold memory of that age. For age 0 this is exactly Toneva et al.'s
 event between two consecutive presentations of the example; for older ages it compares the model that made x′ with
-the model a + 1 epochs later. Both judgements are of the model "at the time", as the paper's figure 3 is.
+the model a + 1 epochs later. Both judgements are of the model of the step that presents the example.
 
 Why the bit is kept here and not in the store: it is a training metric, not memory. The monitor keeps it on the
 device (int8 per monitored sample and epoch: −1 unknown, 0 wrong, 1 correct), so recording it needs no host sync,
@@ -36,11 +39,12 @@ from memloss.trainer.common.devices import to_device
 from memloss.trainer.common.precision import fp32_exact
 from memloss.trainer.training.augment import ViewParams
 from memloss.trainer.training.memory import batch_rows, build_memory_examples, valid_counts
+from memloss.trainer.training.monitor_keys import MONITOR_KEYS
 
 MONITOR_STRIDE = 8  # every 8th sample index is monitored ...
 MONITOR_ALL_UP_TO = 8192  # ... on training sets larger than this; smaller ones are monitored whole
 MONITOR_AGES = 4  # memory ages evaluated per step at most (age 0 plus others in rotation)
-_EVENTS = ("forgetting_events", "learning_events", "old_error")
+_EVENTS = MONITOR_KEYS
 
 
 class ForgettingMonitor:
@@ -128,8 +132,9 @@ class ForgettingMonitor:
         return bits if bits is not None else torch.full((self.rows,), -1, dtype=torch.int8, device=self.device)
 
     def read(self) -> dict[str, Any]:
-        """The epoch's rates (one host sync): age-0 scalars `forgetting_events`, `learning_events`, `old_error`,
-        `monitor_rows`; with K > 1 also `<name>_by_age` lists (None where an age had no judged row)."""
+        """The epoch's rates (one host sync): age-0 scalars `forget_at_visit`, `learn_at_visit`,
+        `old_error_at_visit`, `monitor_rows`; with K > 1 also `<name>_by_age` lists (None where an age had no
+        judged row)."""
         forget, learn, wrong, count = self._sums.cpu().tolist()
         if not any(count):
             return {}
@@ -152,3 +157,4 @@ class ForgettingMonitor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.made_correct = {int(e): b.to(self.device) for e, b in state["made_correct"].items()}
+

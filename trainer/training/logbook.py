@@ -21,7 +21,7 @@ from memloss.errors import MemlossError
 
 DEFAULT_LOG_EVERY = 50  # steps; the epoch loop already reads a device flag every 50 steps (NaN check)
 _GROUPS = (("ema_test_", "test/ema_"), ("test_", "test/"), ("eval_", "test/"), ("mem_", "memory/"), ("forget", "memory/"),
-           ("learning_events", "memory/"), ("old_error", "memory/"), ("monitor_rows", "memory/"), ("store_", "store/"))
+           ("learn_at_visit", "memory/"), ("old_error", "memory/"), ("monitor_rows", "memory/"), ("store_", "store/"))
 _TIME_KEYS = ("epoch_seconds", "eval_seconds", "epoch_total_seconds", "samples_per_s", "rank_sync_s")
 _NOT_SCALARS = ("epoch", "time")
 

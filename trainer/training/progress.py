@@ -38,7 +38,8 @@ def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
         if ema is not None:
             parts.append(f"ema {label}{attack.replace('_', '-')} {pct(ema[1])}")
     # The forgetting monitor on the previous epoch's adversarial examples (age 1): events and old-example error.
-    for key, label in (("forgetting_events", "forget ev"), ("learning_events", "learn ev"), ("old_error", "old err")):
+    for key, label in (("forget_at_visit", "forget@visit"), ("learn_at_visit", "learn@visit"),
+                       ("old_error_at_visit", "old err@visit")):
         if record.get(key) is not None:
             parts.append(f"{label} {pct(record[key])}")
     if record.get("mem_loss") is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memloss.errors import MemlossError
+from memloss.trainer.training.monitor_keys import upgrade_record
 from memloss.trainer.training.runs import CONFIG_FILE, read_config_record, read_metrics
 
 # Config fields that say where or how a run ran, not what it trained: runs differing only in these (and the seed)
@@ -79,7 +80,9 @@ def read_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
 def read_run(path: Path) -> Run:
     record = read_config_record(path)["config"]
     flat = {f"{section}.{key}": value for section, values in record.items() for key, value in values.items()}
-    return Run(path, flat, int(flat.get("run.seed", 0)), read_metrics(path), read_evals(path))
+    # Older runs logged the forgetting monitor under its pre-rename keys; read them under the current ones.
+    records = [upgrade_record(r) for r in read_metrics(path)]
+    return Run(path, flat, int(flat.get("run.seed", 0)), records, read_evals(path))
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:

@@ -16,8 +16,8 @@ from memloss.trainer.experiments.compare.collect import Run
 # Metrics that are not fractions (shown as they are, not in percent).
 PLAIN = ("epochs", "best epoch", "final loss", "train min")
 # Training metrics first, in this order; evaluation results follow in the order they are found.
-TRAINING = ("epochs", "best epoch", "best pgd20", "best clean", "final clean", "final pgd20", "final forget ev",
-            "final old error", "final loss", "train min")
+TRAINING = ("epochs", "best epoch", "best pgd20", "best clean", "final clean", "final pgd20", "final forget at visit",
+            "final old error at visit", "final loss", "train min")
 
 
 def run_metrics(run: Run) -> dict[str, float]:
@@ -32,7 +32,8 @@ def run_metrics(run: Run) -> dict[str, float]:
         out.update({"epochs": float(len(records)), "best epoch": float(best["epoch"]),
                     "best pgd20": best.get("test_pgd20_acc"), "best clean": best.get("test_clean_acc"),
                     "final clean": last.get("test_clean_acc"), "final pgd20": last.get("test_pgd20_acc"),
-                    "final forget ev": last.get("forgetting_events"), "final old error": last.get("old_error"),
+                    "final forget at visit": last.get("forget_at_visit"),
+                    "final old error at visit": last.get("old_error_at_visit"),
                     "final loss": last.get("loss"),
                     "train min": sum(r.get("epoch_seconds", 0.0) for r in records) / 60})
     for stem, data in run.evals.items():

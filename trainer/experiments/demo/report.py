@@ -25,8 +25,8 @@ def summary_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
 # Rows that are not accuracies or rates; every other row (clean, each attack, worst case, the forgetting
 # monitor's events and error) is a fraction in [0,1], shown in percent as `memloss evaluate` shows accuracies.
 PLAIN_ROWS = ("run", "k", "train s", "eval s", "store MB", "store vs float32")
-MONITOR_ROWS = (("forgetting_events", "forget events"), ("learning_events", "learn events"),
-                ("old_error", "old-example error"))
+MONITOR_ROWS = (("forget_at_visit", "forget at visit"), ("learn_at_visit", "learn at visit"),
+                ("old_error_at_visit", "old error at visit"))
 
 
 def _mean(records: Sequence[dict[str, Any]], key: str) -> float | None:

@@ -1,207 +1,276 @@
-"""The 2-D toy problem of the MemLoss paper (§3.3, figures 2-3): how often adversarial training forgets the
-adversarial examples of the previous epoch, with and without the MemLoss term, over several seeds.
+"""The 2-D toy problem of the MemLoss paper (§3.3, figures 2-3) as a paired experiment: for every seed, the base
+method alone, with β′·MemLoss (the main β′ and a sweep), and with a positive control (CE on the memory examples),
+all judged on the previous epoch's adversarial examples by the models at the end of each epoch (the paper's
+figure 3).
 
-For each seed, two runs share the data, the initial weights, the batch order and the attack's random starts:
-- the base method: TRADES (default; attack PGD-KL from x + 0.001·N(0, I), loss CE(f(x), y) + β·KL(p(x)‖p(x_adv)),
-  the paper's method) or AT (attack PGD-CE from a uniform start, loss CE(f(x_adv), y), the paper's toy training);
-  attack, start and loss are the trainer's own (`memloss.trainer.methods.registry.METHODS`);
-- the same plus β′ · MemLoss-V1 with K = 1, the memory example x″ of a sample being its adversarial example of the
-  previous epoch (no augmentation in 2-D, so it is kept as is in an [N, 2] tensor).
+Every run of every seed trains at once in one `EnsembleMLP` (runs stacked variant-major: run r = v·S + s is variant
+v of seed s); the runs of one seed share the data, the initial weights, the batch order and the attack's random
+starts, so their differences are paired. The base losses, the attack and the MemLoss term are the trainer's own
+(`memloss.trainer.methods`); `TwoLogitMLP`'s logits [0, z] make cross-entropy the paper's BCE.
 
-The paper's network is a two-layer ReLU MLP with a sigmoid output and binary cross-entropy. `TwoLogitMLP` returns
-the logits [0, z] instead of z: softmax([0, z]) = [1 − σ(z), σ(z)], so cross-entropy on them *is* the paper's BCE
-and the project's PGD, losses and MemLoss term apply unchanged.
-
-Per epoch n ≥ 2, with the models at the end of epochs n−1 and n (the paper's figure 3) and the adversarial examples
-made during epoch n−1 (each by the model of its own training step, exactly the memory examples): the old-example
-error (wrong under model n), forgetting events (right under model n−1, wrong under model n; Toneva et al. 2019) and
-learning events (the reverse), each as a fraction of the training points. The trainer's monitor
-(trainer/training/forgetting.py) judges with the model at the step that visits the sample instead; the toy can
-afford whole-set judgements by the end-of-epoch models, which is what the paper's figure shows.
+Per epoch n ≥ 2 and run, with a = model n−1 right on x′ₙ₋₁ (the example "correct when made", judged at the end of
+the epoch that made it: the paper's panel a) and c = model n right on x′ₙ₋₁ (panel c), counted over the training
+points: made-correct (a), forgetting at epoch end (a ∧ ¬c), learning at epoch end (¬a ∧ c), old-example error
+(¬c) and own error (model n wrong on x′ₙ, panel b). The trainer's monitor (trainer/training/forgetting.py) judges
+at the visit instead (model of the step); the two carry different names.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from memloss.trainer.common.progress import ProgressSink, SilentProgress
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, using_threads
 from memloss.trainer.experiments.toy.config import ToyConfig
-from memloss.trainer.experiments.toy.data import ToyData, make_toy_data
-from memloss.trainer.experiments.toy.model import TwoLogitMLP, build_toy_model, error_rate, wrong_mask
-from memloss.trainer.experiments.toy.result import PanelData, RunTrace, ToyResult
+from memloss.trainer.experiments.toy.data import make_toy_data
+from memloss.trainer.experiments.toy.model import EnsembleMLP, TwoLogitMLP
+from memloss.trainer.experiments.toy.result import COUNT_KEYS, PanelData, ToyResult
 from memloss.trainer.methods.losses import LossInputs, LossParams
 from memloss.trainer.methods.memloss import memloss_term
 from memloss.trainer.methods.pgd import pgd
 from memloss.trainer.methods.registry import MethodSpec, get_method
 from memloss.trainer.methods.threat import PGDConfig
 
+DIMS = 2  # the toy's inputs: points in [0, 1]²
+_NORMAL_START_STD = 0.001  # the trainer's "normal" start (TRADES): x + 0.001·N(0, I)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """S seeds × V variants = R runs; `seed_of` int64 [R]: the seed index (0..S−1) of each run."""
+
+    seeds: int
+    variants: int
+
+    @property
+    def runs(self) -> int:
+        return self.seeds * self.variants
+
+    @property
+    def seed_of(self) -> Tensor:
+        return torch.arange(self.runs) % self.seeds
+
 
 @dataclass
-class _Snapshots:
-    """Per-epoch weights and adversarial examples of one run (the panels need two consecutive epochs)."""
+class _Data:
+    """Training and test points of every run: x float32 [R, N, 2], y int64 [R, N] (a seed's data repeated over its
+    variants)."""
 
-    states: list[dict[str, Tensor]]
-    adv: list[Tensor]
+    x: Tensor
+    y: Tensor
+    test_x: Tensor
+    test_y: Tensor
 
 
-def _attack_config(cfg: ToyConfig, steps: int, start: str = "uniform") -> PGDConfig:
-    return PGDConfig(norm="Linf", eps=cfg.eps, step_size=cfg.step_size, steps=steps, start=start)
+def _load_data(cfg: ToyConfig, layout: _Layout) -> _Data:
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    train = [make_toy_data(cfg.n_train, cfg.noise, s) for s in seeds]
+    test = [make_toy_data(cfg.n_test, cfg.noise, s + 1000) for s in seeds]
+    pick = layout.seed_of
+    return _Data(torch.stack([d.x for d in train])[pick], torch.stack([d.y for d in train])[pick],
+                 torch.stack([d.x for d in test])[pick], torch.stack([d.y for d in test])[pick])
 
 
-def _train_step(
-    model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor, Tensor],
-    memory: Tensor | None, cfg: ToyConfig, spec: MethodSpec,
-) -> Tensor:
-    """One SGD step on the base method's loss, plus β′·MemLoss-V1(x, x″) when a memory batch x″ [B, 2] is given.
-    Returns the detached loss."""
+def _gather(t: Tensor, idx: Tensor) -> Tensor:
+    """Rows idx int64 [R, b] of t [R, N, ...] per run → [R, b, ...]."""
+    return torch.gather(t, 1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
+
+
+def _start(x: Tensor, cfg: ToyConfig, spec: MethodSpec, gens: list[torch.Generator], layout: _Layout) -> Tensor:
+    """The attack's first iterate for x [R, b, 2]: one draw per seed, shared by the seed's variants."""
+    b = x.shape[1]
+    if spec.attack_start == "normal":
+        noise = torch.stack([torch.randn(b, DIMS, generator=g) for g in gens]) * _NORMAL_START_STD
+    else:
+        noise = torch.stack([torch.rand(b, DIMS, generator=g) for g in gens]) * (2 * cfg.eps) - cfg.eps
+    return (x + noise[layout.seed_of]).clamp(0.0, 1.0)
+
+
+def _loss(model: EnsembleMLP, batch: tuple[Tensor, Tensor, Tensor], mem: Tensor | None, cfg: ToyConfig,
+          spec: MethodSpec, layout: _Layout) -> Tensor:
+    """Σ over runs of each run's mean loss (so each run's slice of the weights gets its own gradient): the base
+    loss, plus per variant β′·MemLoss-V1 or w·CE on the memory examples x″ (flat [R·b, 2]) once they exist."""
     x, y, x_adv = batch
-    logits_adv = model(x_adv)
-    logits_clean = model(x) if spec.needs_clean_forward or memory is not None else None
-    loss = spec.loss_fn(LossInputs(y, logits_clean, logits_adv), LossParams(cfg.beta, 0.0)).loss
-    if memory is not None:
-        logits_mem = model(memory).unsqueeze(0)  # [K=1, B, 2]
-        valid = torch.ones(1, len(y), dtype=torch.bool)
-        loss = loss + memloss_term(logits_clean, logits_mem, y, valid, cfg.beta_prime, "v1", logits_adv).loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
+    logits_adv, logits_clean = model(x_adv), model(x)
+    total = spec.loss_fn(LossInputs(y, logits_clean, logits_adv), LossParams(cfg.beta, 0.0)).loss * layout.runs
+    if mem is None:
+        return total
+    logits_mem = model(mem)
+    rows = len(y) // layout.variants  # one variant's rows: S seeds × b points
+    for v, variant in enumerate(cfg.variants):
+        sl = slice(v * rows, (v + 1) * rows)
+        if variant.kind == "memloss":
+            valid = torch.ones(1, rows, dtype=torch.bool)
+            term = memloss_term(logits_clean[sl], logits_mem[sl].unsqueeze(0), y[sl], valid, variant.weight, "v1")
+            total = total + term.loss * layout.seeds
+        elif variant.kind == "control":
+            total = total + variant.weight * F.cross_entropy(logits_mem[sl], y[sl]) * layout.seeds
+    return total
 
 
-def _run_epoch(
-    model: nn.Module, opt: torch.optim.Optimizer, data: ToyData, cfg: ToyConfig,
-    generators: tuple[torch.Generator, torch.Generator], memory: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """Trains one epoch in a seeded random order; returns (adversarial examples [N, 2] made this epoch, mean loss).
-    `memory` [N, 2] is the previous epoch's adversarial examples (None: the base alone, or the first epoch)."""
-    order_gen, attack_gen = generators
+def _epoch_lr(cfg: ToyConfig, epoch: int) -> float:
+    """The learning rate of epoch (0-based): constant, or cosine from lr down to 0 over the run."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+_Generators = tuple[list[torch.Generator], list[torch.Generator]]  # per seed: batch order, attack starts
+
+
+def _train_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, data: _Data, memory: Tensor | None,
+                 cfg: ToyConfig, layout: _Layout, gens: _Generators) -> Tensor:
+    """One epoch of every run; returns the adversarial examples made this epoch [R, N, 2]."""
     spec = get_method(cfg.base)
-    attack = _attack_config(cfg, cfg.steps, spec.attack_start or "uniform")
+    attack = PGDConfig(norm="Linf", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, start="zero")
+    order_gens, start_gens = gens
+    order = torch.stack([torch.randperm(cfg.n_train, generator=g) for g in order_gens])[layout.seed_of]
     adv = torch.empty_like(data.x)
-    losses = []
-    for idx in torch.randperm(len(data.y), generator=order_gen).split(cfg.batch_size):
-        x, y = data.x[idx], data.y[idx]
-        x_adv = pgd(model, x, y, attack, spec.attack_objective or "ce", generator=attack_gen).detach()
-        adv[idx] = x_adv
-        mem = None if memory is None else memory[idx]
-        losses.append(_train_step(model, opt, (x, y, x_adv), mem, cfg, spec))
-    return adv, torch.stack(losses).mean()
+    for idx in order.split(cfg.batch_size, dim=1):
+        x, y = _gather(data.x, idx), _gather(data.y, idx)
+        init = _start(x, cfg, spec, start_gens, layout)
+        d = x.shape[2]
+        flat_x, flat_y = x.reshape(-1, d), y.reshape(-1)
+        x_adv = pgd(model, flat_x, flat_y, attack, spec.attack_objective or "ce", init=init.reshape(-1, d))
+        adv.scatter_(1, idx.unsqueeze(2).expand(-1, -1, d), x_adv.view(layout.runs, -1, d))
+        mem = None if memory is None else _gather(memory, idx).reshape(-1, d)
+        loss = _loss(model, (flat_x, flat_y, x_adv), mem, cfg, spec, layout)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return adv
 
 
-def _event_metrics(model: nn.Module, prev_adv: Tensor, prev_wrong: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Old-example error, forgetting and learning events of the current model on the previous epoch's adversarial
-    examples [N, 2], given which of them the previous model got wrong (`prev_wrong` bool [N])."""
-    now_wrong = wrong_mask(model, prev_adv, y)
-    return {"old_error": now_wrong.float().mean(), "forgetting_events": (now_wrong & ~prev_wrong).float().mean(),
-            "learning_events": (~now_wrong & prev_wrong).float().mean()}
+@torch.no_grad()
+def _wrong(model: EnsembleMLP, x: Tensor, y: Tensor) -> Tensor:
+    """bool [R, N]: run r misclassifies x[r, i] [R, N, 2]."""
+    return (model(x.reshape(-1, x.shape[-1])).argmax(dim=1) != y.reshape(-1)).view(y.shape)
 
 
-def _test_metrics(model: nn.Module, test: ToyData, attack: PGDConfig, gen: torch.Generator) -> dict[str, Tensor]:
-    """Clean and PGD robust accuracy on the test points (0-dim tensors in [0, 1])."""
-    test_adv = pgd(model, test.x, test.y, attack, "ce", generator=gen)
-    return {"clean": 1 - error_rate(model, test.x, test.y), "robust": 1 - error_rate(model, test_adv, test.y)}
+def _test_accuracy(model: EnsembleMLP, data: _Data, cfg: ToyConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Clean and PGD-`eval_steps` (CE, uniform start) accuracy [R] of every run on its seed's test points."""
+    attack = PGDConfig(norm="Linf", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.eval_steps, start="uniform")
+    x, y = data.test_x.reshape(-1, data.test_x.shape[-1]), data.test_y.reshape(-1)
+    adv = pgd(model, x, y, attack, "ce", generator=gen).view(data.test_x.shape)
+    clean = 1 - _wrong(model, data.test_x, data.test_y).float().mean(dim=1)
+    return clean, 1 - _wrong(model, adv, data.test_y).float().mean(dim=1)
 
 
-def _train_run(
-    name: str, cfg: ToyConfig, train: ToyData, test: ToyData, use_memloss: bool, progress: ProgressSink
-) -> tuple[RunTrace, _Snapshots]:
-    """One full run from the seed's initial weights; metrics are tensors until the end (no per-step syncs)."""
-    model = build_toy_model(cfg.hidden, cfg.seed)
+def _events(made_wrong: Tensor, now_wrong: Tensor) -> dict[str, Tensor]:
+    """Counts [R] over the training points of x′ₙ₋₁: made_wrong = model n−1 wrong on it, now_wrong = model n."""
+    made_ok = ~made_wrong
+    return {"made_correct": made_ok.sum(1), "forget_at_epoch_end": (made_ok & now_wrong).sum(1),
+            "learn_at_epoch_end": (made_wrong & ~now_wrong).sum(1), "old_error_at_epoch_end": now_wrong.sum(1)}
+
+
+@dataclass
+class _Trace:
+    """Per-epoch tensors of every run, stacked at the end, and the snapshots of run 0 (base, first seed)."""
+
+    rows: dict[str, list[Tensor]]
+    states: list[dict[str, Tensor]]
+    advs: list[Tensor]
+
+
+def _record(trace: _Trace, model: EnsembleMLP, adv: Tensor, metrics: dict[str, Tensor]) -> None:
+    for key, value in metrics.items():
+        trace.rows.setdefault(key, []).append(value)
+    trace.states.append({k: v.detach().clone() for k, v in model.member(0).state_dict().items()})
+    trace.advs.append(adv[0].clone())
+
+
+def _train_all(cfg: ToyConfig, layout: _Layout, data: _Data, progress: ProgressSink) -> _Trace:
+    model = EnsembleMLP(layout.runs, cfg.hidden, DIMS)
+    model.init_runs([s for s in layout.seed_of.add(cfg.seed).tolist()])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    generators = (torch.Generator().manual_seed(cfg.seed + 1), torch.Generator().manual_seed(cfg.seed + 2))
-    eval_gen, eval_attack = torch.Generator().manual_seed(cfg.seed + 3), _attack_config(cfg, cfg.eval_steps)
-    snaps = _Snapshots(states=[], adv=[])
-    rows: dict[str, list[Tensor]] = defaultdict(list)
-    own_wrong = torch.zeros(0, dtype=torch.bool)
-    task = f"{name}, seed {cfg.seed}"
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    gens = ([torch.Generator().manual_seed(s + 1) for s in seeds],
+            [torch.Generator().manual_seed(s + 2) for s in seeds])
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    trace = _Trace({}, [], [])
+    prev_adv, made_wrong = None, None
+    task = f"{cfg.base_name}: {layout.runs} runs ({cfg.seeds} seeds × {layout.variants} variants)"
     progress.begin(task, cfg.epochs, unit="epochs")
-    for _ in range(cfg.epochs):
-        memory = snaps.adv[-1] if (use_memloss and snaps.adv) else None
-        adv, loss = _run_epoch(model, opt, train, cfg, generators, memory)
-        metrics = _event_metrics(model, snaps.adv[-1], own_wrong, train.y) if snaps.adv else {}
-        own_wrong = wrong_mask(model, adv, train.y)
-        metrics |= {"own_error": own_wrong.float().mean(), "loss": loss}
-        metrics |= _test_metrics(model, test, eval_attack, eval_gen)
-        for key, value in metrics.items():
-            rows[key].append(value)
-        snaps.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        snaps.adv.append(adv)
+    for epoch in range(cfg.epochs):
+        for group in opt.param_groups:
+            group["lr"] = _epoch_lr(cfg, epoch)
+        adv = _train_epoch(model, opt, data, prev_adv, cfg, layout, gens)
+        own_wrong = _wrong(model, adv, data.y)
+        metrics = {"own_error": own_wrong.sum(1)}
+        if prev_adv is not None and made_wrong is not None:
+            metrics |= _events(made_wrong, _wrong(model, prev_adv, data.y))
+        clean, robust = _test_accuracy(model, data, cfg, eval_gen)
+        _record(trace, model, adv, metrics | {"clean_acc": clean, "robust_acc": robust})
+        prev_adv, made_wrong = adv, own_wrong
         progress.advance(task)
     progress.end(task)
-    c = {k: torch.stack(v).tolist() for k, v in rows.items()}
-    trace = RunTrace(name, cfg.seed, c["old_error"], c["forgetting_events"], c["learning_events"], c["own_error"],
-                     c["clean"], c["robust"], c["loss"])
-    return trace, snaps
+    return trace
 
 
-def _model_from(state: dict[str, Tensor], hidden: int) -> TwoLogitMLP:
-    model = TwoLogitMLP(hidden)
+def _member(state: dict[str, Tensor], cfg: ToyConfig) -> TwoLogitMLP:
+    model = TwoLogitMLP(cfg.hidden, DIMS)
     model.load_state_dict(state)
     return model
 
 
-def _grid_probability(model: nn.Module, axis: Tensor) -> np.ndarray:
-    """σ(z) of the model on the grid axis × axis; float32 [G, G], row = x2, column = x1."""
+def _grid_probability(state: dict[str, Tensor], cfg: ToyConfig, axis: Tensor) -> np.ndarray:
+    """σ(z) of one run's weights on the grid axis × axis; float32 [G, G], row = x2, column = x1."""
+    model = _member(state, cfg)
     x1, x2 = torch.meshgrid(axis, axis, indexing="xy")
     with torch.no_grad():
         logits = model(torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1))
     return logits.softmax(dim=1)[:, 1].reshape(len(axis), len(axis)).numpy()
 
 
-def pick_panel_epoch(old_error: list[float], panel_from: float) -> int:
-    """The epoch n (≥ 2, 1-based) with the highest old-example error among the last (1 − panel_from) of the run;
-    the earliest on a tie. `old_error[i]` belongs to epoch i + 2."""
-    start = int(panel_from * len(old_error))
-    return start + int(np.argmax(old_error[start:])) + 2
+def pick_panel_epoch(forget: list[float], first: int) -> int:
+    """The epoch n ≥ `first` (1-based) with the most forgetting at epoch end; the earliest on a tie. `forget[i]`
+    belongs to epoch i + 2."""
+    start = first - 2
+    return start + int(np.argmax(forget[start:])) + 2
 
 
-def _panel_data(cfg: ToyConfig, train: ToyData, trace: RunTrace, snaps: _Snapshots) -> PanelData:
-    epoch = pick_panel_epoch(trace.old_error, cfg.panel_from)
+def _panel_data(cfg: ToyConfig, data: _Data, trace: _Trace, forget: list[float]) -> PanelData:
+    epoch = pick_panel_epoch(forget, cfg.first_measured)
     axis = torch.linspace(0, 1, cfg.grid)
-    prev, cur = (_model_from(snaps.states[e], cfg.hidden) for e in (epoch - 2, epoch - 1))
-    adv_prev, adv_cur = snaps.adv[epoch - 2], snaps.adv[epoch - 1]
-    pairs = ((prev, adv_prev), (cur, adv_cur), (cur, adv_prev))
-    with torch.no_grad():
-        wrong = torch.stack([wrong_mask(model, adv, train.y) for model, adv in pairs])
-    return PanelData(
-        epoch=epoch, axis=axis.numpy(), prob_prev=_grid_probability(prev, axis),
-        prob_cur=_grid_probability(cur, axis), x=train.x.numpy(), y=train.y.numpy(),
-        adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=wrong.numpy(),
-    )
+    prev, cur = trace.states[epoch - 2], trace.states[epoch - 1]
+    adv_prev, adv_cur = trace.advs[epoch - 2], trace.advs[epoch - 1]
+    probs = (_grid_probability(prev, cfg, axis), _grid_probability(cur, cfg, axis))
+    x, y = data.x[0], data.y[0]
+
+    def wrong(state: dict[str, Tensor], adv: Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return (_member(state, cfg)(adv).argmax(dim=1) != y).numpy()
+
+    marks = np.stack([wrong(prev, adv_prev), wrong(cur, adv_cur), wrong(cur, adv_prev)])
+    return PanelData(epoch=epoch, axis=axis.numpy(), prob_prev=probs[0], prob_cur=probs[1], x=x.numpy(),
+                     y=y.numpy(), adv_prev=adv_prev.numpy(), adv_cur=adv_cur.numpy(), wrong=marks,
+                     prob_last=_grid_probability(trace.states[-1], cfg, axis), last_epoch=cfg.epochs)
 
 
 def run_toy(cfg: ToyConfig, progress: ProgressSink | None = None, threads: Threads = "auto") -> ToyResult:
-    """Runs the base method and base + MemLoss for seeds cfg.seed … cfg.seed + cfg.seeds − 1 on the CPU (per seed:
-    train data seed s, test data seed s + 1000) and returns their per-epoch events and accuracies, and the panel
-    data of the base run of the first seed.
+    """Trains every variant of every seed (all at once, on the CPU) and returns the per-epoch counts and
+    accuracies of every run and the figure-3 panel data of the base run of the first seed.
+
     progress: where epochs are reported (None: nowhere); threads: torch's CPU threads (an int, 'auto' = measured
-    on a training step, None = unchanged). The toy's [8, 64] matrices gain nothing from threads, and on a busy
-    machine idle-spinning OpenMP workers made the same run 35x slower (12 epochs, 8.7 s vs 314 s)."""
+    on a step of the ensemble, None = unchanged)."""
     start = time.perf_counter()
-    base_name, mem_name = cfg.names
-    runs: dict[str, list[RunTrace]] = {base_name: [], mem_name: []}
-    panels = None
-    sink = progress or SilentProgress()
-    first = make_toy_data(cfg.n_train, cfg.noise, cfg.seed)
-    probe = model_probe(build_toy_model(cfg.hidden, cfg.seed), first.x[:cfg.batch_size], first.y[:cfg.batch_size])
+    layout = _Layout(cfg.seeds, len(cfg.variants))
+    data = _load_data(cfg, layout)
+    probe_model = EnsembleMLP(layout.runs, cfg.hidden, DIMS)
+    probe_x = data.x[:, : cfg.batch_size].reshape(-1, DIMS)
+    probe = model_probe(probe_model, probe_x, data.y[:, : cfg.batch_size].reshape(-1))
     choice = choose_threads(threads, probe, torch.device("cpu"))
     with using_threads(choice.threads):
-        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-            one = replace(cfg, seed=seed)
-            train = make_toy_data(one.n_train, one.noise, seed)
-            test = make_toy_data(one.n_test, one.noise, seed + 1000)
-            base, snaps = _train_run(base_name, one, train, test, use_memloss=False, progress=sink)
-            mem, _ = _train_run(mem_name, one, train, test, use_memloss=True, progress=sink)
-            runs[base_name].append(base)
-            runs[mem_name].append(mem)
-            if panels is None:
-                panels = _panel_data(one, train, base, snaps)
-    assert panels is not None
-    return ToyResult(cfg, runs, panels, time.perf_counter() - start, choice.threads)
+        trace = _train_all(cfg, layout, data, progress or SilentProgress())
+    arrays = {k: torch.stack(v).double().numpy() for k, v in trace.rows.items()}  # [epochs(−1), R]
+    for key in (*COUNT_KEYS, "own_error"):
+        arrays[key] = arrays[key] / cfg.n_train
+    panels = _panel_data(cfg, data, trace, arrays["forget_at_epoch_end"][:, 0].tolist())
+    return ToyResult(cfg, arrays, panels, time.perf_counter() - start, choice.threads)
