@@ -23,7 +23,7 @@ from pathlib import Path
 from memloss.errors import ConfigError
 from memloss.trainer.common.files import free_bytes
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, dataset_info
+from memloss.trainer.data.registry import SYNTHETIC_DEFAULT_N, dataset_info, is_builtin
 
 MAX_OPTIMIZER_STEPS = 10**8
 # Bytes of one store row besides the δ codes: scale f32 + (epoch, dy, dx, flip) int32 (memstore.entries.ROW_AUX_BYTES;
@@ -147,7 +147,10 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
 
 
 def check_sizes(cfg: TrainConfig, store_path: str | None) -> None:
-    """Every size bound of a new run (see the module docstring). `store_path`: where the store will live."""
+    """Every size bound of a new run (see the module docstring). `store_path`: where the store will live. The user's
+    own data (--dataset PATH) is sized when it is read (trainer/data/userdata.py), not here."""
+    if not is_builtin(cfg.data.dataset):
+        return
     base = base_samples(cfg)
     check_eval_n(cfg)
     aux = aux_samples(cfg.data.aux_data, cfg.data.aux_take)

@@ -320,8 +320,11 @@ def _data_record(info: DatasetInfo) -> dict[str, str]:
 
 def _check_same_data(s: Session, state: dict[str, Any]) -> None:
     """A resumed run on the user's own data trains on the data it started with (its record is in the state)."""
-    saved, now = state.get("user_dataset"), _data_record(s.info).get("user_dataset")
-    if saved is not None and json.loads(saved) != json.loads(now or "null"):
+    saved = state.get("user_dataset")
+    if saved is None:  # a built-in dataset (its splits do not change)
+        return
+    now = _data_record(s.info).get("user_dataset")
+    if json.loads(saved) != json.loads(now or "null"):
         raise ConfigError(f"the training data {s.info.name} changed since the run started (its samples, labels or "
                           "statistics differ from the resume point's record); restore it, or start a new run with "
                           "--out")
