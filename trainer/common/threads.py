@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from memloss.errors import ConfigError
+from memloss.trainer.common.openmp import passive_waits
 
 Threads = int | str | None  # an int ≥ 1, "auto", or None (leave the process's setting alone)
 
@@ -39,11 +40,16 @@ class ThreadChoice:
     timings: dict[int, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One line for the user, e.g. 'threads: 1 (measured: 1 → 12.0 ms, 2 → 48.1 ms per step)'."""
+        """One line for the user, e.g. 'threads: 1 (measured: 1 → 12.0 ms, 2 → 48.1 ms per step)'; with more than
+        one thread in a process whose OpenMP threads spin while they wait (torch imported before memloss), a second
+        line says how to stop that."""
         if not self.timings:
-            return f"threads: {self.threads} ({self.how})"
-        shown = ", ".join(f"{n} → {1000 * s:.1f} ms" for n, s in sorted(self.timings.items()))
-        return f"threads: {self.threads} (measured: {shown} per step)"
+            line = f"threads: {self.threads} ({self.how})"
+        else:
+            shown = ", ".join(f"{n} → {1000 * s:.1f} ms" for n, s in sorted(self.timings.items()))
+            line = f"threads: {self.threads} (measured: {shown} per step)"
+        note = passive_waits().note() if self.threads > 1 else None
+        return f"{line}\nnote: {note}" if note else line
 
 
 def parse_threads(value: Threads) -> Threads:
