@@ -71,3 +71,17 @@ def test_watching_restores_the_attack_objects_and_knows_their_iterations() -> No
     assert "margin_and_loss" not in vars(adversary.square)  # the class's method again
     assert planned_iterations(adversary, "apgd-ce") == 101 and planned_iterations(adversary, "apgd-t") == 9 * 101
     assert planned_iterations(adversary, "fab-t") == 9 * 100 and planned_iterations(adversary, "square") == 5001
+
+
+def test_pgd_progress_moves_inside_a_batch() -> None:
+    torch.set_num_threads(1)
+    model, x, y = robust_points()
+    stream = io.StringIO()
+    ctx = RunContext(torch.device("cpu"), 0, PlainProgress(stream, every_s=0.0))
+    spec = ATTACKS[AttackName.PGD_PLUS](ThreatModel("Linf", "8/255"))  # 5 restarts × 40 steps
+    result = run_spec(spec, model, x, y, np.ones(4, dtype=bool), batches(4, 4), EvalState(None, {}), ctx)
+    assert result.robust.all()
+    percents = [int(m.group(1)) for m in re.finditer(r"batch 1/1 (\d+)%", stream.getvalue())]
+    assert len(set(percents)) >= 10 and 0 < min(percents) and max(percents) < 100, percents
+    assert stream.getvalue().splitlines()[-1].startswith("pgd+: 4/4 points  robust 100.0%")
+    assert not model._forward_pre_hooks  # the counter is gone

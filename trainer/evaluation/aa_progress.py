@@ -109,6 +109,19 @@ class AttackProgress(logging.Handler):
                 else:
                     delattr(owner, attr)
 
+    @contextmanager
+    def counting_forwards(self, model: Any, label: str, planned: int) -> Iterator[None]:
+        """For our own PGD attacks (one batch): the bar moves with `model`'s forwards against `planned` (restarts ×
+        (steps + 1): one forward per step and one check per restart), shown as `label` (e.g. 'batch 1/2')."""
+        self.weights, self.total_weight = {label: 1.0}, 1.0
+        self.current, self.planned, self.ticks, self.shown = label, planned, 0, 0.0
+        handle = model.register_forward_pre_hook(lambda *_: self._tick())
+        try:
+            yield
+        finally:
+            handle.remove()
+            self.planned = 0
+
     def _share(self, name: str) -> float:
         """Points of the current batch that sub-attack `name` stands for on the bar."""
         return self.batch * self.weights.get(name, 0.0) / self.total_weight

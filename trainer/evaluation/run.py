@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -116,7 +116,9 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
                 continue
             follow.start_batch(part.stop - part.start)
             xb, yb = to_input(x[part], ctx.device), y[part].to(ctx.device)
-            record = attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i, watch=follow.watch)
+            with _within_batch(follow, spec, model, f"batch {i + 1}/{len(parts)}"):
+                record = attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i,
+                                      watch=follow.watch)
             state.put(spec.name, i, record)
             follow.end_batch(sum(record["robust"]))
     ctx.progress.end(spec.name)
@@ -126,6 +128,15 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             state.put(spec.name, i, record)
     records = [state.get(spec.name, i) for i in range(len(parts))]
     return collect(spec, [r for r in records if r is not None])
+
+
+def _within_batch(follow: AttackProgress, spec: AttackSpec, model: nn.Module, label: str) -> ContextManager[None]:
+    """Progress inside one batch: AutoAttack's is followed through its sub-attacks (`watch`); our PGD's by counting
+    the model's forwards."""
+    if spec.family == "autoattack":
+        return nullcontext()
+    cfg = spec.pgd_config()
+    return follow.counting_forwards(model, label, cfg.restarts * (cfg.steps + 1))
 
 
 def collect(spec: AttackSpec, records: list[dict[str, Any]]) -> AttackResult:
