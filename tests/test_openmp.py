@@ -20,6 +20,8 @@ def libgomp_spincount(code: str, **env: str) -> str:
     out = subprocess.run([sys.executable, "-c", code], env={**base, "OMP_DISPLAY_ENV": "VERBOSE", **env},
                          capture_output=True, text=True, check=True)
     lines = [line for line in out.stderr.splitlines() if "GOMP_SPINCOUNT" in line]
+    if "OPENMP DISPLAY ENVIRONMENT" not in out.stderr:
+        pytest.skip("this torch does not run on GNU OpenMP (libgomp)")
     assert lines, out.stderr[-2000:]
     return lines[0].split("=")[1].strip().strip("'")
 
