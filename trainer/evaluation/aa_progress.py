@@ -72,8 +72,9 @@ class _Counted:
 
 
 class AttackProgress(logging.Handler):
-    """Follows one AutoAttack attack (`task`, with sub-attacks `subattacks`) over the evaluation batches: the bar's
-    unit is points; within a batch of b points each finished sub-attack advances b·w/Σw points."""
+    """Follows one attack (`task`; AutoAttack's with sub-attacks `subattacks`) over the evaluation batches: the bar's
+    unit is points; within a batch of b points each sub-attack stands for b·w/Σw points, advanced as its iterations
+    are counted (`watch`) and completed by its end line. Our PGD attacks use `counting_forwards` instead."""
 
     def __init__(self, sink: ProgressSink, task: str, subattacks: tuple[str, ...]) -> None:
         super().__init__(level=logging.DEBUG)
