@@ -51,6 +51,13 @@ class SilentProgress:
         pass
 
 
+def show_message(sink: ProgressSink, text: str) -> None:
+    """`sink.message(text)`, for sinks that have it (a caller's own sink written before `message` existed may not)."""
+    message = getattr(sink, "message", None)
+    if message is not None:
+        message(text)
+
+
 def format_eta(seconds: float | None) -> str:
     """'0:01:05', or '-:--:--' when unknown."""
     if seconds is None or seconds != seconds or seconds == float("inf"):

@@ -26,7 +26,7 @@ from torch import nn
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
-from memloss.trainer.common.progress import ProgressSink, SilentProgress
+from memloss.trainer.common.progress import ProgressSink, SilentProgress, show_message
 from memloss.trainer.common.threads import ThreadChoice, choose_threads, model_probe, using_threads
 from memloss.trainer.distributed import context as ranks
 from memloss.trainer.distributed.reduce import share_all
@@ -213,7 +213,7 @@ def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.devi
     uses_aa = any(s.family == "autoattack" for s in specs)
     log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa and main else None
     threads = choose_threads(cfg.threads, _probe(model, x, y, cfg.batch_size, device), device)
-    ctx.progress.message(header(path, meta, threat, len(y), specs, cfg.seed, device, threads))
+    show_message(ctx.progress, header(path, meta, threat, len(y), specs, cfg.seed, device, threads))
     with using_threads(threads.threads), autoattack_log(log) as aa_warnings:
         correct, warnings = clean_pass(model, x, y, parts, device)
         results = {s.name: run_spec(s, model, x, y, correct, parts, state, ctx) for s in specs}
