@@ -21,6 +21,12 @@ import importlib
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from memloss.trainer.common.openmp import passive_waits
+
+# Before anything loads torch: its OpenMP threads then sleep while they wait instead of spinning on a shared CPU
+# (why: trainer/common/openmp.py). The user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+passive_waits()
+
 try:
     __version__: str = metadata.version("memloss")
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed

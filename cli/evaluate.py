@@ -94,12 +94,9 @@ def attack_row(table: Table, result: AttackResult, n: int) -> None:
 
 
 def render_result(console: Console, result: EvalResult) -> None:
-    """The accuracy table, the sweep table and the written files."""
-    console.print(f"[bold]{result.arch}[/bold] on {result.dataset}, {result.n} test points, {result.threat.norm} "
-                  f"ε = {result.threat.eps_text}, seed {result.seed}, {result.device}", highlight=False)
-    if result.threads is not None:
-        console.print(result.threads.describe(), highlight=False)
-    table = Table()
+    """The accuracy table, the sweep table and the written files (what was evaluated, with the threads, is shown
+    when the evaluation starts)."""
+    table = Table(title=f"{result.arch} on {result.dataset}, {result.threat.norm} ε = {result.threat.eps_text}")
     for column in ("", "accuracy (%)", "correct", "time (s)"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row("clean", percent(result.clean_accuracy), f"{int(result.clean_correct.sum())}/{result.n}", "")

@@ -190,15 +190,17 @@ def test_resume_after_interrupt_matches_uninterrupted_run(checkpoint: Path, tmp_
     cfg = EvalConfig(checkpoint, attacks=("pgd20", "cw"), n=64, batch_size=16, seed=1, device="cpu", out=out)
 
     class StopAfter:
-        def __init__(self, batches: int) -> None:
-            self.left, self.begun = batches, {}
+        """Interrupts once `batches` whole batches of 16 points are done (the bar also moves inside a batch)."""
+
+        def __init__(self, batches: int | None) -> None:
+            self.stop_at, self.done, self.begun = None if batches is None else 16.0 * batches, 0.0, {}
 
         def begin(self, task: str, total: float, completed: float = 0, unit: str = "batches") -> None:
             self.begun[task] = completed
 
         def advance(self, task: str, amount: float = 1) -> None:
-            self.left -= 1
-            if self.left == 0:
+            self.done += amount
+            if self.stop_at is not None and self.done > self.stop_at - 1e-6:
                 raise KeyboardInterrupt
 
         def status(self, task: str, text: str, *, log: bool = True) -> None:
@@ -216,9 +218,9 @@ def test_resume_after_interrupt_matches_uninterrupted_run(checkpoint: Path, tmp_
         evaluate(EvalConfig(checkpoint, attacks=("pgd20", "cw"), n=64, batch_size=16, seed=2, out=out))
     assert "\n" not in str(err.value) and state.read_bytes() == before  # refused, state untouched
 
-    watcher = StopAfter(-1)
+    watcher = StopAfter(None)
     resumed = evaluate(cfg, watcher)
-    assert watcher.begun == {"pgd20": 64, "cw": 16} and watcher.left == -1 - 3  # points restored
+    assert watcher.begun == {"pgd20": 64, "cw": 16} and watcher.done == pytest.approx(48)  # points restored
     assert resumed.resumed_batches == 5 and not state.exists() and out.exists()
     fresh = evaluate(EvalConfig(checkpoint, attacks=("pgd20", "cw"), n=64, batch_size=16, seed=1, device="cpu"))
     for a, b in zip(resumed.attacks, fresh.attacks):

@@ -3,7 +3,8 @@ every command: a rich bar with a status text and ETA on a terminal, plain thrott
 CI), nothing when quiet.
 
 A phase is a *task*: `begin(task, total, ...)`, then `advance(task, amount)` and `status(task, text)` as work
-finishes, then `end(task)`. Callers pass host-side counts only, so showing progress never syncs a device.
+finishes, then `end(task)`. `message(text)` shows one line above the bars (what is about to run, e.g. an
+evaluation's header). Callers pass host-side counts only, so showing progress never syncs a device.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class ProgressSink(Protocol):
 
     def end(self, task: str) -> None: ...
 
+    def message(self, text: str) -> None: ...
+
 
 class SilentProgress:
     """Shows nothing (library calls without a sink, `quiet=True`)."""
@@ -43,6 +46,16 @@ class SilentProgress:
 
     def end(self, task: str) -> None:
         pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def show_message(sink: ProgressSink, text: str) -> None:
+    """`sink.message(text)`, for sinks that have it (a caller's own sink written before `message` existed may not)."""
+    message = getattr(sink, "message", None)
+    if message is not None:
+        message(text)
 
 
 def format_eta(seconds: float | None) -> str:
@@ -117,6 +130,9 @@ class PlainProgress:
                 self._print_task(task, final=True)
             del self.tasks[task]
 
+    def message(self, text: str) -> None:
+        self._print(text)
+
 
 class RichProgress:
     """A rich bar per task: description, bar, done/total with the unit, status text, elapsed and ETA."""
@@ -137,6 +153,9 @@ class RichProgress:
     def end(self, task: str) -> None:
         if task in self.ids:
             self.progress.remove_task(self.ids.pop(task))
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def rich_progress(console: Any) -> Any:

@@ -1,10 +1,11 @@
 """How many intra-op CPU threads torch uses (`--threads`): a number, or `auto`, the fastest count measured by a
 short probe of the work about to run.
 
-Why measure: on a CPU shared with other jobs, OpenMP workers that spin while a core is taken make small models far
-slower with more threads (on the project's busy 2-core box AutoAttack on digits took 778 s with torch's default of
-2 threads and 59 s with 1), while a ResNet on an idle many-core machine gains from every core. No fixed rule gets
-both right; timing a few calls of the real model at each candidate count does.
+Why measure: on a CPU shared with other jobs a thread team waits for its slowest member, so small models are slower
+with more threads (on the project's busy 2-core box, even with the OpenMP threads sleeping while they wait
+(trainer/common/openmp.py), a digits step takes about 1.6× longer on 2 threads than on 1; before that fix, when
+they spun, 10-38×), while a ResNet on an idle many-core machine gains from every core. No fixed rule gets both
+right; timing a few calls of the real model at each candidate count does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from memloss.errors import ConfigError
+from memloss.trainer.common.openmp import passive_waits
 
 Threads = int | str | None  # an int ≥ 1, "auto", or None (leave the process's setting alone)
 
@@ -38,11 +40,16 @@ class ThreadChoice:
     timings: dict[int, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One line for the user, e.g. 'threads: 1 (measured: 1 → 12.0 ms, 2 → 48.1 ms per step)'."""
+        """One line for the user, e.g. 'threads: 1 (measured: 1 → 12.0 ms, 2 → 48.1 ms per step)'; with more than
+        one thread in a process whose OpenMP threads spin while they wait (torch imported before memloss), a second
+        line says how to stop that."""
         if not self.timings:
-            return f"threads: {self.threads} ({self.how})"
-        shown = ", ".join(f"{n} → {1000 * s:.1f} ms" for n, s in sorted(self.timings.items()))
-        return f"threads: {self.threads} (measured: {shown} per step)"
+            line = f"threads: {self.threads} ({self.how})"
+        else:
+            shown = ", ".join(f"{n} → {1000 * s:.1f} ms" for n, s in sorted(self.timings.items()))
+            line = f"threads: {self.threads} (measured: {shown} per step)"
+        note = passive_waits().note() if self.threads > 1 else None
+        return f"{line}\nnote: {note}" if note else line
 
 
 def parse_threads(value: Threads) -> Threads:
@@ -81,20 +88,21 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(probe: Callable[[], None], counts: list[int], device: torch.device) -> dict[int, float]:
-    """Median seconds of `probe()` at each thread count (one untimed warm-up call per count)."""
-    timings = {}
+    """Median seconds of `probe()` at each thread count (one untimed warm-up call per count). The counts take turns
+    (1, 2, 1, 2, ...), so a change in other jobs' load during the probe hits every count alike instead of one."""
     for n in counts:
         torch.set_num_threads(n)
         probe()
         _sync(device)
-        times = []
-        for _ in range(PROBE_REPEATS):
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(PROBE_REPEATS):
+        for n in counts:
+            torch.set_num_threads(n)
             start = time.perf_counter()
             probe()
             _sync(device)
-            times.append(time.perf_counter() - start)
-        timings[n] = statistics.median(times)
-    return timings
+            times[n].append(time.perf_counter() - start)
+    return {n: statistics.median(t) for n, t in times.items()}
 
 
 def fastest(timings: dict[int, float]) -> int:

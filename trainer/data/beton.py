@@ -16,14 +16,11 @@ column) is rebuilt from the raw data.
 """
 
 import errno
-import functools
 import json
 import os
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -115,8 +112,8 @@ def build_beton(source: Source, beton: Path, record: dict, num_workers: int | No
     tmp = beton.with_name(f".{beton.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         try:
-            with labelled_bar(f"converting {record['name']} {record['split']} to FFCV .beton (once)"):
-                write_beton(source, tmp, num_workers)
+            write_beton(source, tmp, num_workers,
+                        label=f"converting {record['name']} {record['split']} to .beton (once)")
         except (OSError, DatasetError) as err:
             if getattr(err, "errno", None) != errno.ENOSPC and "No space left on device" not in str(err):
                 raise
@@ -159,31 +156,17 @@ class _Samples:
         return self._chunk[i - start], int(self.labels[i]), int(i)
 
 
-def write_beton(source: Source, path: Path, num_workers: int | None = None) -> None:
+def write_beton(source: Source, path: Path, num_workers: int | None = None, label: str = "writing .beton") -> None:
     """Writes every sample of `source` to `path` (fields image/label/index) with FFCV's format and encoders,
-    `source.chunk` samples per work item, per-sample bookkeeping on disk (beton_writer.py)."""
+    `source.chunk` samples per work item, per-sample bookkeeping on disk (beton_writer.py); progress shown as the
+    task `label`."""
     from ffcv.fields import IntField, NDArrayField
 
     chunks = -(-len(source) // source.chunk)
     workers = max(1, min(num_workers or os.cpu_count() or 1, 8, chunks))
     fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=source.shape), "label": IntField(),
               "index": IntField()}
-    write_bounded(_Samples(source), fields, path, chunk=source.chunk, workers=workers)
-
-
-@contextmanager
-def labelled_bar(label: str) -> Iterator[None]:
-    """ffcv's writer draws a bare `tqdm(total=n)` bar and takes no label: for the duration, its module-level `tqdm`
-    name points to one with a description and a unit."""
-    import ffcv.writer
-    from tqdm import tqdm
-
-    bare = ffcv.writer.tqdm
-    ffcv.writer.tqdm = functools.partial(tqdm, desc=label, unit=" samples")
-    try:
-        yield
-    finally:
-        ffcv.writer.tqdm = bare
+    write_bounded(_Samples(source), fields, path, chunk=source.chunk, workers=workers, label=label)
 
 
 def verify_beton(beton: Path, record: dict) -> str | None:

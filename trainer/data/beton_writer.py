@@ -46,9 +46,11 @@ class BetonWriteError(DatasetError):
     """A writer process failed (its message is kept)."""
 
 
-def write_bounded(samples: Samples, fields: Mapping[str, Any], path: Path, *, chunk: int, workers: int) -> None:
+def write_bounded(samples: Samples, fields: Mapping[str, Any], path: Path, *, chunk: int, workers: int,
+                  label: str = "writing .beton") -> None:
     """Writes samples 0..len(samples)−1 to the .beton `path` with `fields` (name → ffcv Field), `workers` processes
-    taking `chunk` samples at a time."""
+    taking `chunk` samples at a time. Progress is shown as the task `label` (a bar on a terminal, plain lines
+    otherwise: trainer/common/progress.py)."""
     from ffcv.memory_allocator import MemoryAllocator
     from ffcv.writer import DatasetWriter
 
@@ -61,7 +63,7 @@ def write_bounded(samples: Samples, fields: Mapping[str, Any], path: Path, *, ch
     tables = _tables(path, n, writer.metadata_type.itemsize)
     try:
         allocator = MemoryAllocator(str(path), writer.data_region_start, writer.page_size)
-        _run_workers(samples, writer, allocator, tables, chunk, workers)
+        _run_workers(samples, writer, allocator, tables, chunk, workers, label)
         _finalize(path, writer, tables)
     finally:
         for table in tables:
@@ -83,9 +85,9 @@ def _chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
 
 
 def _run_workers(samples: Samples, writer: Any, allocator: Any, tables: tuple[Path, Path], chunk: int,
-                 workers: int) -> None:
+                 workers: int, label: str) -> None:
     """Starts the worker processes (fork: they inherit `samples`), feeds them chunk ranges, waits, re-raises."""
-    from tqdm import tqdm
+    from memloss.trainer.common.progress import progress_display
 
     ctx = mp.get_context("fork")
     work, errors, done = ctx.Queue(), ctx.Queue(), ctx.Value("Q", 0)
@@ -100,14 +102,26 @@ def _run_workers(samples: Samples, writer: Any, allocator: Any, tables: tuple[Pa
     procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(workers)]
     for proc in procs:
         proc.start()
-    with tqdm(total=len(samples)) as bar:
-        while not _finished(errors, procs, writer.fname):
-            bar.update(done.value - bar.n)
-            time.sleep(0.05)
-        bar.update(done.value - bar.n)
+    with progress_display() as sink:
+        sink.begin(label, len(samples), unit="samples")
+        shown = 0
+        try:
+            while not _finished(errors, procs, writer.fname):
+                shown = _show(sink, label, done.value, shown)
+                time.sleep(0.05)
+            _show(sink, label, done.value, shown)
+        finally:
+            sink.end(label)
     if done.value != len(samples):
         raise BetonWriteError(f"the .beton writer processes wrote {done.value} of {len(samples)} samples to "
                               f"{writer.fname}; the output was discarded")
+
+
+def _show(sink: Any, label: str, done: int, shown: int) -> int:
+    """Advances the task to `done` samples (from `shown`); returns `done`."""
+    if done > shown:
+        sink.advance(label, done - shown)
+    return max(done, shown)
 
 
 def _finished(errors: Any, procs: list[Any], fname: str) -> bool:

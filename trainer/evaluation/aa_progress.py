@@ -1,12 +1,15 @@
-"""Live progress of AutoAttack from its own log: the package (pyautoattack) reports each sub-attack's start and the
-robust accuracy after it through the 'auto-attack' logger; this handler turns those lines into progress (the
-sub-attack running, points done, running robust accuracy, and an ETA from weighted work units) without touching
-AutoAttack itself.
+"""Live progress of AutoAttack: the sub-attack running, points done, running robust accuracy, and an ETA that moves
+within every sub-attack, without changing AutoAttack's algorithm.
 
-The lines it reads (pyautoattack 0.2.0, `AutoAttack.run_standard_evaluation`, called once per evaluation batch):
-`running apgd-t`, `robust accuracy after APGD-T: 61.72% (total time 12.3 s)`,
-`no robust datapoints left, skipping remaining attacks`. Unknown lines are ignored, so a changed log format only
-makes the bar coarser (it still advances by whole batches).
+Two sources. (1) AutoAttack's own log (pyautoattack 0.2.0, `AutoAttack.run_standard_evaluation`, called once per
+evaluation batch) through the 'auto-attack' logger: `running apgd-t`, `robust accuracy after APGD-T: 61.72% (total
+time 12.3 s)`, `no robust datapoints left, skipping remaining attacks`. Unknown lines are ignored, so a changed log
+format only makes the bar coarser (it still advances by whole batches). (2) Within a sub-attack, its iterations:
+`AttackProgress.watch(adversary)` wraps, on that AutoAttack's sub-attack objects only and for the batch, the callable
+each calls once per iteration (see `_ITERATION_HOOKS`) with a counter; the wrapped callable runs unchanged, and the
+originals are put back afterwards. The count against the most iterations the sub-attack can make (restarts × target
+classes × iterations or queries, `planned_iterations`) moves the bar inside the sub-attack; the sub-attack's end
+line completes its share (it ends early when every point is broken).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from memloss.trainer.common.progress import ProgressSink
 
@@ -28,10 +31,50 @@ _RUNNING = re.compile(r"^running (\S+)")
 _AFTER = re.compile(r"^robust accuracy after (\S+): ([0-9.]+)%")
 _NONE_LEFT = "no robust datapoints left"
 
+# Sub-attack → (the AutoAttack attribute holding its attack object, the callable it calls once per iteration):
+# APGD's forward of the model (once per iteration and EOT draw, plus one to start each run), FAB's logits-and-
+# gradients of the current point, Square's margin of each query.
+_ITERATION_HOOKS = {"apgd-ce": ("apgd", "model"), "apgd-dlr": ("apgd", "model"), "apgd-t": ("apgd_targeted", "model"),
+                    "fab": ("fab", "get_diff_logits_grads_batch"),
+                    "fab-t": ("fab", "get_diff_logits_grads_batch_targeted"), "square": ("square", "margin_and_loss")}
+# The bar moves within a sub-attack in steps of this fraction of it, and at most this close to its end before the
+# sub-attack's end line (a sub-attack that breaks every point stops early).
+_STEP, _CAP = 0.01, 0.99
+
+
+def planned_iterations(adversary: Any, name: str) -> int:
+    """The most calls of `name`'s iteration hook one run of `run_standard_evaluation` makes on a batch (0: unknown),
+    from the settings AutoAttack's version gave its attack objects."""
+    if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        a = adversary.apgd_targeted if name == "apgd-t" else adversary.apgd
+        runs = a.n_restarts * (a.n_target_classes if name == "apgd-t" else 1)
+        return runs * a.eot_iter * (a.n_iter + 1)
+    if name in ("fab", "fab-t"):  # AutoAttack runs FAB-T with one restart per target class
+        f = adversary.fab
+        return (f.n_target_classes if name == "fab-t" else f.n_restarts) * f.n_iter
+    if name == "square":
+        return adversary.square.n_restarts * (adversary.square.n_queries + 1)
+    return 0
+
+
+class _Counted:
+    """`fn` with a call counter in front (attribute reads pass through, e.g. a model's own methods)."""
+
+    def __init__(self, fn: Callable[..., Any], tick: Callable[[], None]) -> None:
+        self._fn, self._tick = fn, tick
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._tick()
+        return self._fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fn, name)
+
 
 class AttackProgress(logging.Handler):
-    """Follows one AutoAttack attack (`task`, with sub-attacks `subattacks`) over the evaluation batches: the bar's
-    unit is points; within a batch of b points each finished sub-attack advances b·w/Σw points."""
+    """Follows one attack (`task`; AutoAttack's with sub-attacks `subattacks`) over the evaluation batches: the bar's
+    unit is points; within a batch of b points each sub-attack stands for b·w/Σw points, advanced as its iterations
+    are counted (`watch`) and completed by its end line. Our PGD attacks use `counting_forwards` instead."""
 
     def __init__(self, sink: ProgressSink, task: str, subattacks: tuple[str, ...]) -> None:
         super().__init__(level=logging.DEBUG)
@@ -44,6 +87,57 @@ class AttackProgress(logging.Handler):
         self.advanced = 0.0  # points advanced inside the current batch
         self.robust_in_batch: float | None = None  # robust points of the current batch after its last sub-attack
         self.current = ""
+        self.adversary: Any = None  # the AutoAttack being watched (see `watch`)
+        self.ticks, self.planned, self.shown = 0, 0, 0.0  # iterations of the current sub-attack; fraction shown
+
+    @contextmanager
+    def watch(self, adversary: Any) -> Iterator[None]:
+        """Counts the iterations of `adversary`'s sub-attacks while it runs (see the module doc)."""
+        saved = []
+        for owner_name, attr in set(_ITERATION_HOOKS.values()):
+            owner = getattr(adversary, owner_name, None)
+            if owner is not None and callable(getattr(owner, attr, None)):
+                saved.append((owner, attr, attr in vars(owner), getattr(owner, attr)))
+                setattr(owner, attr, _Counted(getattr(owner, attr), self._tick))
+        self.adversary = adversary
+        try:
+            yield
+        finally:
+            self.adversary = None
+            for owner, attr, own, original in saved:
+                if own:
+                    setattr(owner, attr, original)
+                else:
+                    delattr(owner, attr)
+
+    @contextmanager
+    def counting_forwards(self, model: Any, label: str, planned: int) -> Iterator[None]:
+        """For our own PGD attacks (one batch): the bar moves with `model`'s forwards against `planned` (restarts ×
+        (steps + 1): one forward per step and one check per restart), shown as `label` (e.g. 'batch 1/2')."""
+        self.weights, self.total_weight = {label: 1.0}, 1.0
+        self.current, self.planned, self.ticks, self.shown = label, planned, 0, 0.0
+        handle = model.register_forward_pre_hook(lambda *_: self._tick())
+        try:
+            yield
+        finally:
+            handle.remove()
+            self.planned = 0
+
+    def _share(self, name: str) -> float:
+        """Points of the current batch that sub-attack `name` stands for on the bar."""
+        return self.batch * self.weights.get(name, 0.0) / self.total_weight
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        if not self.planned:
+            return
+        fraction = min(self.ticks / self.planned, _CAP)
+        if fraction - self.shown >= _STEP:
+            rate = self._running_rate()
+            self.sink.status(self.task, f"{self.current} {fraction:.0%}" + (f" · robust {rate}" if rate else ""),
+                             log=False)
+            self._advance(self._share(self.current) * (fraction - self.shown))
+            self.shown = fraction
 
     def start_batch(self, size: int) -> None:
         self.batch, self.advanced, self.robust_in_batch = size, 0.0, None
@@ -63,12 +157,16 @@ class AttackProgress(logging.Handler):
         message = record.getMessage()
         if match := _RUNNING.match(message):
             self.current = match.group(1)
+            self.ticks, self.shown = 0, 0.0
+            self.planned = planned_iterations(self.adversary, self.current) if self.adversary is not None else 0
             rate = self._running_rate()
             self.sink.status(self.task, f"{self.current} · robust {rate}" if rate else self.current)
         elif match := _AFTER.match(message):
             name = match.group(1).lower()
             self.robust_in_batch = float(match.group(2)) / 100 * self.batch
-            self._advance(self.batch * self.weights.get(name, 0.0) / self.total_weight)
+            done = self.shown if name == self.current else 0.0
+            self._advance(self._share(name) * (1.0 - done))
+            self.shown, self.planned = 0.0, 0
         elif message.startswith(_NONE_LEFT):
             self._advance(self.batch - self.advanced)
 
@@ -86,7 +184,7 @@ class AttackProgress(logging.Handler):
 
 
 @contextmanager
-def following_autoattack(handler: AutoAttackProgress) -> Iterator[AutoAttackProgress]:
+def following_autoattack(handler: AttackProgress) -> Iterator[AttackProgress]:
     """Attaches `handler` to the 'auto-attack' logger for the duration (the logger's level is set by
     `autoattack_log`, which the evaluation holds open)."""
     logger = logging.getLogger("auto-attack")

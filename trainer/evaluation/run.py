@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ from memloss.trainer.common.devices import bind_device, resolve_device
 from memloss.trainer.common.precision import tf32
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.common.versions import package_versions
-from memloss.trainer.common.progress import ProgressSink, SilentProgress
-from memloss.trainer.common.threads import choose_threads, model_probe, using_threads
+from memloss.trainer.common.progress import ProgressSink, SilentProgress, show_message
+from memloss.trainer.common.threads import ThreadChoice, choose_threads, model_probe, using_threads
 from memloss.trainer.distributed import context as ranks
 from memloss.trainer.distributed.reduce import share_all
 from memloss.trainer.evaluation.aa_log import autoattack_log
@@ -41,6 +41,7 @@ from memloss.trainer.methods.eval_attacks import (
     AttackName,
     AttackSpec,
     ThreatModel,
+    Watch,
     perturbation_norms,
     run_attack,
 )
@@ -88,10 +89,11 @@ def clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, parts: list[s
 
 
 def attack_batch(spec: AttackSpec, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, correct: np.ndarray,
-                 *, seed: int, batch: int) -> dict[str, Any]:
-    """Runs one attack on one batch and returns its state record (robust requires clean correctness too)."""
+                 *, seed: int, batch: int, watch: Watch | None = None) -> dict[str, Any]:
+    """Runs one attack on one batch and returns its state record (robust requires clean correctness too); `watch`:
+    see `run_attack`."""
     start = time.perf_counter()
-    x_adv, robust = run_attack(spec, model, xb, yb, seed=seed, batch=batch)
+    x_adv, robust = run_attack(spec, model, xb, yb, seed=seed, batch=batch, watch=watch)
     robust = robust.cpu().numpy() & correct
     norms = perturbation_norms(x_adv, xb, spec.threat.norm)
     return {"robust": robust.astype(int).tolist(), "seconds": time.perf_counter() - start,
@@ -115,7 +117,9 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
                 continue
             follow.start_batch(part.stop - part.start)
             xb, yb = to_input(x[part], ctx.device), y[part].to(ctx.device)
-            record = attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i)
+            with _within_batch(follow, spec, model, f"batch {i + 1}/{len(parts)}"):
+                record = attack_batch(spec, model, xb, yb, correct[part], seed=ctx.seed, batch=i,
+                                      watch=follow.watch)
             state.put(spec.name, i, record)
             follow.end_batch(sum(record["robust"]))
     ctx.progress.end(spec.name)
@@ -125,6 +129,15 @@ def run_spec(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             state.put(spec.name, i, record)
     records = [state.get(spec.name, i) for i in range(len(parts))]
     return collect(spec, [r for r in records if r is not None])
+
+
+def _within_batch(follow: AttackProgress, spec: AttackSpec, model: nn.Module, label: str) -> ContextManager[None]:
+    """Progress inside one batch: AutoAttack's is followed through its sub-attacks (`watch`); our PGD's by counting
+    the model's forwards."""
+    if spec.family == "autoattack":
+        return nullcontext()
+    cfg = spec.pgd_config()
+    return follow.counting_forwards(model, label, cfg.restarts * (cfg.steps + 1))
 
 
 def collect(spec: AttackSpec, records: list[dict[str, Any]]) -> AttackResult:
@@ -201,6 +214,7 @@ def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.devi
     uses_aa = any(s.family == "autoattack" for s in specs)
     log = side_file(cfg.out, ".aa.log") if cfg.out and uses_aa and main else None
     threads = choose_threads(cfg.threads, _probe(model, x, y, cfg.batch_size, device), device)
+    show_message(ctx.progress, header(path, meta, threat, len(y), specs, cfg.seed, device, threads))
     # IEEE fp32 unless --tf32: in this torch cuDNN convolutions default to TF32 on Ampere and later GPUs, which
     # computes the attacks' gradients with a 10-bit mantissa.
     with using_threads(threads.threads), tf32(cfg.tf32), autoattack_log(log) as aa_warnings:
@@ -215,6 +229,17 @@ def _evaluate(cfg: EvalConfig, progress: ProgressSink | None, device: torch.devi
         warnings=tuple(warnings), versions=package_versions(), resumed_batches=restored,
         files={"aa_log": str(log)} if log else {}, threads=threads, tf32=cfg.tf32)
     return finish(cfg if main else dataclasses.replace(cfg, out=None, plot=None), result, state)
+
+
+def header(path: Path, meta: dict[str, str], threat: ThreatModel, n: int, specs: list[AttackSpec], seed: int,
+           device: torch.device, threads: ThreadChoice) -> str:
+    """What is about to be evaluated, shown before the first attack (short lines, for 80 columns), e.g.
+    'evaluating small_cnn on digits (run/best.safetensors)', '  360 test points, Linf ε = 8/255, seed 0, cpu',
+    '  attacks: aa, pgd+, cw', '  threads: 1 (measured: ...)'."""
+    return "\n".join((f"evaluating {meta['arch']} on {meta['dataset']} ({path.parent.name}/{path.name})",
+                      f"  {n} test points, {threat.norm} ε = {threat.eps_text}, seed {seed}, {device}",
+                      f"  attacks: {', '.join(s.name for s in specs)}",
+                      f"  {threads.describe()}"))
 
 
 def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,

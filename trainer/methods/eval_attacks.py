@@ -15,11 +15,12 @@ Every attack sees the model in eval mode, inputs in [0,1] and the model's own no
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.methods.threat import PGDConfig
 
 NORMS = ("Linf", "L2")
+Watch = Callable[[Any], ContextManager[None]]  # AutoAttack object → a context held around its run
 
 
 class EvaluationError(MemlossError):
@@ -173,18 +175,20 @@ def attack_seed(seed: int, name: str, batch: int) -> int:
 
 
 def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
-               batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               batch: int = 0, watch: Watch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attacks batch number `batch`. x float [B,C,H,W] in [0,1], y int64 [B], both on the model's device; returns
     (x_adv float [B,C,H,W] in [0,1] within eps of x, robust bool [B]: still classified as y on x_adv).
-    AutoAttack gets `seed` itself (as a direct call with the same seed would); PGD a per-(attack, batch) seed."""
+    AutoAttack gets `seed` itself (as a direct call with the same seed would); PGD a per-(attack, batch) seed.
+    watch: for AutoAttack, a context manager factory held around its run with the AutoAttack object (progress
+    within its sub-attacks, trainer/evaluation/aa_progress.py)."""
     if spec.family == "autoattack":
-        return _run_autoattack(spec, model, x, y, seed=seed)
+        return _run_autoattack(spec, model, x, y, seed=seed, watch=watch)
     generator = torch.Generator(device=x.device).manual_seed(attack_seed(seed, spec.seed_key or spec.name, batch))
     return pgd_robust(model, x, y, spec.pgd_config(), objective=spec.objective or "ce", generator=generator)
 
 
 def _run_autoattack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                    seed: int, watch: Watch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from pyautoattack import AutoAttack
 
     # frozen_eval: eval mode, and no parameter .grad filled by AutoAttack's loss.backward().
@@ -194,7 +198,8 @@ def _run_autoattack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torc
         # A single sub-attack keeps the version's settings (restarts, target classes, queries), exactly as
         # AutoAttack's own run_standard_evaluation_individual runs it.
         adversary.attacks_to_run = list(spec.subattacks)
-        x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        with watch(adversary) if watch is not None else contextlib.nullcontext():
+            x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
     return x_adv, y_adv == y
 
 

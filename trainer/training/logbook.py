@@ -3,7 +3,9 @@ runs/` shows every run), and the wall-clock fields of each metrics.jsonl row.
 
 Scalars, all against the global optimizer step (epoch e ends at step e·steps_per_epoch):
 - per epoch: every number of the epoch's metrics record, grouped `train/`, `test/`, `memory/`, `store/`, `time/`;
-- every `log_every` steps: `step/loss` (the mean over those steps), `step/lr`, `step/samples_per_s`.
+- every `log_every` global steps (steps counted over the whole run, so an epoch shorter than `log_every` still
+  gets them): `step/loss` (the mean over the steps since the last point), `step/lr`, `step/samples_per_s` (over
+  their training time: the evaluations between epochs are left out).
 The step loss is summed on the device and read once per `log_every` steps, never per step. A resumed run purges
 the events after its resume point, so a crashed epoch is not shown twice.
 """
@@ -60,16 +62,19 @@ class Logbook:
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=first_step if start_epoch > 1 else None)
         self.global_step = first_step - 1
         self._loss_sum: torch.Tensor | None = None
-        self._steps, self._samples, self._t0 = 0, 0, time.perf_counter()
+        self._steps, self._samples = 0, 0  # since the last per-step point (across epochs)
+        self._trained_s, self._t0 = 0.0, time.perf_counter()  # training seconds before _t0; _t0: this stretch's start
+        self._last_step = self._t0
 
     def step(self, loss: torch.Tensor | None, samples: int) -> None:
         """After one optimizer step: `loss` the step's detached loss (a device scalar), `samples` its batch size."""
         self.global_step += 1
         self._steps += 1
         self._samples += samples
+        self._last_step = time.perf_counter()
         if loss is not None:
             self._loss_sum = loss.float() if self._loss_sum is None else self._loss_sum + loss.float()
-        if self.log_every and self._steps >= self.log_every:
+        if self.log_every and self.global_step % self.log_every == 0:
             self._flush_steps()
 
     def _flush_steps(self) -> None:
@@ -79,12 +84,17 @@ class Logbook:
             self.writer.add_scalar("step/loss", float(self._loss_sum) / self._steps, self.global_step)
         if self.lr is not None:
             self.writer.add_scalar("step/lr", self.lr(), self.global_step)
-        self.writer.add_scalar("step/samples_per_s", self._samples / max(now - self._t0, 1e-9), self.global_step)
-        self._loss_sum, self._steps, self._samples, self._t0 = None, 0, 0, now
+        seconds = self._trained_s + (now - self._t0)
+        self.writer.add_scalar("step/samples_per_s", self._samples / max(seconds, 1e-9), self.global_step)
+        self._loss_sum, self._steps, self._samples, self._trained_s, self._t0 = None, 0, 0, 0.0, now
 
     def start_epoch(self) -> None:
-        """Per-step averages never span two epochs (the evaluation between them is not training time)."""
-        self._loss_sum, self._steps, self._samples, self._t0 = None, 0, 0, time.perf_counter()
+        """Keeps the steps since the last per-step point; their training time stops at the previous epoch's last
+        step (the evaluation between epochs is not training time)."""
+        now = time.perf_counter()
+        if self._steps:
+            self._trained_s += max(self._last_step - self._t0, 0.0)
+        self._t0 = self._last_step = now
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Every number of an epoch's metrics record, at the epoch's last global step; then flush to disk."""
