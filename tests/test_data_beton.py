@@ -64,7 +64,7 @@ def test_damaged_cache_is_rebuilt(built, damage) -> None:
 
 
 def test_failed_write_leaves_no_beton_and_no_temp(tmp_path, monkeypatch) -> None:
-    def half_write(source, path, num_workers=None):
+    def half_write(source, path, num_workers=None, label=None):
         path.write_bytes(b"partial beton")
         raise OSError("disk full")
 
