@@ -23,7 +23,7 @@ from memloss.memstore.spec import StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create, open_store
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.data.loader import make_loader, random_order
+from memloss.trainer.data.loader import loader_note, make_loader, random_order
 from memloss.trainer.data.mixed import MixedLoader, TrainingSet, prepare_training_set, unstored_order
 from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info
 from memloss.trainer.data.sources import load_tensors
@@ -211,6 +211,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     session.store = _store(cfg, data, run_dir, fresh, session.notes, store_options)
     try:
         session.loader = _loader(session)
+        session.notes.append(loader_note())  # FFCV or the numpy reader, and how to get FFCV
     except BaseException:
         if session.store is not None:
             session.store.close()  # releases its lock
