@@ -1,6 +1,7 @@
-"""Datasets by name, their one-time conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
-and the batch loader (contract: "Batches" in
-docs/architecture.md). ffcv itself is imported only when a split is prepared or loaded."""
+"""Datasets by name, their one-time conversion to `.beton` files in FFCV's format (and that of generated-image
+`.npz` sets), and the batch loader (contract: "Batches" in docs/architecture.md). The conversion needs no ffcv;
+ffcv is imported only by the FFCV loader, and where it cannot be imported the numpy reader yields the same batches
+(loader.py)."""
 
 from memloss.memstore.spec import labels_sha256 as labels_digest
 from memloss.trainer.data.beton import PreparedSplit, prepare
