@@ -163,6 +163,10 @@ class _Reader:
                 raise item
             yield item
 
+    def is_alive(self) -> bool:
+        """True while the read-ahead thread runs (as FFCV's epoch iterator, a thread, answers)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
