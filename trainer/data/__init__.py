@@ -1,7 +1,7 @@
 """Datasets by name or path (the user's own .npz files and image folders: `prepare_user`), their one-time
-conversion to FFCV `.beton` files (and that of generated-image `.npz` sets),
-and the batch loader (contract: "Batches" in
-docs/architecture.md). ffcv itself is imported only when a split is prepared or loaded.
+conversion to `.beton` files in FFCV's format (and that of generated-image `.npz` sets), and the batch loader
+(contract: "Batches" in docs/architecture.md). The conversion needs no ffcv; ffcv is imported only by the FFCV
+loader, and where it cannot be imported the numpy reader yields the same batches (loader.py).
 
 The names below are imported on first use (PEP 562): `memloss train` reads the dataset facts (registry.py) in its
 checks before torch is loaded, and importing this package must not load it."""

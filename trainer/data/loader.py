@@ -1,4 +1,7 @@
-"""Batches of a prepared split through ffcv's Loader, in an order the caller chooses per epoch.
+"""Batches of a prepared split in an order the caller chooses per epoch: through ffcv's Loader, or, where ffcv
+cannot be imported, through memloss's numpy reader of the same `.beton` (numpy_loader.py: same batches, bit for
+bit). `make_loader` chooses (`MEMLOSS_LOADER` = auto | ffcv | numpy, default auto: ffcv when it imports);
+`loader_note()` is the one line a run prints about the choice.
 
 Pipelines: image [NDArrayDecoder, ToTensor] and label/index [IntDecoder, ToTensor, Squeeze(1)], each followed by
 ToDevice(non_blocking) on CUDA. `Squeeze(1)` rather than `Squeeze()`: with no dims, a last batch of one sample would
@@ -19,6 +22,7 @@ exit (a worker thread still running); `close()`, the context manager, a new iter
 
 import atexit
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -28,8 +32,13 @@ import numpy as np
 import torch
 
 from memloss.trainer.data.beton import PreparedSplit
+from memloss.trainer.data.registry import DatasetError
 
 OrderFn = Callable[[int], np.ndarray]
+LOADER_ENV = "MEMLOSS_LOADER"
+LOADERS = ("auto", "ffcv", "numpy")
+FFCV_HOWTO = ("pip install 'memloss[ffcv]' (builds FFCV: needs a C++ compiler, pkg-config and the OpenCV and "
+              "libjpeg-turbo headers; docs/guide.md, 'Installing without root')")
 
 _OPEN_LOADERS: "weakref.WeakSet[BatchLoader]" = weakref.WeakSet()
 
@@ -90,10 +99,50 @@ def make_callback_order(order: OrderFn, n: int, samples: int | None = None, leng
     return CallbackOrder()
 
 
+class LoaderChoiceError(DatasetError):
+    """MEMLOSS_LOADER (or the `loader` argument) names an unknown loader, or ffcv where it cannot be imported."""
+
+
+@functools.cache
+def ffcv_problem() -> str | None:
+    """None if ffcv's loader imports, else why not (one line). An installed ffcv can still fail to import (its
+    compiled part missing a library, numba against a newer numpy): any error counts."""
+    try:
+        import ffcv.fields.ndarray  # noqa: F401
+        import ffcv.loader  # noqa: F401
+    except Exception as err:  # ImportError, OSError of a missing .so, numba's own errors
+        return " ".join(f"{type(err).__name__}: {err}".split())
+    return None
+
+
+def choose_loader(requested: str | None = None) -> str:
+    """'ffcv' or 'numpy': `requested` (else $MEMLOSS_LOADER, else 'auto'); auto = ffcv when it imports."""
+    value = (requested or os.environ.get(LOADER_ENV) or "auto").strip().lower()
+    if value not in LOADERS:
+        raise LoaderChoiceError(f"{LOADER_ENV}={value!r} is not a loader; use one of {', '.join(LOADERS)}")
+    problem = ffcv_problem() if value != "numpy" else None
+    if value == "ffcv" and problem is not None:
+        raise LoaderChoiceError(f"{LOADER_ENV}=ffcv but ffcv cannot be imported ({problem}); install it with "
+                                f"{FFCV_HOWTO}, or unset {LOADER_ENV} to use the numpy loader")
+    return "numpy" if value == "numpy" or problem is not None else "ffcv"
+
+
+def loader_note(requested: str | None = None) -> str:
+    """One line: which loader `make_loader` uses, and with the numpy one, why and how to get FFCV."""
+    if choose_loader(requested) == "ffcv":
+        return f"data loader: FFCV (set {LOADER_ENV}=numpy for memloss's numpy reader of the same .beton)"
+    if ffcv_problem() is None:
+        return f"data loader: numpy reader of the .beton, same batches as FFCV ({LOADER_ENV}=numpy; unset it for FFCV)"
+    return (f"data loader: numpy reader of the .beton, same batches as FFCV (ffcv not importable: {ffcv_problem()}); "
+            f"for FFCV: {FFCV_HOWTO}")
+
+
 class BatchLoader:
     """Iterates a PreparedSplit as (x uint8 [B,C,H,W], y int64 [B], idx int64 [B]) on `device`, owned tensors;
     the last partial batch is kept. Iteration k (counting from `set_epoch`) uses `order(epoch)`: a permutation of
     the split, or `length` indices of it when given."""
+
+    backend = "ffcv"
 
     def __init__(self, split: PreparedSplit, batch_size: int, device: torch.device, order: OrderFn,
                  num_workers: int, samples: int | None = None, length: int | None = None) -> None:
@@ -203,13 +252,20 @@ def _pipelines(device: torch.device) -> dict[str, list]:
 
 def make_loader(split: PreparedSplit, *, batch_size: int, device: torch.device | str = "cpu",
                 order: OrderFn | None = None, seed: int = 0, num_workers: int | None = None,
-                samples: int | None = None, length: int | None = None) -> BatchLoader:
-    """A BatchLoader over `split`; `order(epoch)` gives each epoch's permutation of range(n) (None: uniform random,
-    `np.random.default_rng((seed, epoch))`); `num_workers` = decoding threads (None: CPU count, at most 8).
-    samples: each epoch visits only this many distinct samples, `order(epoch)` giving them (int64 [samples]).
-    length: each epoch is `length` indices of range(n), repeats allowed."""
+                samples: int | None = None, length: int | None = None,
+                loader: str | None = None) -> Any:
+    """A BatchLoader (FFCV) or a NumpyBatchLoader over `split`, as `choose_loader(loader)` decides; both yield the
+    same batches. `order(epoch)` gives each epoch's permutation of range(n) (None: uniform random,
+    `np.random.default_rng((seed, epoch))`); `num_workers` = FFCV's decoding threads (None: CPU count, at most 8;
+    the numpy loader reads with one thread). samples: each epoch visits only this many distinct samples,
+    `order(epoch)` giving them (int64 [samples]). length: each epoch is `length` indices of range(n), repeats
+    allowed."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, 8)
     chosen = order if order is not None else random_order(split.n, seed)
+    if choose_loader(loader) == "numpy":
+        from memloss.trainer.data.numpy_loader import NumpyBatchLoader
+
+        return NumpyBatchLoader(split, batch_size, torch.device(device), chosen, samples, length)
+    workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, 8)
     return BatchLoader(split, batch_size, torch.device(device), chosen, max(1, workers), samples, length)

@@ -31,7 +31,16 @@ def training_model(model: nn.Module, sync_bn: bool, device: torch.device) -> nn.
             setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
     # Buffers are not broadcast at every forward: BN statistics stay per rank and are averaged once per epoch.
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   forward_sync_buffers=False)
+                                   **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's switch for the per-forward buffer broadcast: `forward_sync_buffers` in the newest torch, before that
+    (torch 2.4 to at least 2.11) only `broadcast_buffers`."""
+    import inspect
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def check_regularizer(reg: str) -> None:

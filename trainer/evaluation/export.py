@@ -2,9 +2,13 @@
 state dict of a model that takes [0,1] inputs and normalizes inside).
 
 OUT (a directory) receives:
-- `model.safetensors`: the state dict, keys without "module." / "_orig_mod." prefixes;
+- `model.safetensors`: the state dict, keys without "module." / "_orig_mod." prefixes, with memloss's model metadata
+  (architecture, dataset, normalization), so `memloss.load_model("model.safetensors")` rebuilds the model;
 - `model.pt`: the same dict for `torch.load(path, weights_only=True)` (plain tensors only, nothing to unpickle);
-- `card.json`: architecture, dataset, threat model, normalization, accuracies when known, how to load.
+- `card.json`: architecture, dataset, threat model, normalization, accuracies when known, and how to load: Python
+  code run in the export directory (`how_to_load`; for CIFAR-10/100 under Linf/L2 also
+  `how_to_load_robustbench`, through RobustBench's own `load_model` from a local zoo-layout directory; both tested
+  by tests/test_robustbench_load.py).
 Existing files are never overwritten.
 """
 
@@ -23,8 +27,8 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from memloss.trainer.common.files import atomic_write_bytes, file_sha256
 from memloss.trainer.data.registry import USER_META_KEY
 from memloss.trainer.methods.eval_attacks import EvaluationError
-from memloss.trainer.models.files import MODEL_FORMAT_KEY, load_model, resolve_checkpoint
-from memloss.trainer.models.zoo import zoo_definition
+from memloss.trainer.models.files import MODEL_FORMAT, MODEL_FORMAT_KEY, load_model, resolve_checkpoint
+from memloss.trainer.models.zoo import loading_code, robustbench_loading_code, zoo_definition
 
 # Prefixes that DataParallel/DistributedDataParallel ("module.") and torch.compile ("_orig_mod.") add to keys.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -69,7 +73,8 @@ def read_results(path: Path, sha256: str) -> dict[str, Any]:
 
 
 def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source: Path) -> dict[str, Any]:
-    """The JSON card: what the weights are and how to load them without memloss."""
+    """The JSON card: what the weights are and how to load them (code; without memloss where the zoo's class
+    computes the same function)."""
     normalize = getattr(model, "normalize", None)
     mean = normalize.mean.flatten().tolist() if normalize is not None else None
     std = normalize.std.flatten().tolist() if normalize is not None else None
@@ -86,30 +91,16 @@ def model_card(meta: dict[str, str], model: torch.nn.Module, sha256: str, source
         "parameters": sum(p.numel() for p in model.parameters()),
         "training_metadata": {k: v for k, v in meta.items() if k != MODEL_FORMAT_KEY},
         "source_checkpoint": str(source), "source_sha256": sha256, "files": dict(FILES),
-        "how_to_load": _how_to_load(meta, zoo),
+        "how_to_load": loading_code(zoo, mean or [], std or []),
     }
+    robustbench = robustbench_loading_code(meta, zoo, mean or [], std or [])
+    if robustbench is not None:
+        card["how_to_load_robustbench"] = robustbench
     if zoo:
         card["robustbench_zoo"] = zoo
     if USER_META_KEY in meta:  # the user's own data: where it was, its shape, classes and statistics
         card["user_dataset"] = json.loads(meta[USER_META_KEY])
     return card
-
-
-def _how_to_load(meta: dict[str, str], zoo: dict[str, Any]) -> str:
-    with_memloss = (f"With memloss: memloss.trainer.models.build_model('{meta['arch']}', "
-                    f"memloss.trainer.data.dataset_info('{meta['dataset']}'))")
-    if USER_META_KEY in meta:
-        with_memloss = (f"With memloss: memloss.build_model('{meta['arch']}', "
-                        "memloss.trainer.data.registry.info_from_meta({'user_dataset': "
-                        "json.dumps(card['user_dataset'])}))")
-    load = "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
-    if zoo:
-        return (f"model = {zoo['module']}.{zoo['class']}(**robustbench_zoo.kwargs) (the state dict has the zoo's "
-                f"keys); {load}; normalization: {zoo['normalization']}; inputs are float [B,C,H,W] in [0,1], "
-                f"outputs are logits. {with_memloss}")
-    return (f"model = <{meta['arch']} network with memloss's module names: normalize (buffers mean/std "
-            f"of shape [1,C,1,1]), body, pool, fc>; {load}; inputs are float [B,C,H,W] in [0,1], normalization "
-            f"is inside, outputs are logits. {with_memloss}")
 
 
 def export(checkpoint: Path, fmt: str, out: Path, *, results: Path | None = None) -> ExportResult:
@@ -139,7 +130,7 @@ def write_export(out: Path, state: dict[str, torch.Tensor], card: dict[str, Any]
     from safetensors.torch import save
 
     paths = {kind: out / name for kind, name in FILES.items()}
-    atomic_write_bytes(paths["safetensors"], save(state, metadata={"arch": meta["arch"], "dataset": meta["dataset"]}))
+    atomic_write_bytes(paths["safetensors"], save(state, metadata={**meta, MODEL_FORMAT_KEY: MODEL_FORMAT}))
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(paths["pt"], buffer.getvalue())

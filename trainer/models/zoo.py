@@ -128,3 +128,64 @@ def _read(path: Path) -> Any:
     except Exception as err:  # pickle/zip errors of every kind mean the same: not a plain tensor checkpoint
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint of plain tensors "
                               f"({type(err).__name__}); pass the zoo's .pt file") from None
+
+
+# RobustBench's load_model finds checkpoints at <model_dir>/<dataset>/<threat>/<name>.pt for names in its registry.
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")
+ROBUSTBENCH_THREATS = ("Linf", "L2")
+
+
+def zoo_builds_exactly(zoo: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> bool:
+    """True if the zoo's class alone computes memloss's outputs: DMWideResNet normalizes with its mean/std kwargs;
+    the classic WideResNet normalizes nothing, which is memloss's model only at mean 0, std 1."""
+    if not zoo:
+        return False
+    return zoo["class"] == "DMWideResNet" or (all(m == 0 for m in mean) and all(s == 1 for s in std))
+
+
+def _builder(zoo: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> list[str]:
+    """Lines that set `model` to the network, without its weights when the zoo's class builds it."""
+    if not zoo_builds_exactly(zoo, mean, std):
+        return ["import memloss", "model, _ = memloss.load_model('model.safetensors')  # memloss's own definition"]
+    args = ", ".join(f"{k}={v if k == 'activation_fn' else repr(v)}" for k, v in zoo["kwargs"].items())
+    return ["import torch", f"from {zoo['module']} import {zoo['class']}", f"model = {zoo['class']}({args})"]
+
+
+def loading_code(zoo: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> str:
+    """Python code for a model card, run in the export directory: leaves the model, eval mode, in `model` (the
+    zoo's class where it computes the same function, else memloss's definition)."""
+    lines = ["# Run in the export directory. Inputs: float [B, C, H, W] in [0, 1]; outputs: logits.",
+             *_builder(zoo, mean, std)]
+    if zoo_builds_exactly(zoo, mean, std):
+        lines.append("model.load_state_dict(torch.load('model.pt', weights_only=True))")
+    return "\n".join([*lines, "model.eval()"]) + "\n"
+
+
+def robustbench_loading_code(meta: Mapping[str, str], zoo: Mapping[str, Any], mean: Sequence[float],
+                             std: Sequence[float]) -> str | None:
+    """Python code for a model card that loads the export through `robustbench.utils.load_model` from a local
+    zoo-layout directory (no download): the model is registered under a new name, model.pt copied to
+    robustbench-models/<dataset>/<threat>/<name>.pt. None where RobustBench has no such leaderboard."""
+    dataset, threat = meta.get("dataset"), meta.get("norm")
+    if dataset not in ROBUSTBENCH_DATASETS or threat not in ROBUSTBENCH_THREATS:
+        return None
+    return "\n".join([
+        "# Run in the export directory; needs `pip install robustbench`. load_model reads",
+        "# <model_dir>/<dataset>/<threat>/<name>.pt for a name in RobustBench's registry: register this model",
+        "# under a new name, put model.pt there, load it (nothing is downloaded when the file exists).",
+        "import shutil", "import sys", "from pathlib import Path", "",
+        "try:  # robustbench 1.1.1 imports fra31's `autoattack` (not on PyPI); pyautoattack is the same code",
+        "    import autoattack  # noqa: F401", "except ImportError:", "    import pyautoattack", "    import pyautoattack.state",
+        "    sys.modules['autoattack'], sys.modules['autoattack.state'] = pyautoattack, pyautoattack.state", "",
+        "from robustbench.model_zoo import model_dicts", "from robustbench.model_zoo.enums import BenchmarkDataset, "
+        "ThreatModel", "from robustbench.utils import load_model", "", "",
+        "def build():", *(f"    {line}" for line in _builder(zoo, mean, std)), "    return model", "", "",
+        f"name, dataset, threat = {'memloss-' + meta['arch']!r}, {dataset!r}, {threat!r}",
+        "model_dir = Path('robustbench-models')",
+        "target = model_dir / dataset / threat / f'{name}.pt'",
+        "target.parent.mkdir(parents=True, exist_ok=True)",
+        "shutil.copyfile('model.pt', target)",
+        "registry = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat), {})",
+        "registry[name] = {'model': build, 'gdrive_id': ''}  # gdrive_id: never used, the file is there",
+        "model = load_model(name, model_dir=model_dir, dataset=dataset, threat_model=threat)  # eval mode",
+    ]) + "\n"

@@ -25,7 +25,7 @@ from memloss.trainer.common.devices import bind_device, pin_host_buffers, resolv
 from memloss.trainer.common.rng import generator_state, restore_generator
 from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
-from memloss.trainer.data.loader import make_loader, random_order
+from memloss.trainer.data.loader import loader_note, make_loader, random_order
 from memloss.trainer.data.mixed import MixedLoader, TrainingSet, prepare_training_set, unstored_order
 from memloss.trainer.data.registry import USER_META_KEY, DatasetError, DatasetInfo, dataset_info, info_meta, is_builtin
 from memloss.trainer.data.sources import load_tensors
@@ -262,6 +262,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     session.store = _store(cfg, data, run_dir, fresh, session.notes, store_options)
     try:
         session.loader = _loader(session)
+        session.notes.append(loader_note())  # FFCV or the numpy reader, and how to get FFCV
     except BaseException:
         if session.store is not None:
             session.store.close()  # releases its lock
