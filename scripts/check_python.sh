@@ -50,7 +50,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 FFCV_VERSION=1.0.2
 T_START=$(date +%s)
 phase() { echo "check_python: [$(( $(date +%s) - T_START )) s] $*"; }
-in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
             DEBIAN_FRONTEND=noninteractive "$@"; }
 
 case $ROOT in "$REPO"|"$REPO"/*) echo "check_python: --root must lie outside the repository ($REPO)" >&2; exit 2 ;; esac
@@ -94,7 +94,7 @@ mount_in() {  # mount_in TYPE-OR---bind SOURCE TARGET
 mount_in proc proc /proc
 mount_in sysfs sysfs /sys
 mount_in --bind /dev /dev
-mount_in devpts devpts /dev/pts
+mount_in --bind /dev/pts /dev/pts
 mount_in tmpfs tmpfs /dev/shm
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # Certificate authorities this machine adds to Debian's (an HTTPS-inspecting proxy, say): the root trusts them too.
