@@ -127,8 +127,9 @@ fi
 # 6. the repository, a venv, memloss[test]
 phase "copying the repository to /src inside the root"
 rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
-(cd "$REPO" && git ls-files -z -co --exclude-standard | xargs -0 -I{} sh -c '[ -e "{}" ] && echo "{}"' \
-   | tar -cf - -T - ) | tar -xf - -C "$ROOT/src"
+(cd "$REPO" && git ls-files -z -co --exclude-standard \
+   | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+   | tar --null -cf - -T - ) | tar -xf - -C "$ROOT/src"
 VENV=/opt/venv-$VERSION
 if [ "$KEEP_VENV" -eq 0 ] || [ ! -x "$ROOT$VENV/bin/python" ]; then
   rm -rf "${ROOT:?}$VENV"
