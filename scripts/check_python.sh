@@ -13,7 +13,7 @@
 #   5. builds FFCV 1.0.2 from its sdist as a local wheel with scripts/ffcv_wheel.sh (FFCV publishes no wheels; the
 #      build needs only a pkg-config shim for Debian's split OpenCV, no source change) — cached per Python version;
 #   6. copies the repository's tracked and untracked-not-ignored files to /src inside the root, creates a fresh venv
-#      (--keep-venv reuses the last one), installs memloss with its test extra (`pip install -e '.[test]'`, as
+#      (--keep-venv reuses the last one and skips pip when it was installed from the same pyproject.toml), installs memloss with its test extra (`pip install -e '.[test]'`, as
 #      scripts/setup.sh does) with the FFCV wheel found through --find-links, from PyPI (no pip cap inside the root);
 #   7. runs pytest (default arguments: -q -p no:cacheprovider, i.e. the default suite without `heavy`) and prints its
 #      summary, the installed versions and the wall time of each phase.
@@ -131,14 +131,24 @@ rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
    | tar --null -cf - -T - ) | tar -xf - -C "$ROOT/src"
 VENV=/opt/venv-$VERSION
-if [ "$KEEP_VENV" -eq 0 ] || [ ! -x "$ROOT$VENV/bin/python" ]; then
+# (the venv's bin/python links to /usr/bin/python3.X of the root: test it from inside, not from this machine)
+if [ "$KEEP_VENV" -eq 0 ] || ! in_root test -x "$VENV/bin/python"; then
   rm -rf "${ROOT:?}$VENV"
   in_root $PY -m venv "$VENV"
 fi
-phase "pip install -e '.[test]' (torch and the rest from PyPI, FFCV from $WHEELS)"
+# The editable install maps memloss to /src, which is copied anew above: a kept venv whose install came from the same
+# pyproject.toml needs no second pip run (pip's resolver can take many minutes on the test extra's moto[server]).
+STAMP=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
 T_PIP=$(date +%s)
-in_root "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-in_root sh -c "cd /src && $VENV/bin/python -m pip install -q --find-links $WHEELS -e '.[test]'"
+if [ "$KEEP_VENV" -eq 1 ] && [ "$(cat "$ROOT$VENV/.memloss-stamp" 2>/dev/null)" = "$STAMP" ]; then
+  phase "reusing $VENV (installed from this pyproject.toml)"
+else
+  phase "pip install -e '.[test]' (torch and the rest from PyPI, FFCV from $WHEELS)"
+  rm -f "$ROOT$VENV/.memloss-stamp"
+  in_root "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  in_root sh -c "cd /src && $VENV/bin/python -m pip install -q --find-links $WHEELS -e '.[test]'"
+  echo "$STAMP" > "$ROOT$VENV/.memloss-stamp"
+fi
 phase "installed in $(( $(date +%s) - T_PIP )) s:" \
   "$(in_root "$VENV/bin/python" -m pip list --format=freeze 2>/dev/null \
      | grep -iE '^(torch|torchvision|numpy|zarr|numcodecs|ffcv|numba|pyautoattack|robustbench|moto|scikit-learn)==' \
