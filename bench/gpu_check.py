@@ -40,6 +40,11 @@ STATUSES = ("ok", "failed", "n/a")
 def _child(name: str, ctx: Context, result: Path) -> int:
     """Runs one section in this (child) process and writes {"status", "figures", "error"/"reason"} to `result`."""
     section = {s.name: s for s in SECTIONS}[name]
+    if ctx.smoke:
+        import torch
+
+        # One torch thread: on a shared 2-core box two OpenMP threads per process spin against every other job.
+        torch.set_num_threads(1)
     try:
         out: dict[str, Any] = {"status": "ok", "figures": section.run(ctx)}
     except NotApplicable as exc:

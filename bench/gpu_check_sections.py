@@ -230,7 +230,7 @@ def autoattack(ctx: Context) -> dict[str, Any]:
     n = 16 if ctx.smoke else 1000
     t0 = time.perf_counter()
     res = memloss.evaluate(run_dir, attacks="aa", n=n, device=ctx.device, data_dir=ctx.work / "data",
-                           out=ctx.work / "aa.json")
+                           out=ctx.work / "aa.json", threads=1 if ctx.smoke else None)
     seconds = time.perf_counter() - t0
     robust = res.attacks[0].robust_accuracy
     return {"points": n, "seconds": seconds, "points_per_s": n / seconds, "clean_accuracy": res.clean_accuracy,
