@@ -7,19 +7,22 @@
 #   1. needs root (debootstrap, chroot, mount); installs debootstrap with apt-get if it is missing;
 #   2. builds the root once with `debootstrap --variant=minbase trixie` from deb.debian.org into DIR
 #      (default /var/tmp/memloss-trixie, outside the repository; env MEMLOSS_CHROOT overrides) and keeps it as a cache;
-#   3. mounts /proc, /sys, /dev, /dev/pts inside it (unmounted by a trap on every exit) and copies resolv.conf;
-#   4. installs Debian's python$VERSION, its venv and headers, a C++ compiler and FFCV's build dependencies
-#      (libopencv-imgproc-dev, libturbojpeg0-dev) with apt-get inside the root;
+#   3. mounts /proc, /sys, /dev, /dev/pts, /dev/shm inside it (unmounted by a trap on every exit), copies resolv.conf
+#      and this machine's extra certificate authorities (/usr/local/share/ca-certificates, e.g. an HTTPS proxy's);
+#   4. installs Debian's python$VERSION, its venv and headers, a C++ compiler, FFCV's build dependencies
+#      (libopencv-imgproc-dev, libturbojpeg0-dev) and opencv-python's runtime libraries (libgl1, libglib2.0-0t64) with
+#      apt-get inside the root;
 #   5. builds FFCV 1.0.2 from its sdist as a local wheel with scripts/ffcv_wheel.sh (FFCV publishes no wheels; the
 #      build needs only a pkg-config shim for Debian's split OpenCV, no source change) — cached per Python version;
 #   6. copies the repository's tracked and untracked-not-ignored files to /src inside the root, creates a fresh venv
-#      (--keep-venv reuses the last one and skips pip when it was installed from the same pyproject.toml), installs memloss with its test extra (`pip install -e '.[test]'`, as
-#      scripts/setup.sh does) with the FFCV wheel found through --find-links, from PyPI (no pip cap inside the root);
+#      (--keep-venv reuses the last one, and skips pip when it was installed from the same pyproject.toml), installs
+#      memloss with its test extra (`pip install -e '.[test]'`, as scripts/setup.sh does) from PyPI with the FFCV
+#      wheel found through --find-links (this machine's pip configuration and version caps do not apply inside);
 #   7. runs pytest (default arguments: -q -p no:cacheprovider, i.e. the default suite without `heavy`) and prints its
 #      summary, the installed versions and the wall time of each phase.
 # Exit status: pytest's (1 when tests fail), 2 for bad usage.
 #
-# Python 3.12: Debian 13 ships only python3.13 (no python3.12 package in trixie, trixie-backports or sid), and only
+# Python 3.12: Debian ships no python3.12 package (not in trixie, trixie-backports, sid or experimental), and only
 # PyPI, Debian and npm are reachable here, so there is no pyenv-free route to 3.12 from Debian's packages: the script
 # refuses 3.12 with that reason. The GPU machines' image runs Python 3.12 (bench/gpu_check.sh covers it there).
 set -euo pipefail
@@ -104,8 +107,10 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
 fi
 
 # 4. Python and FFCV's build dependencies from Debian
+# libgl1 and libglib2.0-0t64: FFCV requires opencv-python (not -headless), whose cv2 loads libGL.so.1 and GLib; a
+# minimal Debian has neither, and every test that touches FFCV then fails with "libGL.so.1: cannot open shared object".
 APT=(python$VERSION python$VERSION-venv python$VERSION-dev g++ make pkg-config libopencv-imgproc-dev
-     libturbojpeg0-dev)
+     libturbojpeg0-dev libgl1 libglib2.0-0t64)
 if [ ! -f "$ROOT/.memloss-apt-$VERSION" ] || [ "$(cat "$ROOT/.memloss-apt-$VERSION")" != "${APT[*]}" ]; then
   phase "apt-get install inside the root: ${APT[*]}"
   in_root apt-get update -qq
