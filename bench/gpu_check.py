@@ -183,7 +183,8 @@ def check_report(report: dict[str, Any]) -> list[str]:
         if rec.get("status") == "n/a" and not rec.get("reason"):
             problems.append(f"{name}: n/a without a reason")
         figures = rec.get("figures", {})
-        values = [v for k, v in figures.items() if k != "rows"] + [v for r in figures.get("rows", []) for v in r.values()]
+        values = [v for k, v in figures.items() if k != "rows"]
+        values += [v for r in figures.get("rows", []) for v in r.values()]
         problems += [f"{name}: figure {v!r} is not a finite number or a text" for v in values
                      if not (isinstance(v, str) or (isinstance(v, (int, float)) and math.isfinite(v)))]
         if rec.get("status") == "ok" and not figures:

@@ -189,7 +189,8 @@ def store_wait(ctx: Context) -> dict[str, Any]:
         finally:
             store.close()
     return {"model": model, "batch_size": batch, "n": bc.n, "k": k, "m": 4, "block_size": block,
-            "budget_mb": budget / 2**20, "windows": windows, "torch_threads": cores, "ms_per_step": 1000 * m.wall / timed,
+            "budget_mb": budget / 2**20, "windows": windows, "torch_threads": cores,
+            "ms_per_step": 1000 * m.wall / timed,
             "store_wait_ms_per_step": 1000 * m.wait / timed, "store_wait_frac": m.wait / m.wall}
 
 
@@ -223,9 +224,10 @@ def autoattack(ctx: Context) -> dict[str, Any]:
     run_dir = ctx.work / "epoch"
     if not (run_dir / "metrics.jsonl").exists():
         run_dir = ctx.work / "aa-run"
-        cfg = memloss.train_config(dataset="synthetic", n=256 if ctx.smoke else 4096, resolution=16 if ctx.smoke else 32,
-                                   model="small_cnn" if ctx.smoke else "resnet18", method="trades", k=0, epochs=1,
-                                   eval_n=16, device=ctx.device, out=str(run_dir), data_dir=str(ctx.work / "data"))
+        n, res, model = (256, 16, "small_cnn") if ctx.smoke else (4096, 32, "resnet18")
+        cfg = memloss.train_config(dataset="synthetic", n=n, resolution=res, model=model, method="trades", k=0,
+                                   epochs=1, eval_n=16, device=ctx.device, out=str(run_dir),
+                                   data_dir=str(ctx.work / "data"))
         memloss.fit(cfg, quiet=True, threads=1)
     n = 16 if ctx.smoke else 1000
     t0 = time.perf_counter()

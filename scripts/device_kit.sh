@@ -59,7 +59,8 @@ with zipfile.ZipFile(whl) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED
             data = ("\n".join(l for l in lines if not drop(l.split(",")[0])) + "\n").encode()
         dst.writestr(info, data)
 tmp.replace(whl)
-print(f"device_kit: repacked {whl.name} without {', '.join(dropped) or 'nothing'} ({whl.stat().st_size / 2**20:.1f} MiB)")
+size = whl.stat().st_size / 2**20
+print(f"device_kit: repacked {whl.name} without {', '.join(dropped) or 'nothing'} ({size:.1f} MiB)")
 EOF
 
 echo "device_kit: building the memloss wheel from this tree"
