@@ -7,8 +7,8 @@
 #   1. needs root (debootstrap, chroot, mount); installs debootstrap with apt-get if it is missing;
 #   2. builds the root once with `debootstrap --variant=minbase trixie` from deb.debian.org into DIR
 #      (default /var/tmp/memloss-trixie, outside the repository; env MEMLOSS_CHROOT overrides) and keeps it as a cache;
-#   3. mounts /proc, /sys, /dev, /dev/pts, /dev/shm inside it (unmounted by a trap on every exit), copies resolv.conf
-#      and this machine's extra certificate authorities (/usr/local/share/ca-certificates, e.g. an HTTPS proxy's);
+#   3. mounts /proc, /sys, /dev, /dev/pts, /dev/shm inside it (unmounted by a trap on every exit), copies resolv.conf,
+#      /etc/hosts and this machine's extra certificate authorities (/usr/local/share/ca-certificates);
 #   4. installs Debian's python$VERSION, its venv and headers, a C++ compiler, FFCV's build dependencies
 #      (libopencv-imgproc-dev, libturbojpeg0-dev) and opencv-python's runtime libraries (libgl1, libglib2.0-0t64) with
 #      apt-get inside the root;
@@ -100,6 +100,9 @@ mount_in --bind /dev /dev
 mount_in --bind /dev/pts /dev/pts
 mount_in tmpfs tmpfs /dev/shm
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# This machine's hosts file: torchrun --standalone resolves the host's own name, which debootstrap's root does not
+# know (the distributed tests then hang in the rendezvous until their 600 s timeout).
+cp -L /etc/hosts "$ROOT/etc/hosts"
 # Certificate authorities this machine adds to Debian's (an HTTPS-inspecting proxy, say): the root trusts them too.
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
