@@ -157,9 +157,10 @@ def _runners(bc: BenchConfig, variants: list[Variant], data: tuple[torch.Tensor,
     return runners
 
 
-def benchmark(bc: BenchConfig) -> list[Row]:
-    """Builds every configuration, warms each up, then times `bc.steps` steps each in `bc.repeats` rounds."""
-    variants = grid(bc.ks)
+def benchmark(bc: BenchConfig, variants: list[Variant] | None = None) -> list[Row]:
+    """Builds every configuration (`variants`, default the whole grid of `bc.ks`; the first must be plain TRADES,
+    the base of the ratios), warms each up, then times `bc.steps` steps each in `bc.repeats` rounds."""
+    variants = variants or grid(bc.ks)
     with tempfile.TemporaryDirectory(prefix="memloss-bench-") as tmp:
         runners = _runners(bc, variants, _data(bc), Path(tmp))
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from zarr.abc.codec import BytesBytesCodec
-from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from memloss.memstore.errors import StoreError
 
@@ -21,7 +21,9 @@ DEFAULT_CODES_CODEC = "zstd-1"
 AUX_CODEC = "zstd-3"
 ALLOWED_CODECS = ("bytes", "zstd", "blosc", "crc32c")
 ALLOWED_BLOSC_CNAMES = ("zstd", "lz4")
-_SHUFFLES = {s.value: s for s in BloscShuffle}
+# Blosc's shuffle modes by their string names, which every zarr 3.x takes (zarr 3.4 made the BloscShuffle enum a
+# deprecated shim that can no longer be iterated).
+_SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
 
 
 def make_codecs(name: str) -> list[BytesBytesCodec]:
@@ -34,7 +36,7 @@ def make_codecs(name: str) -> list[BytesBytesCodec]:
     elif parts[0] == "blosc" and len(parts) == 4 and parts[1] in ALLOWED_BLOSC_CNAMES and parts[3] in _SHUFFLES:
         if not parts[2].isdigit() or not 0 <= int(parts[2]) <= 9:
             raise StoreError(f"codec {name!r}: blosc clevel must be 0..9")
-        chain = [BloscCodec(cname=parts[1], clevel=int(parts[2]), shuffle=_SHUFFLES[parts[3]], typesize=1)]
+        chain = [BloscCodec(cname=parts[1], clevel=int(parts[2]), shuffle=parts[3], typesize=1)]
     else:
         raise StoreError(
             f"unknown codec {name!r}; use 'none', 'zstd-<level>' or 'blosc-<zstd|lz4>-<0..9>-<noshuffle|shuffle|"

@@ -63,6 +63,7 @@ def test_too_small_n_is_refused() -> None:
         bench.parse_config(["--device", "cpu", "--n", "8", "--batch-size", "8", "--steps", "2", "--warmup", "1"])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16, channels_last) needs a GPU")
 def test_quick_cuda_run_times_every_configuration() -> None:
     bench = _bench()

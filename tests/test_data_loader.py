@@ -144,6 +144,7 @@ def test_bad_batch_size_is_refused(split) -> None:
         make_loader(split, batch_size=0, device="cpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batches_arrive_on_cuda(split, source) -> None:
     with make_loader(split, batch_size=BATCH, device="cuda") as loader:

@@ -70,6 +70,7 @@ def test_integer_input_rejected() -> None:
         quantize(torch.zeros(2, 3, dtype=torch.int64))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_cuda() -> None:
     delta = torch.randn(8, 3, 4, 4, device="cuda")
