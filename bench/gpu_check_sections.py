@@ -107,6 +107,8 @@ def steps(ctx: Context, model: str, batch_size: int, precision: str) -> dict[str
     from train_step_setup import Variant
 
     has_precision = _has_precision()
+    if precision == "bf16" and not ctx.device.startswith("cuda"):
+        raise NotApplicable(f"bf16 autocast needs CUDA; {ctx.device} steps run in fp32 only")
     if not has_precision and precision != _default_precision(ctx.device):
         raise NotApplicable(f"this build has no --precision option: {ctx.device} steps run in "
                             f"{_default_precision(ctx.device)} only")

@@ -175,7 +175,7 @@ def test_conversion_without_room_is_refused_before_writing(tmp_path: Path, monke
 def test_a_disk_that_fills_during_conversion_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from memloss.trainer.data import beton
 
-    def full(source: object, path: Path, workers: object = None) -> None:
+    def full(source: object, path: Path, workers: object = None, **_: object) -> None:
         path.write_bytes(b"partial")
         raise beton.DatasetError(f"[Errno {errno.ENOSPC}] No space left on device")  # as the writer reports it
 
@@ -189,10 +189,12 @@ def test_a_disk_that_fills_during_conversion_is_named(tmp_path: Path, monkeypatc
 KILLED = r"""
 import sys, time
 from memloss.trainer.data import beton_writer, beton
+run_workers = beton_writer._run_workers
 def stall(*args):
+    run_workers(*args)  # every sample written into the temporary .beton; killed before it is renamed
     print("written", flush=True)
     time.sleep(600)
-beton_writer._finalize = stall
+beton_writer._run_workers = stall
 beton.prepare("synthetic", "train", sys.argv[1], n=64, resolution=8)
 """
 
@@ -209,7 +211,7 @@ def test_temporary_files_of_a_killed_conversion_are_removed_by_the_next(tmp_path
         proc.kill()
         proc.wait()
     left = [p.name for p in (tmp_path / "ffcv").iterdir()]
-    assert left and all(name.endswith(".tmp") for name in left), left  # the .beton and its two tables
+    assert left and all(name.endswith(".tmp") for name in left), left  # the unfinished .beton
     split = prepare("synthetic", "train", tmp_path, n=64, resolution=8)
     assert sorted(p.name for p in (tmp_path / "ffcv").iterdir()) == sorted([split.beton.name,
                                                                             split.beton.with_suffix(".json").name])
