@@ -50,6 +50,7 @@ from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.training import epoch as epoch_module
 from memloss.trainer.training import fit as fit_module
 from memloss.trainer.training import memory as memory_module
+from memloss.trainer.training import resume_state
 from memloss.trainer.training import session as session_module
 from memloss.trainer.training.augment import identity_views
 from memloss.trainer.training.fit import fit, resume_config
@@ -117,7 +118,7 @@ def test_torchrun_per_rank_state_from_cuda_restores_on_cpu() -> None:
              "world_size": 1, "ranks": [{"generator": _cuda_state(5, 128), "cpu_rng": torch.get_rng_state(),
                                          "slots": None}]}  # rank 0's entry, written by a CUDA run (old format)
     s = _bare_session(torch.Generator())
-    notes = session_module.restore(s, state)  # type: ignore[arg-type]
+    notes = resume_state.restore(s, state)  # type: ignore[arg-type]
     assert s.start_epoch == 4 and len(notes) == 1 and "saved on cuda" in notes[0]
     expected = torch.Generator().manual_seed(derived_seed(_cuda_state(5, 128)))
     assert torch.equal(torch.rand(3, generator=s.generator), torch.rand(3, generator=expected))

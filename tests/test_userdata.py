@@ -209,7 +209,7 @@ def test_n_takes_the_first_training_samples_and_a_resume_refuses_changed_data(tm
     from types import SimpleNamespace
 
     from memloss.errors import ConfigError
-    from memloss.trainer.training.session import _check_same_data, _data_record
+    from memloss.trainer.training.resume_state import _check_same_data, _data_record
 
     train = make_npz(tmp_path / "c.npz", 30, side=8, channels=4)
     first = prepare_user(train, None, tmp_path / "data", n=10)

@@ -20,7 +20,8 @@ from memloss.trainer.models.files import model_bytes
 from memloss.trainer.training.ema import EMA_BEST_WEIGHTS, EMA_LAST_WEIGHTS, WeightAverage
 from memloss.trainer.training.runs import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, STATE_FILE, metrics_bytes, state_bytes
 from memloss.trainer.training.selection import selection
-from memloss.trainer.training.session import Session, training_state
+from memloss.trainer.training.resume_state import training_state
+from memloss.trainer.training.session import Session
 
 
 def model_meta(s: Session, epoch: int) -> dict[str, str]:
