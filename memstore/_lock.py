@@ -98,8 +98,6 @@ class FileLock(StoreLock):
     """flock on `<store>/memloss.lock` (held until release or process exit)."""
 
     def __init__(self, url: str, path: os.PathLike[str] | str, owner: str | None) -> None:
-        import fcntl
-
         super().__init__(url)
         self._fd: int | None = None
         try:
@@ -107,13 +105,8 @@ class FileLock(StoreLock):
         except OSError as exc:
             raise StoreError(f"cannot write the lock file {path} ({exc.strerror}); the store is not writable: use "
                              "a writable location") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            info = _parse(_read_fd(fd))
-            os.close(fd)
-            raise StoreLockedError(f"store {url} is being written by {describe_holder(info)} (lock file {path}); "
-                                   "wait for that run to finish or use another store") from None
+        _flock_or_refuse(fd, lambda holder: f"store {url} is being written by {holder} (lock file {path}); wait "
+                         "for that run to finish or use another store")
         previous = _parse(_read_fd(fd))
         if previous:
             self.notes.append(f"took over the lock of the store {url}: its holder ({describe_holder(previous)}) "
@@ -137,6 +130,18 @@ class FileLock(StoreLock):
         except OSError:
             pass
         os.close(fd)  # closing the descriptor drops the flock
+
+
+def _flock_or_refuse(fd: int, refusal: Callable[[str], str]) -> None:
+    """Takes the flock on `fd` at once, or closes `fd` and raises StoreLockedError with `refusal(the holder)`."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        info = _parse(_read_fd(fd))
+        os.close(fd)
+        raise StoreLockedError(refusal(describe_holder(info))) from None
 
 
 def _read_fd(fd: int) -> bytes:
@@ -267,8 +272,6 @@ def _make_root(root: Path) -> None:
 
 def _clear_legacy_file_lock(root: Path, url: str) -> None:
     """Removes `<root>/memloss.lock` (the lock of memloss ≤ 0.1), refusing while a process still holds it."""
-    import fcntl
-
     legacy = root / LOCK_KEY
     try:
         fd = os.open(legacy, os.O_RDWR)
@@ -276,13 +279,8 @@ def _clear_legacy_file_lock(root: Path, url: str) -> None:
         return
     except OSError:
         return  # unreadable: a writer of the old kind could not take it either
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        info = _parse(_read_fd(fd))
-        os.close(fd)
-        raise StoreLockedError(f"store {url} is being written by an older memloss ({describe_holder(info)}, lock "
-                               f"file {legacy}); wait for that run to finish or use another store") from None
+    _flock_or_refuse(fd, lambda holder: f"store {url} is being written by an older memloss ({holder}, lock file "
+                     f"{legacy}); wait for that run to finish or use another store")
     legacy.unlink(missing_ok=True)
     os.close(fd)
 
