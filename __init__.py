@@ -52,8 +52,8 @@ _EXPORTS: dict[str, str] = {
     "build_model": "memloss.trainer.models.registry",
     "open_store": "memloss.memstore.store",
     "create_store": "memloss.memstore.store",
-    "summarize": "memloss.memstore.inspect",
-    "StoreLocation": "memloss.memstore.options",
+    "summarize": "memloss.memstore.inspection.summary",
+    "StoreLocation": "memloss.memstore.location.options",
     "run_toy": "memloss.trainer.experiments.toy.run",
     "ToyConfig": "memloss.trainer.experiments.toy.config",
     "DemoConfig": "memloss.trainer.experiments.demo.run",
@@ -80,8 +80,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from memloss.errors import MemlossError
-    from memloss.memstore.inspect import summarize
-    from memloss.memstore.options import StoreLocation
+    from memloss.memstore.inspection.summary import summarize
+    from memloss.memstore.location.options import StoreLocation
     from memloss.memstore.store import create_store, open_store
     from memloss.trainer.config.defaults import resolve_config, train_config
     from memloss.trainer.config.schema import (DataConfig, MethodConfig, OptimConfig, RunConfig, ThreatConfig,

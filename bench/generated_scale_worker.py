@@ -28,11 +28,11 @@ import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from memloss.memstore._zarr_chunks import run_all
-from memloss.memstore._zarr_meta import open_handle, save_ring_state
+from memloss.memstore.zarrstore.chunks import run_all
+from memloss.memstore.zarrstore.meta import open_handle, save_ring_state
 from memloss.memstore.ahead import ReadAhead
-from memloss.memstore.mixing import BatchMix
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.mixing import BatchMix
+from memloss.memstore.layout.ring import RingState
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_store
 from store_setup import PeakRss

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memloss.memstore._manifest import check_bytes, write_manifest
-from memloss.memstore._zarr_meta import verify_read_slots
+from memloss.memstore.integrity.manifest import check_bytes, write_manifest
+from memloss.memstore.zarrstore.meta import verify_read_slots
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_store
 

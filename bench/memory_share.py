@@ -2,7 +2,7 @@
 
 A row visited in epoch n holds memory of age a (epoch n−a) iff epoch n−a visited it (docs/store-format.md, "Memory
 under uneven visits"). For a two-part set (base + generated) and a batch mix, this script builds the plans of
-epochs 1..E exactly as a store does (memstore/mixing.py `plan_mixed`, the default block size and the windows of a
+epochs 1..E exactly as a store does (memstore/layout/mixing.py `plan_mixed`, the default block size and the windows of a
 memory budget) and prints, per age, the share of the visits of epochs K+1..E that hold memory, for the base part,
 the generated part and all visits, and the share of the set's rows an epoch visits at least once.
 
@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from memloss.memstore.entries import row_bytes
-from memloss.memstore.mixing import plan_mixed
-from memloss.memstore.order import BlockLayout, default_block_size, layout_members, memory_plan
+from memloss.memstore.layout.mixing import plan_mixed
+from memloss.memstore.layout.order import BlockLayout, default_block_size, layout_members, memory_plan
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.trainer.data.mixed import batch_mix
 

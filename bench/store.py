@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_setup import codec_sweep, real_perturbations  # noqa: E402
 
-from memloss.memstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
-from memloss.memstore.order import default_block_size, fits_resident  # noqa: E402
+from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
+from memloss.memstore.layout.order import default_block_size, fits_resident  # noqa: E402
 
 SAMPLE_BYTES, ROW_BYTES = 3 * 32 * 32, 3 * 32 * 32 + 20
 

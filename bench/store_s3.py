@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store import resident_budget_mb, table  # noqa: E402
 from store_setup import real_perturbations  # noqa: E402
 
-from memloss.memstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
+from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
 
 STORE_BENCH = Path(__file__).resolve().parent / "store.py"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memloss.memstore.codecs import make_codecs
+from memloss.memstore.zarrstore.codecs import make_codecs
 from memloss.memstore.quant import quantize
 
 EPS = 8 / 255

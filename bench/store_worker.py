@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-import memloss.memstore._windows as windows_module
-import memloss.memstore._zarr as zarr_module
+import memloss.memstore.zarrstore.windows as windows_module
+import memloss.memstore.zarrstore.backend as zarr_module
 from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.base import MemStore
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel

@@ -33,7 +33,7 @@ def threads_option(panel: str | None = None) -> Any:
 
 
 def store_options_option(panel: str | None = None) -> Any:
-    """`--store-option KEY=VALUE` (repeatable): storage options of a store URL (memstore/options.py)."""
+    """`--store-option KEY=VALUE` (repeatable): storage options of a store URL (memstore/location/options.py)."""
     return typer.Option("--store-option", help=STORE_OPTION_HELP, show_default=False, rich_help_panel=panel)
 
 

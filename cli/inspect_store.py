@@ -45,8 +45,8 @@ def inspect_store(
     """Summarize a memory store: dataset, threat model, K, committed epochs, size on disk vs float32, and per ring
     slot (each holds one epoch's perturbations) the mean |δ|/ε, the fraction at ±ε and the code entropy.
     Read-only: safe on a store a training writes."""
-    from memloss.memstore.inspect import render_summary, summarize
-    from memloss.memstore.options import checked_location, parse_store_options
+    from memloss.memstore.inspection.summary import render_summary, summarize
+    from memloss.memstore.location.options import checked_location, parse_store_options
 
     url = checked_location(store_of(path), parse_store_options(store_option or []))
     summary = summarize(url)

@@ -24,8 +24,8 @@ def repair_store(
     the memory of the damaged epochs, saying which; a resumed training then continues without that memory. Takes
     the store's writer lock: it never runs beside a training of the same store. With --check: exit code 0 when
     every committed epoch is intact, 1 when damage was found, 2 for bad input."""
-    from memloss.memstore.options import checked_location, parse_store_options
-    from memloss.memstore.repair import repair_store as run_repair
+    from memloss.memstore.location.options import checked_location, parse_store_options
+    from memloss.memstore.integrity.repair import repair_store as run_repair
 
     if "://" not in path and not Path(path).exists():
         raise MemlossError(f"no memory store at {path}; check the path")

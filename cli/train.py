@@ -103,7 +103,7 @@ def train(
     overrides: dict[str, Any] = {key: value for key, value in locals().items() if key not in RUN_TIME_OPTIONS}
     overrides["aux_data"] = aux_files(aux_data, list(ctx.args))
     # Every check that needs no data comes first, before torch, ffcv or the data load and before any file is written.
-    from memloss.memstore.options import parse_store_options
+    from memloss.memstore.location.options import parse_store_options
     from memloss.trainer.config.defaults import resolve_config
     from memloss.trainer.training.preflight import check_start
     from memloss.trainer.training.resume import resume_config

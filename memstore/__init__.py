@@ -13,7 +13,7 @@ from memloss.errors import MemlossError
 from memloss.memstore.errors import StoreError
 
 _EXPORTS: dict[str, str] = {
-    "DEFAULT_CODES_CODEC": "memloss.memstore.codecs",
+    "DEFAULT_CODES_CODEC": "memloss.memstore.zarrstore.codecs",
     "DEFAULT_MEMORY_BUDGET": "memloss.memstore.base",
     "MemStore": "memloss.memstore.base",
     "MemoryBatch": "memloss.memstore.entries",
@@ -48,7 +48,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from memloss.memstore.base import DEFAULT_MEMORY_BUDGET, MemStore
-    from memloss.memstore.codecs import DEFAULT_CODES_CODEC
+    from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC
     from memloss.memstore.entries import MemoryBatch
     from memloss.memstore.quant import dequantize, quantize
     from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel, labels_sha256, parse_eps

@@ -12,8 +12,8 @@ import numpy as np
 
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, take_rows
-from memloss.memstore.order import BlockLayout, EpochPlan, default_block_size, layout_members
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.order import BlockLayout, EpochPlan, default_block_size, layout_members
+from memloss.memstore.layout.ring import RingState
 from memloss.memstore.spec import StoreSpec
 
 

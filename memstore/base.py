@@ -18,9 +18,9 @@ import torch
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
 from memloss.memstore.errors import StoreError
-from memloss.memstore.mixing import BatchMix, check_visited, epoch_plan
-from memloss.memstore.order import BlockLayout, EpochPlan
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.mixing import BatchMix, check_visited, epoch_plan
+from memloss.memstore.layout.order import BlockLayout, EpochPlan
+from memloss.memstore.layout.ring import RingState
 from memloss.memstore.spec import StoreSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
@@ -41,7 +41,7 @@ class MemStore(ABC):
         self._epoch: int | None = None
         self._plan: EpochPlan | None = None
         self._drawn: np.ndarray | None = None  # bool [windows, K]: ages each window reads (None = all)
-        self._mix: BatchMix | None = None  # the batches of a two-part store's epochs (memstore/mixing.py)
+        self._mix: BatchMix | None = None  # the batches of a two-part store's epochs (memstore/layout/mixing.py)
         self._closed = False
 
     # ---- properties -------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class MemStore(ABC):
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
         `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
 
-        `mix`: required by (only by) a store of two parts; the order is then the epoch's batches (memstore/mixing.py).
+        `mix`: required by (only by) a store of two parts; the order is then the epoch's batches (memstore/layout/mixing.py).
 
         `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
         ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in

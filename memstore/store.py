@@ -1,7 +1,7 @@
 """Public entry points: create, open or reuse a Zarr memory store, or build an in-RAM one.
 
 Every writer (create_store, open_store with read_only=False, open_or_create) first takes the store's writer lock
-(memstore/_lock.py) and keeps it until `close()`; readers take none. With the lock held, a writer removes the
+(memstore/integrity/lock.py) and keeps it until `close()`; readers take none. With the lock held, a writer removes the
 `.partial` files a killed writer left, and open_or_create rebuilds a store whose creation was interrupted.
 """
 
@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memloss.memstore._location import remove_partials
-from memloss.memstore._lock import StoreLock, acquire_lock
+from memloss.memstore.location.resolve import remove_partials
+from memloss.memstore.integrity.lock import StoreLock, acquire_lock
 from memloss.memstore._memory import InMemoryStore
-from memloss.memstore._zarr import ZarrMemStore
-from memloss.memstore._zarr_meta import (
+from memloss.memstore.zarrstore.backend import ZarrMemStore
+from memloss.memstore.zarrstore.meta import (
     StoreMismatch, UrlLike, ZarrHandle, check_location, create_handle, demote_and_wipe, location_kind, open_handle,
     resolve_store,
 )
 from memloss.memstore.base import DEFAULT_MEMORY_BUDGET
-from memloss.memstore.codecs import DEFAULT_CODES_CODEC
+from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import memory_plan
+from memloss.memstore.layout.order import memory_plan
 from memloss.memstore.spec import StoreSpec
 
 
@@ -81,7 +81,7 @@ def create_store(
     size and is recorded as the default for later opens. A budget that holds all K+1 slots of the dataset keeps
     them in RAM across epochs (only the first epoch after opening reads from disk; writes still go to disk). seed:
     fixes block membership and every epoch's order. block_size: samples per chunk (default: about 512 KB of
-    codes). codec: see memstore.codecs (default zstd-1). owner: who writes (e.g. the run directory), named to a
+    codes). codec: see memstore.zarrstore.codecs (default zstd-1). owner: who writes (e.g. the run directory), named to a
     second writer. window_slots: the memory ages each window of a windowed store decodes (m with per-window slot
     draws, `begin_epoch(ages=...)`; default K): fewer slots make larger windows in the same budget, and change the
     order (it depends on the window size), so every open of a store for one run passes the same value. Refuses a

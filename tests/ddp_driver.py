@@ -28,7 +28,7 @@ def log(name: str, record: dict) -> None:
 
 
 def patch() -> None:
-    from memloss.memstore import _resident, _zarr
+    from memloss.memstore.zarrstore import backend as _zarr, resident as _resident
     from memloss.memstore.base import MemStore
     from memloss.trainer.training import epoch, fit
 

@@ -61,7 +61,8 @@ def patch() -> None:
 
     from zarr.storage import LocalStore
 
-    from memloss.memstore import _lock, _zarr
+    from memloss.memstore.integrity import lock as _lock
+    from memloss.memstore.zarrstore import backend as _zarr
     from memloss.trainer.training import epoch
 
     set_, delete = LocalStore.set, LocalStore.delete

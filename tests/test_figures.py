@@ -40,7 +40,7 @@ def test_sweep_panels_share_one_y_range() -> None:
 
 @pytest.mark.slow
 def test_store_figure_labels_ring_slots(small_runs: Path, tmp_path: Path) -> None:
-    from memloss.memstore.inspect import slot_distributions
+    from memloss.memstore.inspection.summary import slot_distributions
     from memloss.trainer.plots.store import plot_store, store_figure
 
     store = small_runs / "k1-s0" / "memory.zarr"

@@ -12,9 +12,9 @@ import torch
 
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import row_bytes
-from memloss.memstore.options import store_location
+from memloss.memstore.location.options import store_location
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import DECODE_GROUP_BLOCKS, plan_epoch
+from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, plan_epoch
 from memloss.memstore.quant import dequantize, quantize
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store, create_store

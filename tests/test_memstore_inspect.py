@@ -1,4 +1,4 @@
-"""memstore.inspect and `memloss inspect-store`."""
+"""memstore.inspection.summary and `memloss inspect-store`."""
 
 import json
 from pathlib import Path
@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from memloss.cli.inspect_store import inspect_store
 from memloss.errors import MemlossError
-from memloss.memstore.codecs import DEFAULT_CODES_CODEC
-from memloss.memstore.inspect import render_summary, summarize
+from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC
+from memloss.memstore.inspection.summary import render_summary, summarize
 from memloss.trainer.plots.store import plot_store
 from memloss.memstore.quant import quantize
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel

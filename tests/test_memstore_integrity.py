@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import zarr
 
-from memloss.memstore import _lock
-from memloss.memstore._manifest import DamagedMemoryError
-from memloss.memstore._zarr_meta import CREATING_ATTR, location_kind, resolve_store
+from memloss.memstore.integrity import lock as _lock
+from memloss.memstore.integrity.manifest import DamagedMemoryError
+from memloss.memstore.zarrstore.meta import CREATING_ATTR, location_kind, resolve_store
 from memloss.memstore.errors import StoreError
-from memloss.memstore.repair import dropped_epochs, repair_store
+from memloss.memstore.integrity.repair import dropped_epochs, repair_store
 from memloss.memstore.store import create_store, open_or_create, open_store
 from test_memstore_zarr import ROOT, make_spec, write_epoch
 
@@ -81,7 +81,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
 def _lease(url: str, **fields: object) -> None:
     from zarr.storage import FsspecStore
 
-    from memloss.memstore._location import put_bytes
+    from memloss.memstore.location.resolve import put_bytes
 
     info = {"host": socket.gethostname(), "pid": os.getpid(), "run": "runs/other", "since": "2026-01-01T00:00:00+00:00",
             "token": "t", "heartbeat": time.time(), "ttl_s": 120.0, **fields}
@@ -261,7 +261,7 @@ def test_a_resident_writer_verifies_only_the_slots_it_reads_from_storage(tmp_pat
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A resident writer checks a slot's chunks when it loads the slot from storage (the first epoch after
     opening), not every epoch for slots its RAM already holds; a damaged chunk is still found at the next open."""
-    from memloss.memstore import _zarr
+    from memloss.memstore.zarrstore import backend as _zarr
 
     checked: list[list[int]] = []
     real = _zarr.verify_read_slots

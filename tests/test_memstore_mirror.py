@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from memloss.memstore import _resident
+from memloss.memstore.zarrstore import resident as _resident
 from memloss.memstore.errors import StoreError
 from memloss.memstore.store import create_store, open_store
 from test_memstore_zarr import SHAPE, make_spec

@@ -1,4 +1,4 @@
-"""Two-part stores (a base set plus generated images): the mixed order (memstore/mixing.py) and the memory
+"""Two-part stores (a base set plus generated images): the mixed order (memstore/layout/mixing.py) and the memory
 semantics under uneven visits, on every backend: slot k of a sample holds its perturbation from its last visit in
 epoch n−1−k, a sample that epoch skipped has none; each generated chunk is read and written whole at most once."""
 
@@ -17,9 +17,9 @@ from zarr.storage import LocalStore
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.inspect import summarize
-from memloss.memstore.mixing import BatchMix, base_stream, plan_mixed
-from memloss.memstore.order import DECODE_GROUP_BLOCKS, BlockLayout, layout_members, storage_rows
+from memloss.memstore.inspection.summary import summarize
+from memloss.memstore.layout.mixing import BatchMix, base_stream, plan_mixed
+from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, BlockLayout, layout_members, storage_rows
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store, create_store, open_store
 

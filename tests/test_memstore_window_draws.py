@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import memloss.memstore._windows as windows_module
+import memloss.memstore.zarrstore.windows as windows_module
 from memloss.memstore.store import create_store, open_store
 from test_memstore_zarr import make_spec, write_epoch
 

@@ -19,7 +19,7 @@ from zarr.storage import LocalStore
 
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import plan_epoch, resident_window_blocks
+from memloss.memstore.layout.order import plan_epoch, resident_window_blocks
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_or_create, open_store
 
@@ -472,7 +472,7 @@ def test_next_epochs_first_window_is_loaded_during_the_last_window(tmp_path: Pat
     """Windowed: epoch e+1's first window is decoded while epoch e trains on its last one (committed slots from disk,
     slot e partly from RAM); after begin_epoch(e+1) no decode touches it, and the memory stays exact even when
     the commit of e was not waited for."""
-    import memloss.memstore._windows as windows
+    import memloss.memstore.zarrstore.windows as windows
 
     decoded: list[tuple[list[int], np.ndarray]] = []
     real = windows.read_rows

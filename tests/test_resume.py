@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from memloss.cli.app import app
 from memloss.errors import ConfigError, MemlossError
-from memloss.memstore._manifest import DamagedMemoryError
-from memloss.memstore.repair import repair_store
+from memloss.memstore.integrity.manifest import DamagedMemoryError
+from memloss.memstore.integrity.repair import repair_store
 from memloss.memstore.store import open_store
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training import fit as fit_module

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from zarr.storage import FsspecStore
 
 from memloss.cli.app import app
-from memloss.memstore import _zarr_meta
-from memloss.memstore._lock import StoreLockedError
-from memloss.memstore._zarr_meta import resolve_store
+from memloss.memstore.zarrstore import meta as _zarr_meta
+from memloss.memstore.integrity.lock import StoreLockedError
+from memloss.memstore.zarrstore.meta import resolve_store
 from memloss.memstore.errors import StoreError
-from memloss.memstore.options import ENV_VAR, checked_location, parse_store_options, store_location
+from memloss.memstore.location.options import ENV_VAR, checked_location, parse_store_options, store_location
 from memloss.memstore.store import create_store, open_or_create, open_store
 from s3_server import S3Server
 from test_memstore_integrity import check_interrupted_creation_is_rebuilt
@@ -69,7 +69,7 @@ def _listing(s3: S3Server, url: str) -> list[str]:
 
 
 def _get(location: object, key: str) -> bytes:
-    from memloss.memstore._location import get_bytes
+    from memloss.memstore.location.resolve import get_bytes
 
     store, _ = resolve_store(location, read_only=True)  # type: ignore[arg-type]
     data = get_bytes(store, key)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from memloss.cli.app import app
-from memloss.memstore.options import ENV_VAR, store_location
+from memloss.memstore.location.options import ENV_VAR, store_location
 from s3_server import S3Server
 from test_kill_sweep import TIMING, _same
 

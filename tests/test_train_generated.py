@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memloss.cli.app import app
-from memloss.memstore.mixing import plan_mixed
+from memloss.memstore.layout.mixing import plan_mixed
 from memloss.memstore.store import open_store
 from memloss.trainer.config.defaults import resolve_config
 from memloss.trainer.training import epoch as epoch_module

@@ -48,7 +48,7 @@ class DataConfig:
     aux_data); `aux_take`: a seeded subset of them; `epoch_samples`: samples per epoch, ceil(epoch_samples / B)
     batches (default: `aux_epoch`'s rule: ``pass``, one pass over the larger part, every sample visited at least
     once; ``total``, ceil(N_total / B), the epoch of older runs); `aux_draw`: ``without`` (generated rows as even as
-    possible) or ``with-replacement`` (uniform, as the published sampler); memstore/mixing.py. `val_split`: base
+    possible) or ``with-replacement`` (uniform, as the published sampler); memstore/layout/mixing.py. `val_split`: base
     training images held out (seeded by `val_seed`) for model selection (trainer/data/holdout.py)."""
 
     dataset: str = "digits"
@@ -105,7 +105,7 @@ class DataConfig:
         check_seed(self.val_seed)
         if not self.aux_data:
             return
-        from memloss.memstore.mixing import AUX_DRAWS  # here: it loads numpy (the CLI checks first)
+        from memloss.memstore.layout.mixing import AUX_DRAWS  # here: it loads numpy (the CLI checks first)
 
         _choice(self.aux_draw or "without", AUX_DRAWS, "--aux-draw")
         _choice(self.aux_epoch or "pass", EPOCH_RULES, "--aux-epoch")
@@ -115,7 +115,7 @@ class DataConfig:
         if self.epoch_samples is None:
             object.__setattr__(self, "aux_epoch", self.aux_epoch or "pass")
         if self.aux_fraction is None:
-            from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION  # here: it loads numpy (the CLI checks first)
+            from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION  # here: it loads numpy (the CLI checks first)
 
             object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 With generated data (`--aux-data`), global sample i < N_base is base sample i and N_base + j is generated sample j,
 and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
-(memloss.memstore.mixing: the published recipe's sampler, with the generated part in whole store blocks). How many
+(memloss.memstore.layout.mixing: the published recipe's sampler, with the generated part in whole store blocks). How many
 batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
 
 Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memloss.memstore.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed, unstored_layout
+from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed, unstored_layout
 from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.generated import GeneratedSource, prepare_generated
@@ -74,7 +74,7 @@ def batch_mix(n_base: int, n_aux: int, batch_size: int, aux_fraction: float, epo
     else by `rule`: ``pass`` (the default) as many as make one pass over the larger part, max(ceil(N_base / b),
     ceil(N_gen / a)), so every base and every generated sample is visited at least once an epoch and holds memory
     of the epoch before; ``total`` ceil((N_base + N_gen) / B), the epoch of memloss before this option (runs started
-    then resume with it). `draw`: how the generated rows are drawn (memstore/mixing.py)."""
+    then resume with it). `draw`: how the generated rows are drawn (memstore/layout/mixing.py)."""
     aux = int(aux_fraction * batch_size)
     if epoch_samples is not None:
         batches = -(-epoch_samples // batch_size)

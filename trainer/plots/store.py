@@ -18,7 +18,7 @@ CODE_X = (np.arange(256) - 128) / 127  # δ / s of each uint8 code
 
 
 def store_figure(dist: dict[str, Any], title: str | None = None) -> Figure:
-    """Builds the figure from `memloss.memstore.inspect.slot_distributions` output."""
+    """Builds the figure from `memloss.memstore.inspection.summary.slot_distributions` output."""
     fractions = {slot: d["hist"].astype(float) / max(float(d["hist"].sum()), 1.0) for slot, d in dist["slots"].items()}
     positive = [f[f > 0].min() for f in fractions.values() if (f > 0).any()]
     floor = min(positive) / 3 if positive else 1e-7  # empty bins sit on the bottom axis of the log scale
@@ -53,6 +53,6 @@ def store_figure(dist: dict[str, Any], title: str | None = None) -> Figure:
 
 def plot_store(url: Any, path: Path | str, title: str | None = None) -> list[Path]:
     """Reads the store at `url` (read-only) and writes its figure to `path` (PNG and PDF); returns both paths."""
-    from memloss.memstore.inspect import slot_distributions
+    from memloss.memstore.inspection.summary import slot_distributions
 
     return save_figure(store_figure(slot_distributions(url), title), path)

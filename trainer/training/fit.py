@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memloss.errors import ConfigError
-from memloss.memstore.options import checked_location
-from memloss.memstore.repair import dropped_epochs, verify_committed
+from memloss.memstore.location.options import checked_location
+from memloss.memstore.integrity.repair import dropped_epochs, verify_committed
 from memloss.trainer.common.devices import resolve_device
 from memloss.trainer.common.precision import check_precision, deterministic_mode
 from memloss.trainer.common.threads import Threads, choose_threads, model_probe, parse_threads, using_threads

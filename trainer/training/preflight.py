@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memloss.errors import ConfigError
-from memloss.memstore.options import checked_location
+from memloss.memstore.location.options import checked_location
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.training.bounds import check_sizes
 from memloss.trainer.training.resume import absolute

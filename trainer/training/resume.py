@@ -174,7 +174,7 @@ def check_store_caught_up(store: Any, needed: int, dropped: list[int], url: str 
 def require_store(url: str | None, needed: int, options: Mapping[str, Any] | None = None) -> None:
     """Before a resume opens anything: the store must still hold the memory the run's state needs (`options`: the
     storage options of a store URL)."""
-    from memloss.memstore.options import store_location
+    from memloss.memstore.location.options import store_location
     from memloss.memstore.store import store_exists
 
     if url is None or needed <= 0 or store_exists(store_location(url, options)):

@@ -17,7 +17,7 @@ from torch import nn
 
 from memloss.errors import ConfigError
 from memloss.memstore.ahead import ReadAhead
-from memloss.memstore.options import store_location
+from memloss.memstore.location.options import store_location
 from memloss.memstore.spec import StoreSpec, ThreatModel
 from memloss.memstore.store import open_or_create, open_store
 from memloss.trainer.common.devices import bind_device, pin_host_buffers, resolve_device
@@ -230,7 +230,7 @@ def _dataset(cfg: TrainConfig) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, 
 def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
                  store_options: Mapping[str, Any] | None = None) -> Session:
     """Builds data, model, optimizer, schedule and store for `cfg`; nothing is trained yet. `fresh`: a new run
-    (not a resume). store_options: storage options of a store URL (memstore/options.py)."""
+    (not a resume). store_options: storage options of a store URL (memstore/location/options.py)."""
     torch.manual_seed(cfg.run.seed)
     device = bind_device(rank_device(resolve_device(cfg.run.device)))  # cuda:N made current: events, streams
     ffcv_follows(device)  # a CPU run's loader creates no CUDA stream, event or pinned buffer (data/ffcv_cuda.py)

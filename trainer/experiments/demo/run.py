@@ -96,7 +96,7 @@ def _evaluate(cfg: DemoConfig, run_dir: Path) -> tuple[Any, float]:
 
 
 def _store_summary(run_dir: Path) -> dict[str, Any]:
-    from memloss.memstore.inspect import summarize
+    from memloss.memstore.inspection.summary import summarize
     from memloss.trainer.plots.store import plot_store
 
     store = run_dir / "memory.zarr"

@@ -21,7 +21,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from memloss.memstore.errors import StoreError
-from memloss.memstore.options import StoreLocation, is_url, probe, url_options
+from memloss.memstore.location.options import StoreLocation, is_url, probe, url_options
 
 UrlLike = str | Path | Store | StoreLocation
 LOCK_KEY = "memloss.lock"  # the writer lock (a file locked with flock) or lease object; never part of the data
@@ -48,7 +48,7 @@ def resolve_store(url: UrlLike, read_only: bool) -> tuple[Store, str]:
 
 
 def _fsspec_store(url: str, options: dict[str, Any], read_only: bool) -> FsspecStore:
-    """The FsspecStore of a URL, after one probe of its location per process (see memstore/options.py)."""
+    """The FsspecStore of a URL, after one probe of its location per process (see memstore/location/options.py)."""
     probe(url, options)
     try:
         return FsspecStore.from_url(url, storage_options=options, read_only=read_only)

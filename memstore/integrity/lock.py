@@ -33,7 +33,7 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore
 
-from memloss.memstore._location import LOCK_KEY, delete_key, get_bytes, local_root, put_bytes
+from memloss.memstore.location.resolve import LOCK_KEY, delete_key, get_bytes, local_root, put_bytes
 from memloss.memstore.errors import StoreError
 
 LEASE_TTL_S = 120.0

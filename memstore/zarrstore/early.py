@@ -22,7 +22,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
-from memloss.memstore.order import BlockLayout, EpochPlan
+from memloss.memstore.layout.order import BlockLayout, EpochPlan
 
 Window = tuple[np.ndarray, Entries]  # sorted storage rows [R] of a window, and their entries [S', R, ...]
 Decode = Callable[[list[int], np.ndarray, Entries, list[int]], None]  # read_rows bound to the store's arrays

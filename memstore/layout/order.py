@@ -7,7 +7,7 @@ blocks are shuffled, grouped into windows of `window_blocks` blocks, and the sam
 
 A training set of two parts (a base set and generated images, `DatasetFingerprint.parts`) keeps each part in blocks
 of its own: part p's rows start at a block boundary, so the last block of the base part may have padding rows
-(members −1) that hold no sample. Its order is the mixed one of memstore/mixing.py.
+(members −1) that hold no sample. Its order is the mixed one of memstore/layout/mixing.py.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class BlockLayout:
 @dataclass(frozen=True)
 class EpochPlan:
     """The order of one epoch: `order` int64 [L] (a permutation of range(n); for a two-part store the epoch's
-    batches one after the other, memstore/mixing.py), `windows` (block ids per window, in training order),
+    batches one after the other, memstore/layout/mixing.py), `windows` (block ids per window, in training order),
     `window_of_block` int64 [num_blocks] (−1: a block the epoch does not visit) and `visits` (uint16 [rows]: how
     often the epoch visits each storage row; None: every sample once)."""
 

@@ -1,6 +1,6 @@
 """Windowed reads of the Zarr store: the K read slots of one window of blocks are decoded on the reader thread, the
 next window while the current one is trained on (prefetch), and the batches of the epoch are gathered from them.
-During the last window of an epoch, the first window of the next epoch is loaded (memstore/_early.py).
+During the last window of an epoch, the first window of the next epoch is loaded (memstore/zarrstore/early.py).
 
 A window load that follows a commit still in flight waits (on the reader thread) until that commit has landed, so
 it never reads a chunk of the committed epoch before the chunk is on storage.
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from memloss.memstore._early import NextWindow
-from memloss.memstore._prefetch import BackgroundReader
-from memloss.memstore._zarr_chunks import read_rows
+from memloss.memstore.zarrstore.early import NextWindow
+from memloss.memstore.zarrstore.prefetch import BackgroundReader
+from memloss.memstore.zarrstore.chunks import read_rows
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
-from memloss.memstore.order import BlockLayout, EpochPlan
+from memloss.memstore.layout.order import BlockLayout, EpochPlan
 
 PREFETCH_WINDOWS = 2  # the window being read and the next one (the memory budget counts two)
 
@@ -70,7 +70,7 @@ class WindowReader:
                 self._schedule(w)
 
     def prepare_next(self, nxt: NextWindow, barrier: Future[None]) -> None:
-        """Starts loading the next epoch's first window (see memstore/_early.py)."""
+        """Starts loading the next epoch's first window (see memstore/zarrstore/early.py)."""
         self.drop_next()
         nxt.loaded = self._reader.submit(lambda: nxt.load(barrier, self._decode))
         self._next = nxt

@@ -2,10 +2,10 @@
 
 Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
 The store never read-modify-writes a chunk: rows of a block are buffered until the block got every write the
-epoch's plan visits it with (_tracker.py), then the whole chunk is written by a background thread (write-behind),
+epoch's plan visits it with (tracker.py), then the whole chunk is written by a background thread (write-behind),
 once an epoch. Reads load whole
 windows of blocks for the K read slots, one window ahead (prefetch). When the memory budget holds every slot of the
-dataset, the slots stay in RAM across epochs instead (memstore/_resident.py) and only the first epoch after opening
+dataset, the slots stay in RAM across epochs instead (memstore/zarrstore/resident.py) and only the first epoch after opening
 reads from disk; a two-part store (base set + generated images) keeps its base part so and reads its generated part
 in windows. Format details: docs/store-format.md.
 """
@@ -20,28 +20,28 @@ from typing import Any
 import numpy as np
 import zarr
 
-from memloss.memstore._early import NextWindow
-from memloss.memstore._prefetch import BackgroundReader, BackgroundWriter
-from memloss.memstore._resident import ResidentPart
-from memloss.memstore._tracker import WriteTracker
-from memloss.memstore._wbuffers import WindowBuffers
-from memloss.memstore._windows import WindowReader
-from memloss.memstore._zarr_chunks import WriteJob, write_chunks
-from memloss.memstore._zarr_meta import (
+from memloss.memstore.zarrstore.early import NextWindow
+from memloss.memstore.zarrstore.prefetch import BackgroundReader, BackgroundWriter
+from memloss.memstore.zarrstore.resident import ResidentPart
+from memloss.memstore.zarrstore.tracker import WriteTracker
+from memloss.memstore.zarrstore.wbuffers import WindowBuffers
+from memloss.memstore.zarrstore.windows import WindowReader
+from memloss.memstore.zarrstore.chunks import WriteJob, write_chunks
+from memloss.memstore.zarrstore.meta import (
     ZarrHandle, read_failure, reload_ring_state, save_ring_state, verify_read_slots,
 )
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
-from memloss.memstore.mixing import epoch_plan
-from memloss.memstore.order import WRITE_BATCH_BLOCKS, EpochPlan
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.mixing import epoch_plan
+from memloss.memstore.layout.order import WRITE_BATCH_BLOCKS, EpochPlan
+from memloss.memstore.layout.ring import RingState
 
 
 class ZarrMemStore(MemStore):
     """MemStore on a Zarr group; create it with `create_store`, `open_store` or `open_or_create`.
 
-    The first `resident_blocks` blocks stay in RAM across epochs (memstore/_resident.py): every block when the
+    The first `resident_blocks` blocks stay in RAM across epochs (memstore/zarrstore/resident.py): every block when the
     budget holds them all, the base part of a two-part store, or none. The others are read in windows."""
 
     def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0) -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import BlockLayout, EpochPlan, layout_members, plan_epoch
+from memloss.memstore.layout.order import BlockLayout, EpochPlan, layout_members, plan_epoch
 
 _BASE_STREAM, _AUX_STREAM = 0xBA5E, 0xA0C5
 PUBLISHED_AUX_FRACTION = 0.7  # generated share of every batch in the published recipe (DM-Improves-AT unsup_fraction)

@@ -22,18 +22,18 @@ import zarr
 from zarr.abc.store import Store
 
 from memloss.errors import MemlossError
-from memloss.memstore._zarr_chunks import open_arrays
-from memloss.memstore._location import (
+from memloss.memstore.zarrstore.chunks import open_arrays
+from memloss.memstore.location.resolve import (
     MANIFEST_DIR, OWN_TOP_LEVEL, UrlLike, delete_key, delete_prefix, put_bytes, read_json, resolve_store,
     top_level_names, wipe_store,
 )
-from memloss.memstore._lock import StoreLock
-from memloss.memstore._manifest import legacy_manifest_key, manifest_key, read_error, verify_slots, write_manifest
-from memloss.memstore.codecs import AUX_CODEC, check_codecs, make_codecs
+from memloss.memstore.integrity.lock import StoreLock
+from memloss.memstore.integrity.manifest import legacy_manifest_key, manifest_key, read_error, verify_slots, write_manifest
+from memloss.memstore.zarrstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import BlockLayout, default_block_size, layout_members, storage_rows
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.order import BlockLayout, default_block_size, layout_members, storage_rows
+from memloss.memstore.layout.ring import RingState
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 
 __all__ = ["ARRAYS", "UrlLike", "ZarrHandle", "create_handle", "open_handle", "resolve_store", "save_ring_state"]
@@ -161,7 +161,7 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
     arr = group.create_array("members", shape=members.shape, chunks=(min(members.shape[0], MEMBERS_CHUNK),),
                              dtype="int64", compressors=aux_codecs)
     arr[:] = members
-    group.create_group(MANIFEST_DIR)  # the per-epoch manifests are Zarr groups in it (memstore/_manifest.py)
+    group.create_group(MANIFEST_DIR)  # the per-epoch manifests are Zarr groups in it (memstore/integrity/manifest.py)
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "memloss_version": memloss_version(),
         "dataset": spec.fingerprint.to_dict(), "threat": spec.threat.to_dict(), "k": spec.k, "slots": spec.k + 1,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from memloss.memstore._manifest import Damage, check_bytes
-from memloss.memstore._zarr_meta import ATTR, UrlLike, ZarrHandle, open_handle, save_ring_state, verify_read_slots
-from memloss.memstore.ring import RingState
+from memloss.memstore.integrity.manifest import Damage, check_bytes
+from memloss.memstore.zarrstore.meta import ATTR, UrlLike, ZarrHandle, open_handle, save_ring_state, verify_read_slots
+from memloss.memstore.layout.ring import RingState
 from memloss.memstore.store import open_store
 
 

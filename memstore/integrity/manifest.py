@@ -7,7 +7,7 @@ keeps the SHA-256 of each committed epoch's manifest. When an epoch begins, the 
 compared with their manifests: a missing chunk or a chunk of another size is a one-line `DamagedMemoryError`
 naming the epoch, the ring slot and the chunk, before anything is read. Damaged bytes of a chunk that kept its
 size fail zarr's checksum at decode; `read_error` turns that into the same kind of message (it finds the chunk by
-checking each chunk of the read slots). `memloss repair-store` (memstore/repair.py) drops damaged epochs.
+checking each chunk of the read slots). `memloss repair-store` (memstore/integrity/repair.py) drops damaged epochs.
 
 A manifest is the attribute `memloss_manifest` of an (empty) Zarr group, `manifests/e<epoch>`, under the group
 `manifests`: plain zarr lists and consolidates a store without warnings about objects it does not know. Stores of
@@ -29,7 +29,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.abc.store import SuffixByteRequest
 
-from memloss.memstore._location import MANIFEST_DIR, get_bytes, list_sizes, put_bytes, run_all
+from memloss.memstore.location.resolve import MANIFEST_DIR, get_bytes, list_sizes, put_bytes, run_all
 from memloss.memstore.errors import StoreError
 
 ARRAYS = ("codes", "scale", "info")

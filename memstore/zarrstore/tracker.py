@@ -3,7 +3,7 @@
 A block is complete (its chunk is written whole, once, behind the training) when every row of it got all the writes
 the plan visits it with: one for a sample of a one-part store; for a two-part store as many as the epoch visits the
 sample (`EpochPlan.visits`: a base sample several times, a generated one 0, 1 or more times when the generated
-rows are drawn again or with replacement, memstore/mixing.py), none for a padding row. The last write of a row
+rows are drawn again or with replacement, memstore/layout/mixing.py), none for a padding row. The last write of a row
 replaces the earlier ones: the δ kept as the row's memory of the epoch is its last visit's, made by the most recent
 model (a row visited twice with replacement keeps its second δ). All visits of a generated row fall in one store
 window (its block's), so its block completes within that window. Rows of a complete block that were never written
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from memloss.memstore.errors import StoreError
-from memloss.memstore.order import BlockLayout
+from memloss.memstore.layout.order import BlockLayout
 
 
 class WriteTracker:

@@ -6,7 +6,7 @@ contiguous slice of its window's buffer, handed to the writer as views (no copy)
 handed over, its buffer goes back to a pool of one and is reused for a later window after the writer has written
 those views (a fresh 200 MB buffer per window would cost its page faults again: about 4 ms per step measured at
 batch 512). Buffers are not cleared: rows never written are set to "no memory" when their block is handed over.
-The memory budget counts two windows of write buffers (memstore/order.py `window_blocks_for_budget`).
+The memory budget counts two windows of write buffers (memstore/layout/order.py `window_blocks_for_budget`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from memloss.memstore._tracker import WriteTracker
+from memloss.memstore.zarrstore.tracker import WriteTracker
 from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries
-from memloss.memstore.mixing import block_rows
-from memloss.memstore.order import BlockLayout, EpochPlan
+from memloss.memstore.layout.mixing import block_rows
+from memloss.memstore.layout.order import BlockLayout, EpochPlan
 
 POOL = 1  # free buffers kept for reuse (a window uses the one its predecessor but one freed)
 

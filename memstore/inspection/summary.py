@@ -1,4 +1,4 @@
-"""Inspection of a store: a JSON-able summary (rendered by memstore/inspect_render.py), and the code and scale
+"""Inspection of a store: a JSON-able summary (rendered by memstore/inspection/render.py), and the code and scale
 distributions that `memloss.trainer.plots.store` draws.
 
 Works read-only, also on a store that a running training is writing: it reports the last committed state and
@@ -20,9 +20,9 @@ import numpy as np
 from zarr.core.sync import sync
 
 from memloss.errors import MemlossError
-from memloss.memstore._manifest import DamagedMemoryError
-from memloss.memstore._zarr_meta import ARRAYS, UrlLike, ZarrHandle, open_handle, read_failure, verify_read_slots
-from memloss.memstore.inspect_render import render_summary
+from memloss.memstore.integrity.manifest import DamagedMemoryError
+from memloss.memstore.zarrstore.meta import ARRAYS, UrlLike, ZarrHandle, open_handle, read_failure, verify_read_slots
+from memloss.memstore.inspection.render import render_summary
 
 __all__ = ["entropy_bits", "render_summary", "slot_distributions", "summarize"]
 

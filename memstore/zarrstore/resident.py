@@ -1,7 +1,7 @@
 """Resident rows of the Zarr store: all S = K+1 ring slots of a prefix of the storage rows kept in RAM across epochs.
 
 The prefix is every row when the memory budget covers S slots of the whole dataset (the resident fast path), or the
-base part of a two-part store (a base set plus generated images, memstore/mixing.py), whose samples an epoch visits
+base part of a two-part store (a base set plus generated images, memstore/layout/mixing.py), whose samples an epoch visits
 several times in any order. Epoch e+1 then needs no disk read for these rows: its read slots are epoch e (the rows
 this process just wrote, which stay here after their chunks went to storage) and epochs e−1 … e−K+1, already
 resident for epoch e. Only the first epoch after opening loads them from disk. Rows are kept in storage-row order,
@@ -19,12 +19,12 @@ from concurrent.futures import Future
 import numpy as np
 import zarr
 
-from memloss.memstore._prefetch import BackgroundReader
-from memloss.memstore._tracker import WriteTracker
-from memloss.memstore._zarr_chunks import read_rows
+from memloss.memstore.zarrstore.prefetch import BackgroundReader
+from memloss.memstore.zarrstore.tracker import WriteTracker
+from memloss.memstore.zarrstore.chunks import read_rows
 from memloss.memstore.entries import ENTRY_FIELDS, NO_EPOCH, Entries, take_rows
-from memloss.memstore.order import BlockLayout
-from memloss.memstore.ring import RingState
+from memloss.memstore.layout.order import BlockLayout
+from memloss.memstore.layout.ring import RingState
 
 
 class ResidentSlots:
