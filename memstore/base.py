@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -18,19 +17,20 @@ import torch
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.mixing import BatchMix, check_visited, epoch_plan
+from memloss.memstore.layout.draws import AgesOfWindow, draw_table, drawn_rows
+from memloss.memstore.layout.mixing import BatchMix, check_visited
+from memloss.memstore.layout.nextplan import NextPlan
 from memloss.memstore.layout.order import BlockLayout, EpochPlan
 from memloss.memstore.layout.ring import RingState
+from memloss.memstore.mirroring import Mirroring
 from memloss.memstore.spec import StoreSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
 
-# Which memory ages (0 = epoch n−1, …, K−1) window w of the epoch's plan reads (per-window slot draws).
-AgesOfWindow = Callable[[int], Sequence[int]]
 
 
-class MemStore(ABC):
+class MemStore(Mirroring, ABC):
     """Memory of the last K epochs; see the module docstring. Use as a context manager or call close()."""
 
     def __init__(
@@ -42,6 +42,7 @@ class MemStore(ABC):
         self._plan: EpochPlan | None = None
         self._drawn: np.ndarray | None = None  # bool [windows, K]: ages each window reads (None = all)
         self._mix: BatchMix | None = None  # the batches of a two-part store's epochs (memstore/layout/mixing.py)
+        self._plans = NextPlan(layout, window_blocks, seed)  # the next epoch's plan, built during this one
         self._closed = False
 
     # ---- properties -------------------------------------------------------------------------------------------
@@ -113,10 +114,10 @@ class MemStore(ABC):
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise StoreError(f"epoch must be an integer >= 0, got {epoch!r}")
         epoch = int(epoch)
-        plan = epoch_plan(self._layout, self._window_blocks, self._seed, epoch, mix)
-        order = plan.order  # the caller's; the store keeps the plan's windows and visits (the order's rows: N int64)
+        plan = self._plans.take(epoch, mix)  # built during the previous epoch when it had the same mix
+        order = plan.order.astype(np.int64)  # the caller's; the store keeps the plan's windows and visits
         plan = replace(plan, order=order[:0])
-        drawn = None if ages is None else self._draw_table(ages, len(plan.windows))
+        drawn = None if ages is None else draw_table(ages, len(plan.windows), self.k)
         self._abandon_epoch()
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
@@ -125,6 +126,7 @@ class MemStore(ABC):
             self._state = self._state.for_new_epoch(epoch)
         self._plan, self._drawn, self._epoch, self._mix = plan, drawn, epoch, mix
         self._start_epoch(self._plan, self._read_slots(epoch))
+        self._plans.start(epoch + 1, mix)
         return order
 
     def read(self, idx: Any) -> MemoryBatch:
@@ -176,40 +178,6 @@ class MemStore(ABC):
         entries = validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch)
         self._write_entries(idx_np, entries)
 
-    @property
-    def mirrors(self) -> bool:
-        """True for a read-only store that keeps the memory in RAM as its writer does (every ring slot resident):
-        it receives the writer's rows through `mirror` and, after `mirror_commit`, never reads them back from
-        storage. Backends that keep nothing across epochs are False (their readers reread committed epochs)."""
-        return False
-
-    def mirror(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
-        """Keeps in RAM (never on storage) the rows another process writes to this store in the current epoch, as
-        `write` takes them; only for a store that `mirrors` (torchrun's ranks ≠ 0, distributed/writes.py)."""
-        self._check_usable()
-        epoch = self._require_epoch()
-        if not self.mirrors:
-            raise StoreError("mirror() needs a read-only store that keeps every slot in RAM (see MemStore.mirrors)")
-        idx_np = as_index(idx, self.n)
-        self._mirror_entries(idx_np, validate_write(self._spec, idx_np.shape[0], codes, scale, offset, flip, epoch))
-
-    def mirror_commit(self) -> None:
-        """The writer's commit of the current epoch has landed: the mirrored rows count as that epoch's memory
-        (checked against the ring state on storage; on any difference the slot is read from storage instead)."""
-        self._check_usable()
-        epoch = self._require_epoch()
-        if not self.mirrors:
-            raise StoreError("mirror_commit() needs a store that mirrors (see MemStore.mirrors)")
-        self._state = self._mirror_committed(epoch)
-        self._epoch, self._plan, self._drawn = None, None, None
-
-    def _mirror_entries(self, idx: np.ndarray, entries: Entries) -> None:
-        """Backends whose `mirrors` can be True keep the rows; `mirror` never calls the others."""
-        raise StoreError(f"{type(self).__name__} keeps no memory in RAM to mirror into")
-
-    def _mirror_committed(self, epoch: int) -> RingState:
-        raise StoreError(f"{type(self).__name__} keeps no memory in RAM to mirror into")
-
     def commit_epoch(self, wait: bool = True) -> Future[None]:
         """Makes the current epoch memory: once all its rows are on storage, records it atomically.
 
@@ -241,7 +209,10 @@ class MemStore(ABC):
         if self._closed:
             return
         self._closed = True
-        self._close_backend()
+        try:
+            self._plans.close()
+        finally:
+            self._close_backend()
 
     def __enter__(self) -> MemStore:
         return self
@@ -254,24 +225,12 @@ class MemStore(ABC):
                 raise
 
     # ---- helpers --------------------------------------------------------------------------------------------------
-    def _draw_table(self, ages: AgesOfWindow, windows: int) -> np.ndarray:
-        """bool [windows, K]: the ages each window reads, from the caller's `ages(window)`."""
-        table = np.zeros((windows, self.k), dtype=bool)
-        for w in range(windows):
-            got = np.asarray(list(ages(w)))
-            if got.size and (got.dtype.kind not in "iu" or got.min() < 0 or got.max() >= self.k):
-                raise StoreError(f"ages({w}) must give memory ages in [0, {self.k}) (0 = epoch n−1), "
-                                 f"got {got.tolist()}")
-            table[w, got.astype(np.int64)] = True
-        return table
-
     def _drawn_rows(self, idx: np.ndarray) -> np.ndarray | None:
         """bool [K, B]: whether each sample's window drew each age (None when every age is read)."""
         if self._drawn is None:
             return None
         assert self._plan is not None
-        window = self._plan.window_of_block[self._layout.position[idx] // self._layout.block_size]
-        return self._drawn[window].T
+        return drawn_rows(self._drawn, self._plan, self._layout, idx)
 
     @property
     def _reads_any_slots(self) -> bool:

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import BlockLayout, EpochPlan, layout_members, plan_epoch
+from memloss.memstore.layout.order import BlockLayout, EpochPlan, block_rows, layout_members, plan_epoch
+from memloss.memstore.layout.repeats import aux_repeated
 
 _BASE_STREAM, _AUX_STREAM = 0xBA5E, 0xA0C5
 PUBLISHED_AUX_FRACTION = 0.7  # generated share of every batch in the published recipe (DM-Improves-AT unsup_fraction)
@@ -107,18 +108,19 @@ class BatchMix:
                 f"generated {a_visits:.3g} times, {how}")
 
 
-def epoch_plan(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, mix: BatchMix | None) -> EpochPlan:
+def epoch_plan(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, mix: BatchMix | None,
+               compact: bool = False) -> EpochPlan:
     """The plan of an epoch of a store's layout: `plan_epoch` for one part (mix must be None), `plan_mixed` for
-    two (mix required)."""
+    two (mix required). `compact`: the order in the layout's index dtype (int32 below 2**31 rows), not int64."""
     if len(layout.parts) == 1:
         if mix is not None:
             raise StoreError("a batch mix needs a store of two parts (base set + generated images); this one has "
                              "one: call begin_epoch(epoch) without mix")
-        return plan_epoch(layout, window_blocks, seed, epoch)
+        return plan_epoch(layout, window_blocks, seed, epoch, compact)
     if mix is None:
         raise StoreError("this store has two parts (base set + generated images): its order needs the batches, "
                          "begin_epoch(epoch, mix=BatchMix(batch_size, aux_per_batch, batches))")
-    return plan_mixed(layout, window_blocks, seed, epoch, mix)
+    return plan_mixed(layout, window_blocks, seed, epoch, mix, compact=compact)
 
 
 def check_visited(plan: EpochPlan | None, layout: BlockLayout, idx: np.ndarray) -> None:
@@ -131,13 +133,15 @@ def check_visited(plan: EpochPlan | None, layout: BlockLayout, idx: np.ndarray) 
 
 
 def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, mix: BatchMix,
-               shards: int = 1) -> EpochPlan:
+               shards: int = 1, compact: bool = False) -> EpochPlan:
     """The plan of one epoch of a two-part layout (module docstring). Windows: window 0 is the base part's blocks,
-    windows 1, 2, … the generated part's in training order; `visits` counts each storage row's visits."""
+    windows 1, 2, … the generated part's in training order; `visits` counts each storage row's visits. `compact`:
+    the order in the layout's index dtype (int32 below 2**31 rows) instead of int64, the same values."""
     mix.check(layout.parts, shards)
     base = _base_rows(layout, mix, seed, epoch, shards)
     if shards == 1 and (mix.draw != "without" or mix.aux_rows > layout.parts[1]):
-        stream, aux_windows = _aux_repeated(layout, mix, window_blocks, seed, epoch)
+        rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
+        stream, aux_windows = aux_repeated(layout, mix.aux_rows, mix.aux_per_batch, mix.draw, window_blocks, rng)
         aux = [stream]
     else:
         aux, aux_windows = _aux_rows(layout, mix, window_blocks, seed, epoch, shards)
@@ -155,7 +159,7 @@ def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, m
                  for b, a in zip(base, aux)]
     del base, aux
     order = layout.members[np.concatenate(per_shard, axis=1).ravel()]  # batch after batch
-    return EpochPlan(epoch=int(epoch), order=order, windows=[base_blocks, *aux_windows],
+    return EpochPlan(epoch=int(epoch), order=order if compact else order.astype(np.int64), windows=[base_blocks, *aux_windows],
                      window_of_block=window_of_block, visits=visits)
 
 
@@ -174,7 +178,7 @@ def _visits(layout: BlockLayout, base: list[np.ndarray], aux: list[np.ndarray]) 
 
 
 def _base_rows(layout: BlockLayout, mix: BatchMix, seed: int, epoch: int, shards: int) -> list[np.ndarray]:
-    """Per shard: storage rows int64 [batches · base_per_batch / shards] of the base part (its blocks dealt once)."""
+    """Per shard: storage rows (`index_dtype`) [batches · base_per_batch / shards] of the base part (its blocks dealt once)."""
     rng = np.random.default_rng([int(seed), int(epoch), _BASE_STREAM])
     blocks = layout.part_blocks(0)
     stop = layout.part_rows[0][1]
@@ -186,13 +190,14 @@ def _base_rows(layout: BlockLayout, mix: BatchMix, seed: int, epoch: int, shards
 
 
 def base_stream(items: np.ndarray, per_batch: int, batches: int, rng: np.random.Generator) -> np.ndarray:
-    """int64 [batches · per_batch]: `items` in consecutive random permutations, no batch holding an item twice
-    (module docstring). Needs per_batch <= len(items)."""
+    """[batches · per_batch] (items' dtype): `items` in consecutive random permutations, no batch holding an item
+    twice (module docstring). Needs per_batch <= len(items)."""
     n, total = items.shape[0], per_batch * batches
-    out = np.empty(total, dtype=np.int64)
+    out = np.empty(total, dtype=items.dtype)
     filled = 0
     while filled < total:
-        perm = items[rng.permutation(n)]
+        perm = items.copy()
+        rng.shuffle(perm)  # the draws of items[rng.permutation(n)]
         carried = filled % per_batch  # rows of the current batch taken from the previous permutation
         if carried:
             head, tail = per_batch - carried, out[filled - carried : filled]
@@ -208,7 +213,7 @@ def base_stream(items: np.ndarray, per_batch: int, batches: int, rng: np.random.
 
 def _aux_rows(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int, epoch: int,
               shards: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(per shard: storage rows int64 [aux_rows / shards] of the generated part, the visited generated blocks per
+    """(per shard: storage rows (`index_dtype`) [aux_rows / shards] of the generated part, the visited generated blocks per
     window in training order)."""
     rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
     need = mix.aux_rows // shards
@@ -221,90 +226,9 @@ def _aux_rows(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
             mine = taken[start : start + step][owner[start : start + step] == s]
             if mine.size:
                 rows = block_rows(layout, mine)
-                streams[s].append(rows[rng.permutation(rows.shape[0])])
+                rng.shuffle(rows)  # the draws of rows[rng.permutation(len(rows))]
+                streams[s].append(rows)
     return [np.concatenate(parts)[:need] for parts in streams], windows
-
-
-def _aux_repeated(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int,
-                  epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One shard's generated rows when some are visited more than once (module docstring): (storage rows int64
-    [aux_rows] in training order, the visited generated blocks per window in training order). O(N_generated)."""
-    rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
-    blocks = rng.permutation(layout.part_blocks(1))
-    rows = block_rows(layout, blocks)
-    rows = rows[layout.members[rows] >= 0]  # the set's rows, block after block in the shuffled block order
-    counts = _aux_counts(rows.shape[0], mix, rng)
-    block_of = rows // layout.block_size
-    visited = np.zeros(layout.num_blocks, dtype=bool)
-    visited[block_of[counts > 0]] = True
-    blocks = blocks[visited[blocks]]
-    keep = visited[block_of]  # rows of visited blocks, still grouped by block in the shuffled order
-    rows, counts, block_of = rows[keep], counts[keep], block_of[keep]
-    step = max(1, int(window_blocks))
-    windows = [blocks[i : i + step] for i in range(0, blocks.shape[0], step)]
-    rank = np.empty(layout.num_blocks, dtype=np.int64)
-    rank[blocks] = np.arange(blocks.shape[0])
-    edges = np.searchsorted(rank[block_of] // step, np.arange(len(windows) + 1))  # window w: rows[edges[w]:edges[w+1]]
-    segments, spares = [], []
-    for w in range(len(windows)):
-        mine = slice(int(edges[w]), int(edges[w + 1]))
-        occurrences = np.repeat(rows[mine], counts[mine])
-        segments.append(occurrences[rng.permutation(occurrences.shape[0])])
-        spares.append(rows[mine])
-    bounds = np.cumsum([0, *(seg.shape[0] for seg in segments)])
-    stream = np.concatenate(segments)
-    _distinct_batches(stream, mix.aux_per_batch, bounds, spares, rng)
-    return stream, windows
-
-
-def _aux_counts(n: int, mix: BatchMix, rng: np.random.Generator) -> np.ndarray:
-    """int64 [n]: visits of each generated row (in the shuffled block order) this epoch."""
-    if mix.draw == "with-replacement":
-        return np.bincount(rng.integers(0, n, size=mix.aux_rows), minlength=n).astype(np.int64)
-    q, r = divmod(mix.aux_rows, n)
-    counts = np.full(n, q, dtype=np.int64)
-    counts[:r] += 1  # the extra rows: the first ones of the shuffled block order
-    return counts
-
-
-def _distinct_batches(stream: np.ndarray, per_batch: int, bounds: np.ndarray, spares: list[np.ndarray],
-                      rng: np.random.Generator) -> None:
-    """In place: no batch (per_batch consecutive entries) holds a row twice. A repeat is swapped with an entry of
-    another batch in the same window segment ([bounds[w], bounds[w+1]) of the stream), so windows keep their rows
-    and every row its number of visits; where no swap exists (a window of few rows spread over few batches) the
-    repeat is replaced by a row of the same window's blocks (`spares[w]`) the batch lacks."""
-    batches = stream.reshape(-1, per_batch)
-    ordered = np.sort(batches, axis=1)
-    for b in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
-        lo = b * per_batch
-        seen: set[int] = set()
-        for p in range(lo, lo + per_batch):
-            if int(stream[p]) in seen:
-                _swap_out(stream, p, per_batch, bounds, spares, rng)
-            seen.add(int(stream[p]))
-
-
-def _swap_out(stream: np.ndarray, p: int, per_batch: int, bounds: np.ndarray, spares: list[np.ndarray],
-              rng: np.random.Generator) -> None:
-    """Moves the repeat stream[p] out of its batch (see `_distinct_batches`); StoreError if the window has no row
-    the batch lacks."""
-    b = p // per_batch
-    w = int(np.searchsorted(bounds, p, side="right")) - 1
-    lo, hi = int(bounds[w]), int(bounds[w + 1])
-    mine = set(stream[b * per_batch : (b + 1) * per_batch].tolist())
-    row = int(stream[p])
-    for q in range(lo, hi):
-        if q // per_batch == b or int(stream[q]) in mine:
-            continue
-        c = q // per_batch
-        if row not in set(stream[c * per_batch : (c + 1) * per_batch].tolist()):
-            stream[p], stream[q] = stream[q], stream[p]
-            return
-    spare = np.setdiff1d(spares[w], np.fromiter(mine, dtype=np.int64))
-    if spare.size == 0:
-        raise StoreError(f"a store window holds too few generated rows for a batch of {per_batch} distinct ones; "
-                         "raise --memory-budget (larger windows) or lower --aux-fraction")
-    stream[p] = spare[rng.integers(spare.size)]
 
 
 def _take_blocks(layout: BlockLayout, shuffled: np.ndarray, need: int, shards: int) -> tuple[np.ndarray, np.ndarray]:
@@ -323,12 +247,6 @@ def _take_blocks(layout: BlockLayout, shuffled: np.ndarray, need: int, shards: i
         have[s] += sizes[count]
         count += 1
     return shuffled[:count], owner[:count]
-
-
-def block_rows(layout: BlockLayout, blocks: np.ndarray) -> np.ndarray:
-    """Storage rows int64 of `blocks` (in their order, ascending within each), without rows past the end."""
-    rows = (np.asarray(blocks, dtype=np.int64)[:, None] * layout.block_size + np.arange(layout.block_size)).ravel()
-    return rows[rows < layout.rows]
 
 
 def unstored_layout(parts: tuple[int, ...], seed: int) -> BlockLayout:

@@ -27,9 +27,18 @@ def default_block_size(n: int, sample_bytes: int) -> int:
     return int(max(1, min(n, TARGET_CHUNK_BYTES // max(1, sample_bytes))))
 
 
+def index_dtype(rows: int) -> type[np.signedinteger]:
+    """The dtype of row and sample indices of a store of `rows` rows: int32 below 2**31 rows (4 B a row), else
+    int64. Values never depend on it: numpy's shuffle draws the same swaps for any item size."""
+    return np.int32 if int(rows) < 2**31 else np.int64
+
+
 def random_members(n: int, seed: int) -> np.ndarray:
-    """The block membership permutation fixed at creation: int64 [n], storage row -> sample index."""
-    return np.random.default_rng([int(seed), 0x5EED]).permutation(n).astype(np.int64)
+    """The block membership permutation fixed at creation: `index_dtype` [n], storage row -> sample index (the
+    values of `default_rng([seed, 0x5EED]).permutation(n)`, shuffled in place: no int64 copy)."""
+    members = np.arange(n, dtype=index_dtype(n))
+    np.random.default_rng([int(seed), 0x5EED]).shuffle(members)
+    return members
 
 
 def part_row_ranges(parts: tuple[int, ...], block_size: int) -> tuple[tuple[int, int], ...]:
@@ -47,24 +56,27 @@ def storage_rows(parts: tuple[int, ...], block_size: int) -> int:
 
 
 def layout_members(parts: tuple[int, ...], block_size: int, seed: int) -> np.ndarray:
-    """The membership fixed at creation: int64 [rows], storage row -> sample (PADDING between parts). One part:
-    `random_members`; part p > 0 is permuted by its own stream, its samples numbered after the earlier parts'."""
+    """The membership fixed at creation: `index_dtype` [rows], storage row -> sample (PADDING between parts). One
+    part: `random_members`; part p > 0 is permuted by its own stream, its samples numbered after the earlier parts'
+    (each part shuffled in place in its rows: the values of `first + permutation(size)`, 4 B a row)."""
     if len(parts) == 1:
         return random_members(parts[0], seed)
     ranges = part_row_ranges(parts, block_size)
-    members = np.full(ranges[-1][1], PADDING, dtype=np.int64)
+    members = np.full(ranges[-1][1], PADDING, dtype=index_dtype(ranges[-1][1]))
     first = 0
     for p, ((start, stop), size) in enumerate(zip(ranges, parts)):
         key = [int(seed), 0x5EED] if p == 0 else [int(seed), 0x5EED, p]
-        members[start:stop] = first + np.random.default_rng(key).permutation(size)
+        members[start:stop] = np.arange(first, first + size, dtype=members.dtype)
+        np.random.default_rng(key).shuffle(members[start:stop])
         first += size
     return members
 
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """members int64 [rows] (storage row -> sample, PADDING for rows between parts), position int64 [n] (sample ->
-    storage row), block size b, and the [start, stop) storage rows of each part."""
+    """members [rows] (storage row -> sample, PADDING for rows between parts), position [n] (sample -> storage
+    row), both `index_dtype` (int32 below 2**31 rows), block size b, and the [start, stop) storage rows of each
+    part. `rows_of` gives int64 storage rows of a batch of samples."""
 
     members: np.ndarray
     position: np.ndarray
@@ -73,23 +85,24 @@ class BlockLayout:
 
     @classmethod
     def from_members(cls, members: np.ndarray, block_size: int, parts: tuple[int, ...] | None = None) -> BlockLayout:
-        members = np.asarray(members, dtype=np.int64)
         if block_size < 1:
             raise StoreError(f"store's block size {block_size} must be >= 1; recreate the store")
+        members = np.asarray(members)
         parts = tuple(parts) if parts else (int((members >= 0).sum()),)
         n, ranges = sum(parts), part_row_ranges(parts, block_size)
-        in_part = np.zeros(members.shape[0], dtype=bool)
-        for start, stop in ranges:
-            in_part[start:stop] = True
-        if members.shape[0] != ranges[-1][1] or not np.array_equal(members >= 0, in_part) or \
-                not ((members >= PADDING) & (members < n)).all():
+        if members.shape[0] != ranges[-1][1] or not _members_in_range(members, ranges, n):
             raise StoreError("store's block membership is corrupt (index out of range); recreate the store")
-        position = np.full(n, -1, dtype=np.int64)
-        rows = np.flatnonzero(in_part)
-        position[members[rows]] = rows
+        members = members.astype(index_dtype(members.shape[0]), copy=False)
+        position = np.full(n, -1, dtype=members.dtype)
+        for start, stop in ranges:
+            position[members[start:stop]] = np.arange(start, stop, dtype=members.dtype)
         if (position < 0).any():
             raise StoreError("store's block membership is not a permutation; recreate the store")
         return cls(members=members, position=position, block_size=int(block_size), part_rows=ranges)
+
+    def rows_of(self, idx: np.ndarray) -> np.ndarray:
+        """int64 [B]: the storage rows of samples idx [B] (valid sample indices)."""
+        return self.position[idx].astype(np.int64)
 
     @property
     def n(self) -> int:
@@ -120,12 +133,22 @@ class BlockLayout:
         return start, min(start + self.block_size, self.rows)
 
 
+def _members_in_range(members: np.ndarray, ranges: tuple[tuple[int, int], ...], n: int) -> bool:
+    """True when the rows of every part hold sample indices in [0, n) and the rows between parts PADDING (checked
+    a part at a time: no per-row temporaries beyond a bool of one part)."""
+    if members.dtype.kind not in "iu":
+        return False
+    gaps = [(ranges[i][1], ranges[i + 1][0]) for i in range(len(ranges) - 1)]
+    return all(bool(((members[a:b] >= 0) & (members[a:b] < n)).all()) for a, b in ranges) and \
+        all(bool((members[a:b] == PADDING).all()) for a, b in gaps)
+
+
 @dataclass(frozen=True)
 class EpochPlan:
-    """The order of one epoch: `order` int64 [L] (a permutation of range(n); for a two-part store the epoch's
-    batches one after the other, memstore/layout/mixing.py), `windows` (block ids per window, in training order),
-    `window_of_block` int64 [num_blocks] (−1: a block the epoch does not visit) and `visits` (uint16 [rows]: how
-    often the epoch visits each storage row; None: every sample once)."""
+    """The order of one epoch: `order` [L] (int64; `index_dtype` in a compact plan; a permutation of range(n); for
+    a two-part store the epoch's batches one after the other, memstore/layout/mixing.py), `windows` (block ids per
+    window, in training order), `window_of_block` int64 [num_blocks] (−1: a block the epoch does not visit) and
+    `visits` (uint16 [rows]: how often the epoch visits each storage row; None: every sample once)."""
 
     epoch: int
     order: np.ndarray
@@ -141,19 +164,33 @@ class EpochPlan:
         return replace(self, windows=self.windows[first:], window_of_block=wob)
 
 
-def plan_epoch(layout: BlockLayout, window_blocks: int, seed: int, epoch: int) -> EpochPlan:
-    """Deterministic in (seed, epoch, window_blocks); see the module docstring. One part only."""
+def plan_epoch(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, compact: bool = False) -> EpochPlan:
+    """Deterministic in (seed, epoch, window_blocks); see the module docstring. One part only. `compact`: the order
+    keeps the layout's index dtype (4 B a row below 2**31 rows) instead of int64; the values are the same."""
     rng = np.random.default_rng([int(seed), int(epoch)])
     blocks = rng.permutation(layout.num_blocks).astype(np.int64)
     step = max(1, int(window_blocks))
     windows = [blocks[i : i + step] for i in range(0, blocks.shape[0], step)]
     window_of_block = np.empty(layout.num_blocks, dtype=np.int64)
-    parts = []
+    order = np.empty(layout.n, dtype=layout.members.dtype)
+    at = 0
     for w, win in enumerate(windows):
         window_of_block[win] = w
-        rows = np.concatenate([np.arange(*layout.block_rows(b), dtype=np.int64) for b in win])
-        parts.append(layout.members[rng.permutation(rows)])
-    return EpochPlan(epoch=int(epoch), order=np.concatenate(parts), windows=windows, window_of_block=window_of_block)
+        rows = block_rows(layout, win)
+        rng.shuffle(rows)  # the draws of rows[rng.permutation(len(rows))], in place
+        order[at : at + rows.shape[0]] = layout.members[rows]
+        at += rows.shape[0]
+    return EpochPlan(epoch=int(epoch), order=order if compact else order.astype(np.int64), windows=windows,
+                     window_of_block=window_of_block)
+
+
+def block_rows(layout: BlockLayout, blocks: np.ndarray) -> np.ndarray:
+    """Storage rows (`index_dtype`) of `blocks` (in their order, ascending within each), without rows past the end."""
+    fits = layout.num_blocks * layout.block_size < 2**31
+    dtype = layout.members.dtype if fits else np.dtype(np.int64)
+    rows = (np.asarray(blocks, dtype=dtype)[:, None] * dtype.type(layout.block_size)
+            + np.arange(layout.block_size, dtype=dtype)).ravel()
+    return rows[rows < layout.rows]
 
 
 DECODE_GROUP_BLOCKS = 4  # decode temporaries budgeted per read slot while loading a window (chunks in flight)
@@ -203,6 +240,31 @@ def window_blocks_for_budget(budget_bytes: int, k: int, block_size: int, row_byt
     return int(min(fit, num_blocks))
 
 
+# RAM a storage row costs outside the windows, in bytes at int32 indices (`index_bytes`; bench/layout_scale.py
+# measures it): members and position (4 + 4), the epoch's plan visits and its write tracker (2 + 3), the next
+# epoch's plan built during the epoch (order 4, visits 2), the int64 order begin_epoch hands the caller (8), and
+# the temporaries of building a plan on the plan thread (12).
+INDEX_BYTES_PER_ROW = 39
+INDEX_BYTES_PER_ROW_WIDE = 67  # the same at int64 indices (2**31 rows or more)
+
+
+def index_bytes(rows: int) -> int:
+    """RAM in bytes of a store's per-row index arrays at `rows` storage rows (see INDEX_BYTES_PER_ROW); the memory
+    budget holds them before any window."""
+    per_row = INDEX_BYTES_PER_ROW if index_dtype(rows) is np.int32 else INDEX_BYTES_PER_ROW_WIDE
+    return per_row * int(rows)
+
+
+def budget_after_index(budget_bytes: int, rows: int) -> int:
+    """The budget left for the windows once the index arrays of `rows` rows are held; StoreError (one line) when
+    they alone fill it."""
+    left = int(budget_bytes) - index_bytes(rows)
+    if left <= 0:
+        raise StoreError(f"memory budget {budget_bytes} B cannot hold the store's index arrays ({index_bytes(rows)} B "
+                         f"for {rows} rows); raise memory_budget above {index_bytes(rows) / 2**20:.0f} MiB")
+    return left
+
+
 def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: int, row_bytes: int,
                 window_slots: int | None = None) -> tuple[int, int]:
     """(blocks per window of the windowed part, resident blocks) for a memory budget: the first `resident` block
@@ -211,10 +273,12 @@ def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: i
 
     Everything fits: all resident (one window). Otherwise one part is windowed whole; with two parts the base part
     (visited several times an epoch, in any order) stays resident and the generated part is windowed in what the
-    budget leaves. Raises StoreError when the base part alone does not fit or not even one block fits.
+    budget leaves. The index arrays (`index_bytes`) come out of the budget first. Raises StoreError when they or the
+    base part alone do not fit or not even one block fits.
     """
     ranges = part_row_ranges(parts, block_size)
     rows = ranges[-1][1]
+    budget_bytes = budget_after_index(budget_bytes, rows)
     num_blocks = -(-rows // block_size)
     first_windowed = ranges[-1][0] // block_size  # 0 for one part
     if fits_resident(budget_bytes, k, rows, block_size, row_bytes):

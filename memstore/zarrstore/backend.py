@@ -33,7 +33,6 @@ from memloss.memstore.zarrstore.meta import (
 from memloss.memstore.base import MemStore
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.mixing import epoch_plan
 from memloss.memstore.layout.order import WRITE_BATCH_BLOCKS, EpochPlan
 from memloss.memstore.layout.ring import RingState
 
@@ -190,7 +189,7 @@ class ZarrMemStore(MemStore):
     def _read_entries(self, idx: np.ndarray, slots: list[int]) -> Entries:
         if slots != self._read_slot_ids:
             raise StoreError("internal error: read slots changed during the epoch")
-        pos = self._layout.position[idx]
+        pos = self._layout.rows_of(idx)
         resident = pos < self._resident_rows
         if resident.all():
             return self._read_resident(pos, slots)
@@ -236,7 +235,7 @@ class ZarrMemStore(MemStore):
         state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
         slots = [(nxt - 1 - k) % self.num_slots for k in range(self.k)
                  if nxt - 1 - k >= 0 and state.slot_epochs[(nxt - 1 - k) % self.num_slots] == nxt - 1 - k]
-        plan = self._windowed_plan(epoch_plan(self._layout, self._window_blocks, self._seed, nxt, self._mix))
+        plan = self._windowed_plan(self._plans.peek(nxt, self._mix))  # built ahead on the plan thread
         plan = replace(plan, order=plan.order[:0])  # only its windows are needed
         early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
                            self._tracker.flushed.copy())
@@ -245,7 +244,7 @@ class ZarrMemStore(MemStore):
     # ---- writes -----------------------------------------------------------------------------------------------
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
         assert self._writer is not None
-        pos = self._layout.position[idx]
+        pos = self._layout.rows_of(idx)
         self._tracker.check(pos, idx, self._epoch)
         resident = pos < self._resident_rows
         slot = self._write_slot()
@@ -260,7 +259,7 @@ class ZarrMemStore(MemStore):
     # ---- mirrors (read-only, every slot resident) --------------------------------------------------------------
     def _mirror_entries(self, idx: np.ndarray, entries: Entries) -> None:
         assert self._resident is not None
-        pos = self._layout.position[idx]
+        pos = self._layout.rows_of(idx)
         self._tracker.check(pos, idx, self._epoch)
         self._resident.slots.put(self._write_slot(), pos, entries)
         self._tracker.record(pos)

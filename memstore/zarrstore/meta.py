@@ -23,6 +23,7 @@ from zarr.abc.store import Store
 
 from memloss.errors import MemlossError
 from memloss.memstore.zarrstore.chunks import open_arrays
+from memloss.memstore.zarrstore.members import layout_of, read_members, write_members
 from memloss.memstore.location.resolve import (
     MANIFEST_DIR, OWN_TOP_LEVEL, UrlLike, delete_key, delete_prefix, put_bytes, read_json, resolve_store,
     top_level_names, wipe_store,
@@ -47,7 +48,6 @@ ATTR = "memloss"
 CREATING_ATTR = "memloss_creating"
 ARRAYS = ("codes", "scale", "info")
 INFO_COLUMNS = ("epoch", "dy", "dx", "flip")  # int32 columns of "info"; fill -1 = never written
-MEMBERS_CHUNK = 1 << 20
 
 
 class StoreMismatch(StoreError):
@@ -158,9 +158,7 @@ def create_handle(url: UrlLike, spec: StoreSpec, *, seed: int, block_size: int |
         group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
                            compressors=codes_codecs if name == "codes" else aux_codecs)
     members = layout_members(spec.fingerprint.parts, b, seed)
-    arr = group.create_array("members", shape=members.shape, chunks=(min(members.shape[0], MEMBERS_CHUNK),),
-                             dtype="int64", compressors=aux_codecs)
-    arr[:] = members
+    write_members(group, members, aux_codecs)
     group.create_group(MANIFEST_DIR)  # the per-epoch manifests are Zarr groups in it (memstore/integrity/manifest.py)
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "memloss_version": memloss_version(),
@@ -208,7 +206,7 @@ def _open_arrays(store: Store, text: str, meta: dict[str, Any], spec: StoreSpec,
     try:
         group = zarr.open_group(store, mode="r" if read_only else "r+")
         arrays = open_arrays(group, ARRAYS)
-        members = group["members"][:]
+        members = read_members(group["members"])
     except MemlossError:
         raise
     except Exception as exc:
@@ -216,13 +214,7 @@ def _open_arrays(store: Store, text: str, meta: dict[str, Any], spec: StoreSpec,
                          ) from exc
     b = _int_field(meta, "block_size", text)
     _check_arrays(arrays, spec, b, text)
-    rows = storage_rows(spec.fingerprint.parts, b)
-    if members.shape != (rows,):
-        raise StoreError(f"{text}: members has shape {members.shape}, expected ({rows},); the store is corrupt")
-    try:
-        layout = BlockLayout.from_members(members, b, spec.fingerprint.parts)
-    except (ValueError, IndexError) as exc:
-        raise StoreError(f"{text}: members is not a permutation ({exc}); the store is corrupt") from exc
+    layout = layout_of(members, b, spec.fingerprint.parts, text)
     return ZarrHandle(text, group, arrays, spec, layout, _int_field(meta, "seed", text), _parse_state(meta, spec, text),
                       meta, lock)
 

@@ -26,8 +26,8 @@ class WriteTracker:
         self._b = layout.block_size
         self._left = (layout.members >= 0).astype(np.uint16) if visits is None else visits.astype(np.uint16)
         self._written = np.zeros(layout.rows, dtype=bool)
-        blocks = np.arange(layout.rows, dtype=np.int64) // self._b
-        self._block_left = np.bincount(blocks, weights=self._left, minlength=layout.num_blocks).astype(np.int64)
+        starts = np.arange(layout.num_blocks, dtype=np.int64) * self._b  # per-block sums: no per-row temporaries
+        self._block_left = np.add.reduceat(self._left, starts, dtype=np.int64)
         self.flushed = np.zeros(layout.num_blocks, dtype=bool)
 
     def check(self, pos: np.ndarray, idx: np.ndarray, epoch: int | None) -> None:
