@@ -104,7 +104,8 @@ class MemStore(Mirroring, ABC):
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
         `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
 
-        `mix`: required by (only by) a store of two parts; the order is then the epoch's batches (memstore/layout/mixing.py).
+        `mix`: required by (only by) a store of two parts; the order is then the epoch's batches
+        (memstore/layout/mixing.py). The next epoch's plan (same mix) is then built on a background thread.
 
         `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
         ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in

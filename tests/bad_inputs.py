@@ -382,6 +382,7 @@ EARLY: list[Case] = [
     Case("store-ram-memory-url", [*BIG, "--n", "2000000000", "--store", "memory://big"], "of RAM (K=1",
          early=True),
     Case("store-ram-budget", [*BIG, "--n", "2000000000", "--memory-budget", "100TiB"], "of RAM (K=1", early=True),
+    Case("store-index-budget", [*BIG, "--n", "3000000", "--memory-budget", "64MiB"], "index arrays", early=True),
     Case("store-disk", [*BIG, "--n", "2000000000", "--resolution", "64"], "on disk", early=True),
     Case("n-above-cifar10", ["train", "--dataset", "cifar10", "--n", "60000", "--out", "{new}"],
          "above the 50000 samples of the cifar10 training split", early=True),

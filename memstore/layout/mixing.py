@@ -159,8 +159,8 @@ def plan_mixed(layout: BlockLayout, window_blocks: int, seed: int, epoch: int, m
                  for b, a in zip(base, aux)]
     del base, aux
     order = layout.members[np.concatenate(per_shard, axis=1).ravel()]  # batch after batch
-    return EpochPlan(epoch=int(epoch), order=order if compact else order.astype(np.int64), windows=[base_blocks, *aux_windows],
-                     window_of_block=window_of_block, visits=visits)
+    return EpochPlan(epoch=int(epoch), order=order if compact else order.astype(np.int64),
+                     windows=[base_blocks, *aux_windows], window_of_block=window_of_block, visits=visits)
 
 
 def _visits(layout: BlockLayout, base: list[np.ndarray], aux: list[np.ndarray]) -> np.ndarray:
@@ -178,7 +178,8 @@ def _visits(layout: BlockLayout, base: list[np.ndarray], aux: list[np.ndarray]) 
 
 
 def _base_rows(layout: BlockLayout, mix: BatchMix, seed: int, epoch: int, shards: int) -> list[np.ndarray]:
-    """Per shard: storage rows (`index_dtype`) [batches · base_per_batch / shards] of the base part (its blocks dealt once)."""
+    """Per shard: storage rows (`index_dtype`) [batches · base_per_batch / shards] of the base part (its blocks dealt
+    once)."""
     rng = np.random.default_rng([int(seed), int(epoch), _BASE_STREAM])
     blocks = layout.part_blocks(0)
     stop = layout.part_rows[0][1]
@@ -213,8 +214,8 @@ def base_stream(items: np.ndarray, per_batch: int, batches: int, rng: np.random.
 
 def _aux_rows(layout: BlockLayout, mix: BatchMix, window_blocks: int, seed: int, epoch: int,
               shards: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(per shard: storage rows (`index_dtype`) [aux_rows / shards] of the generated part, the visited generated blocks per
-    window in training order)."""
+    """(per shard: storage rows (`index_dtype`) [aux_rows / shards] of the generated part, the visited generated
+    blocks per window in training order)."""
     rng = np.random.default_rng([int(seed), int(epoch), _AUX_STREAM])
     need = mix.aux_rows // shards
     taken, owner = _take_blocks(layout, rng.permutation(layout.part_blocks(1)), need, shards)

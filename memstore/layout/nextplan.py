@@ -9,7 +9,7 @@ order in the layout's index dtype); the RAM they hold is counted in the memory b
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from memloss.memstore.layout.mixing import BatchMix, epoch_plan
 from memloss.memstore.layout.order import BlockLayout, EpochPlan
@@ -36,9 +36,14 @@ class NextPlan:
 
     def peek(self, epoch: int, mix: BatchMix | None) -> EpochPlan:
         """The compact plan of `epoch` with `mix`: the one built ahead (waiting for it), else built here. Raises
-        what building it raises (StoreError for a mix the layout cannot serve)."""
-        if self._key == (epoch, mix) and self._future is not None:
-            return self._future.result()
+        what building it raises (StoreError for a mix the layout cannot serve). Safe from another thread (the
+        store's reader asks for the next epoch's first window)."""
+        key, future = self._key, self._future  # one read: the training thread may drop them meanwhile
+        if key == (epoch, mix) and future is not None:
+            try:
+                return future.result()
+            except CancelledError:  # dropped before it started: build it here
+                pass
         return self._build(epoch, mix)
 
     def take(self, epoch: int, mix: BatchMix | None) -> EpochPlan:

@@ -115,7 +115,9 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
     """The store's RAM (smallest window at K, or what it keeps resident) and disk against the machine."""
     if not cfg.uses_store:
         return
-    from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, default_block_size  # loads numpy
+    from memloss.memstore.layout.order import (  # loads numpy
+        DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, default_block_size, index_bytes,
+    )
 
     k = max(cfg.method.k, 1)
     c, h, w = dataset_info(cfg.data.dataset, cfg.data.resolution).shape
@@ -123,12 +125,12 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
     row = sample + ROW_AUX_BYTES
     block = default_block_size(rows, sample) * row
     smallest = (2 * k + 2) * block + 2 * DECODE_GROUP_BLOCKS * k * block
-    budget = cfg.run.memory_budget
+    budget, index = cfg.run.memory_budget, index_bytes(rows)  # the index arrays come out of the budget first
     if smallest > budget:
         raise ConfigError(f"--k {cfg.method.k} needs at least {gib(smallest)} of RAM for the memory store's smallest "
                           f"window ({2 * k + 2} slots of one block, plus decoding), above --memory-budget "
                           f"{gib(budget)}; lower --k or raise --memory-budget")
-    resident = (k + 1) * rows * row + 2 * (DECODE_GROUP_BLOCKS * k + WRITE_BATCH_BLOCKS) * block
+    resident = index + (k + 1) * rows * row + 2 * (DECODE_GROUP_BLOCKS * k + WRITE_BATCH_BLOCKS) * block
     uses = min(budget, resident)
     in_ram = bool(store_path and store_path.startswith("memory://"))
     slots = min(k + 1, cfg.optim.epochs)
@@ -138,12 +140,15 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
         raise ConfigError(f"the memory store would use {gib(uses + (disk if in_ram else 0))} of RAM (K={cfg.method.k}, "
                           f"{rows} rows, --memory-budget {gib(budget)}), but {gib(ram)} are available; lower "
                           "--memory-budget or --k")
-    if in_ram or store_path is None or ("://" in store_path and not store_path.startswith("file://")):
-        return
-    free, where = free_bytes(Path(store_path.removeprefix("file://")))
-    if disk > free:
-        raise ConfigError(f"the memory store would grow to {gib(disk)} on disk ({slots} slots × {rows} rows × {row} "
-                          f"B), but {where} has {gib(free)} free; free space, lower --k or put --store elsewhere")
+    if not (in_ram or store_path is None or ("://" in store_path and not store_path.startswith("file://"))):
+        free, where = free_bytes(Path(store_path.removeprefix("file://")))
+        if disk > free:
+            raise ConfigError(f"the memory store would grow to {gib(disk)} on disk ({slots} slots × {rows} rows × "
+                              f"{row} B), but {where} has {gib(free)} free; free space, lower --k or put --store "
+                              "elsewhere")
+    if index + smallest > budget:
+        raise ConfigError(f"--memory-budget {gib(budget)} cannot hold the memory store's index arrays ({gib(index)} "
+                          f"for {rows} rows) and its smallest window ({gib(smallest)}); raise --memory-budget")
 
 
 def check_sizes(cfg: TrainConfig, store_path: str | None) -> None:
