@@ -245,7 +245,7 @@ def window_blocks_for_budget(budget_bytes: int, k: int, block_size: int, row_byt
 # epoch's plan built during the epoch (order 4, visits 2), the int64 order begin_epoch hands the caller (8), and
 # the temporaries of building a plan on the plan thread (12).
 INDEX_BYTES_PER_ROW = 39
-INDEX_BYTES_PER_ROW_WIDE = 67  # the same at int64 indices (2**31 rows or more)
+INDEX_BYTES_PER_ROW_WIDE = 63  # the same at int64 indices (2**31 rows or more): 8 + 8 + 2 + 3 + 8 + 2 + 8 + 24
 
 
 def index_bytes(rows: int) -> int:
