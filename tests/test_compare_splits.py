@@ -2,6 +2,7 @@
 --val-split run's `val_*` columns and panels, a plain run's `test_*`; a mixed set keeps them apart and says so."""
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_mixed_splits_get_separate_columns_and_a_note(split_runs: Path, tmp_path
     assert "best test pgd20" in rows["test"].cells and "best val pgd20" not in rows["test"].cells
     assert result.note is not None and "held-out val: val" in result.note and "test: test" in result.note
     assert result.note in (tmp_path / "cmp" / "compare.md").read_text()
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["note"] == result.note
     table = {t["runs"]: t for t in csv.DictReader((tmp_path / "cmp" / "compare.csv").open())}
     assert table["test"]["best val pgd20 mean"] == "" and table["val"]["best val pgd20 mean"] != ""
     cli = CliRunner().invoke(app, ["compare", str(split_runs), "--out", str(tmp_path / "c")], env={"COLUMNS": "80"})

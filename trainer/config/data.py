@@ -63,9 +63,6 @@ class DataConfig:
         if not builtin and self.aux_data:
             raise ConfigError("--aux-data mixes generated images into a built-in dataset; with your own --dataset "
                               "PATH it is not supported yet: drop --aux-data")
-        if not builtin and self.val_split:
-            raise ConfigError("--val-split holds out images of a built-in dataset; with your own --dataset PATH give "
-                              "your validation images as --test-data (selection runs on them): drop --val-split")
 
     def _check_aux(self) -> None:
         given = [name for name in ("aux_take", "aux_fraction", "epoch_samples", "aux_draw", "aux_epoch")
@@ -87,7 +84,8 @@ class DataConfig:
         if self.epoch_samples is None:
             object.__setattr__(self, "aux_epoch", self.aux_epoch or "pass")
         if self.aux_fraction is None:
-            from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION  # here: it loads numpy (the CLI checks first)
+            # here: it loads numpy (the CLI checks first)
+            from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION
 
             object.__setattr__(self, "aux_fraction", PUBLISHED_AUX_FRACTION)
         f = float(self.aux_fraction)  # type: ignore[arg-type]

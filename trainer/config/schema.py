@@ -110,8 +110,8 @@ class MethodConfig:
             raise ConfigError(f"--memory-slots-per-step must be between 1 and k = {self.k} (leave it out for all "
                               f"slots), got {m}")
         if m and self.memloss_variant == "v3":
-            raise ConfigError("--memory-slots-per-step needs --memloss-variant v1 or v2 (v3 puts x″ = x in every slot "
-                              "without memory, which slot sampling does not draw)")
+            raise ConfigError("--memory-slots-per-step needs --memloss-variant v1 or v2 (v3 puts x″ = x in every "
+                              "slot without memory, which slot sampling does not draw)")
         if self.memory_slot_draw == "window" and m == 0:
             raise ConfigError("--memory-slot-draw window needs --memory-slots-per-step m (the slots each window uses)")
         decay = self.beta_prime_decay

@@ -27,6 +27,7 @@ from memloss.trainer.common.files import atomic_write_bytes
 from memloss.trainer.data.beton import CACHE_FORMAT, PreparedSplit, build_beton, read_sidecar, verify_beton
 from memloss.trainer.data.folder import FolderSource, first_image_layout, scan
 from memloss.trainer.data.generated import GeneratedSource
+from memloss.trainer.data.holdout import HeldOut
 from memloss.trainer.data.registry import DatasetInfo, UserRecord, user_info
 from memloss.trainer.data.sources import Source, default_data_dir
 from memloss.trainer.data.usersplits import (HOLDOUT_FRACTION, HOLDOUT_SEED, NpzLayout, Splits, UserDataError,
@@ -41,6 +42,7 @@ class UserData:
     base: PreparedSplit
     test_x: torch.Tensor  # uint8 [n_test, C, H, W]
     test_y: torch.Tensor  # int64 [n_test]
+    held_out: HeldOut | None = None  # --val-split: the training images held out of `base` for model selection
 
 
 def channel_stats(source: Source, label: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -73,12 +75,15 @@ def cache_paths(data_dir: Path, splits: Splits, request: dict) -> tuple[Path, Pa
     return data_dir / "ffcv" / f"{stem}.beton", data_dir / "ffcv" / f"{stem}.json"
 
 
-def _convert(splits: Splits, data_dir: Path, n: int | None, num_workers: int | None) -> dict:
+def _convert(splits: Splits, data_dir: Path, n: int | None, num_workers: int | None,
+             held: HeldOut | None) -> dict:
     """The sidecar record of the training split's `.beton`: reused if it verifies, else built now."""
     holdout = HOLDOUT_FRACTION if splits.test_path is None else 0.0
     request = {"format": CACHE_FORMAT, "name": f"user-{_slug(splits.train_path)}", "split": "train",
                "kind": splits.kind, "source": splits.identity, "holdout": holdout, "holdout_seed": HOLDOUT_SEED,
                "first_n": n, "shape": list(splits.shape), "num_classes": splits.num_classes}
+    if held is not None:  # --val-split: the training split less the held-out rows, cached under its own key
+        request["held_out"] = {"count": int(held.indices.size), "seed": held.seed}
     beton, sidecar = cache_paths(data_dir, splits, request)
     cached = read_sidecar(sidecar)
     if cached is not None and all(cached.get(k) == v for k, v in request.items()) and \
@@ -100,9 +105,11 @@ def _tensors(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def prepare_user(dataset: str | Path, test_data: str | Path | None = None, data_dir: str | Path | None = None, *,
-                 n: int | None = None, num_workers: int | None = None) -> UserData:
+                 n: int | None = None, num_workers: int | None = None, val_split: int = 0,
+                 val_seed: int = 0) -> UserData:
     """The user dataset at `dataset` ready to train: its facts and record, the training split's verified `.beton`
-    (the first `n` training samples; None = all) and the whole test split as tensors.
+    (the first `n` training samples, None = all, less `val_split` images held out for model selection, seeded by
+    `val_seed` as for the built-in sets: holdout.py) and the whole test split as tensors.
 
     Example
     -------
@@ -110,17 +117,20 @@ def prepare_user(dataset: str | Path, test_data: str | Path | None = None, data_
     >>> data.info.shape, data.info.num_classes, data.base.n
     ((3, 24, 24), 10, 5000)
     """
-    splits = open_splits(dataset, test_data, n)
+    splits = open_splits(dataset, test_data, n, val_split, val_seed)
     test_x, test_y = _tensors(splits.test)  # decoded first: a bad test image stops before anything is written
+    held = None
+    if splits.held is not None and splits.held_rows is not None:
+        held = HeldOut(splits.held_rows, *_tensors(splits.held), seed=val_seed)
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
-    record = _convert(splits, data_dir, n, num_workers)
+    record = _convert(splits, data_dir, n, num_workers, held)
     user = UserRecord(splits.kind, str(splits.train_path), str(splits.test_path) if splits.test_path else None,
                       record["holdout"], HOLDOUT_SEED, int(record["n"]), len(test_y), record["labels_sha256"],
                       labels_digest(test_y.numpy()), tuple(splits.classes))
     info = user_info(user, splits.shape, splits.num_classes, tuple(record["mean"]), tuple(record["std"]))
     base = PreparedSplit(Path(record["beton"]), int(record["n"]), splits.shape, splits.num_classes,
                          record["labels_sha256"])
-    return UserData(info, base, test_x, test_y)
+    return UserData(info, base, test_x, test_y, held)
 
 
 def recorded_test_points(info: DatasetInfo, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,14 @@ before anything is written: an .npz file or an image folder, and its test split.
   same for every run seed, so runs compared across seeds share one test split.
 - Classes: an .npz's labels are class numbers 0..C−1 with C = 1 + the largest training label; an image folder's
   classes are its sorted subfolder names. Test labels outside the training classes are refused.
+- `--val-split N`: N images of the training split (after `--n`) held out for model selection, drawn as for the
+  built-in sets (holdout.py: seeded by `--val-seed`, indices relative to the training split); the test split is
+  untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -57,6 +61,8 @@ class Splits:
     num_classes: int
     classes: tuple[str, ...]
     identity: Any  # what the training split's cache key records of the source
+    held: Source | None = None  # --val-split: the held-out training images (not in `train`)
+    held_rows: np.ndarray | None = None  # int64 [N], ascending: their rows in the training split before holding out
 
 
 def holdout_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,10 +169,29 @@ def _folder_splits(root: Path, test: Path | None, n: int | None) -> Splits:
                   [str(train_root), digest])
 
 
-def open_splits(dataset: str | Path, test_data: str | Path | None = None, n: int | None = None) -> Splits:
-    """Both splits of the user dataset at `dataset` (an .npz file or an image folder), checked; nothing written."""
+def open_splits(dataset: str | Path, test_data: str | Path | None = None, n: int | None = None,
+                val_split: int = 0, val_seed: int = 0) -> Splits:
+    """Both splits of the user dataset at `dataset` (an .npz file or an image folder), checked, with `val_split`
+    training images held out (seeded by `val_seed`); nothing written."""
     path = _existing(dataset, "--dataset")
     test = _existing(test_data, "--test-data") if test_data is not None else None
-    if path.is_dir():
-        return _folder_splits(path, test, n)
-    return _npz_splits(path, test, n)
+    splits = _folder_splits(path, test, n) if path.is_dir() else _npz_splits(path, test, n)
+    return _hold_out(splits, val_split, val_seed) if val_split else splits
+
+
+def _hold_out(splits: Splits, count: int, seed: int) -> Splits:
+    """`splits` with `count` rows of its training split moved to `held` (holdout.py's seeded draw)."""
+    from memloss.trainer.data.holdout import holdout_indices  # here: it loads torch (the CLI checks first)
+
+    held = holdout_indices(len(splits.train), count, seed)
+    keep = np.setdiff1d(np.arange(len(splits.train), dtype=np.int64), held)
+    return dataclasses.replace(splits, train=_subset(splits.train, keep), held=_subset(splits.train, held),
+                               held_rows=held)
+
+
+def _subset(source: Source, rows: np.ndarray) -> Source:
+    """The samples of `source` at sorted `rows` (positions in `source`), read from the same files."""
+    if isinstance(source, FolderSource):
+        return source.subset(rows)
+    assert isinstance(source, GeneratedSource) and source.rows is not None
+    return GeneratedSource([p.path for p in source.parts], source.info, rows=source.rows[rows])

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from memloss.trainer.common.metric_keys import SPLIT_NAMES, SPLITS
+from memloss.trainer.common.metric_keys import SPLIT_NAMES
 from memloss.trainer.plots.style import epoch_axis, new_figure, series_style, share_y, styled
 
 if TYPE_CHECKING:
@@ -17,12 +17,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # The selection accuracies (trainer/common/metric_keys.py): a run logs them on the test points, or with
-# --val-split on held-out training images; each split gets its own panels, so a mixed set of runs never draws a
-# val curve beside a test curve on one axis.
+# --val-split on held-out training images. Each split gets its own panels (test first, as most runs use it), so a
+# mixed set of runs never draws a val curve beside a test curve on one axis.
 _ATTACK_NAMES = {"pgd20": "PGD-20", "pgd40_cw": "PGD-40 CW"}
 ACCURACY_PANELS: tuple[tuple[str, str, bool], ...] = tuple(
     (f"{split}_{metric}_acc", f"{name} accuracy, {SPLIT_NAMES[split]} (%)", True)
-    for split in reversed(SPLITS) for metric, name in (("clean", "clean"), *_ATTACK_NAMES.items()))
+    for split in ("test", "val") for metric, name in (("clean", "clean"), *_ATTACK_NAMES.items()))
 # (metrics.jsonl key, y-axis label, is an accuracy/rate shown in percent)
 PANELS: tuple[tuple[str, str, bool], ...] = (
     *ACCURACY_PANELS,

@@ -46,7 +46,7 @@ def compare(runs: Sequence[str | Path], out: Path | str = "compare") -> Comparis
     result = Comparison(rows, names, groups, note=split_note(groups))
     markdown = to_markdown(rows, names) + (f"\n{result.note}\n" if result.note else "")
     for name, text in (("compare.csv", to_csv(rows, names)), ("compare.md", markdown),
-                       ("compare.json", json.dumps(to_json(rows, names), indent=2))):
+                       ("compare.json", json.dumps({**to_json(rows, names), "note": result.note}, indent=2))):
         atomic_write_bytes(out / name, text.encode())
         result.files.append(out / name)
     result.files += plot_comparison(groups, out / "compare.png")
