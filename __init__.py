@@ -17,10 +17,10 @@ memloss.memstore, memloss.trainer and memloss.cli (docs/architecture.md). Names 
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from memloss._lazy import lazy_exports
 from memloss.trainer.common.openmp import passive_waits
 
 # Before anything loads torch: its OpenMP threads then sleep while they wait instead of spinning on a shared CPU
@@ -64,19 +64,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    """Imports the module that defines `name` on first access (PEP 562) and caches the attribute here."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memloss' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+# Imports the module that defines a name on first access (PEP 562) and caches the attribute here.
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from memloss.errors import MemlossError

@@ -30,5 +30,7 @@ def compare(
         console.print(f"{label}: {', '.join(r.name for r in members)}", highlight=False)
     for table in render(result.rows, result.names, width=min(console.width, 120)):
         console.print(table)
+    if result.note:
+        console.print(result.note, highlight=False)
     for path in result.files:
         console.print(f"wrote {path}", highlight=False)

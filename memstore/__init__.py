@@ -6,9 +6,9 @@ options, the errors) does not load torch and zarr: `memloss train` checks its op
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from memloss._lazy import lazy_exports
 from memloss.errors import MemlossError
 from memloss.memstore.errors import StoreError
 
@@ -33,18 +33,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(["MemlossError", "StoreError", *_EXPORTS])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memloss.memstore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:
     from memloss.memstore.base import DEFAULT_MEMORY_BUDGET, MemStore

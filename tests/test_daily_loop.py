@@ -53,7 +53,7 @@ def test_compare_groups_seeds_and_writes_table_and_figure(small_runs: Path, tmp_
         "k=1": ["k1-s0", "k1-s1"], "k=0": ["k0-s0"]}
     rows = {row.label: row for row in result.rows}
     best = [max(r["test_pgd20_acc"] for r in read_metrics(small_runs / n)) for n in ("k1-s0", "k1-s1")]
-    cell = rows["k=1"].cells["best pgd20"]
+    cell = rows["k=1"].cells["best test pgd20"]
     assert cell.mean == pytest.approx(statistics.fmean(best)) and cell.std == pytest.approx(statistics.stdev(best))
     evals = [json.loads((small_runs / n / "eval.json").read_text()) for n in ("k1-s0", "k1-s1")]
     assert rows["k=1"].cells["eval: worst case"].values == tuple(e["worst_case_accuracy"] for e in evals)
@@ -62,10 +62,10 @@ def test_compare_groups_seeds_and_writes_table_and_figure(small_runs: Path, tmp_
     assert names == ["compare.csv", "compare.json", "compare.md", "compare.pdf", "compare.png"]
     table = {t["group"]: t for t in csv.DictReader((tmp_path / "cmp" / "compare.csv").open())}
     assert sorted(table) == ["k=0", "k=1"] and table["k=1"]["seeds"] == "0 1"
-    assert float(table["k=1"]["best pgd20 mean"]) == pytest.approx(cell.mean, rel=1e-5)
+    assert float(table["k=1"]["best test pgd20 mean"]) == pytest.approx(cell.mean, rel=1e-5)
     assert f"{100 * cell.mean:.2f} ± {100 * cell.std:.2f}" in (tmp_path / "cmp" / "compare.md").read_text()
     saved = {g["group"]: g for g in json.loads((tmp_path / "cmp" / "compare.json").read_text())["groups"]}
-    assert saved["k=1"]["metrics"]["best pgd20"]["values"] == list(cell.values)
+    assert saved["k=1"]["metrics"]["best test pgd20"]["values"] == list(cell.values)
 
 
 def test_compare_figure_has_the_expected_axes(small_runs: Path) -> None:

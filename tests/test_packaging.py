@@ -38,6 +38,20 @@ def test_public_api_names_resolve() -> None:
         memloss.no_such_name  # noqa: B018
 
 
+def test_the_three_packages_export_lazily_through_one_helper(tmp_path: Path) -> None:
+    """memloss, memloss.memstore and memloss.trainer.data share memloss/_lazy.py: importing them loads neither torch
+    nor zarr; a name resolves (under its exported name) on first access and is cached; unknown names fail."""
+    code = ("import sys, memloss, memloss.memstore as m, memloss.trainer.data as d; "
+            "light = not {'torch', 'zarr'} & set(sys.modules); "
+            "assert 'labels_digest' in dir(d) and 'open_store' in dir(m) and 'fit' in dir(memloss); "
+            "from memloss.memstore.spec import labels_sha256; "
+            "assert d.labels_digest is labels_sha256 and d.__dict__['labels_digest'] is labels_sha256; "
+            "print(light, hasattr(d, 'no_such_name'), m.__getattr__.__module__)")
+    out = _python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "memloss._lazy"]
+
+
 def test_every_package_folder_is_installed() -> None:
     """pyproject's explicit package list covers every folder with an __init__.py under the three top folders."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])

@@ -20,13 +20,8 @@ import memloss
 from memloss.cli.app import app
 from memloss.memstore.spec import labels_sha256
 from memloss.trainer.data.registry import info_from_meta
-from memloss.trainer.data.userdata import (
-    HOLDOUT_FRACTION,
-    UserDataError,
-    holdout_rows,
-    prepare_user,
-    recorded_test_points,
-)
+from memloss.trainer.data.userdata import prepare_user, recorded_test_points
+from memloss.trainer.data.usersplits import HOLDOUT_FRACTION, UserDataError, holdout_rows
 from memloss.trainer.models.files import read_model_meta
 from memloss.trainer.training import fit as fit_module
 

@@ -8,43 +8,33 @@ checks before torch is loaded, and importing this package must not load it."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_EXPORTS: dict[str, tuple[str, str]] = {
+from memloss._lazy import lazy_exports
+
+_EXPORTS: dict[str, str | tuple[str, str]] = {
     "labels_digest": ("memloss.memstore.spec", "labels_sha256"),
-    "PreparedSplit": ("memloss.trainer.data.beton", "PreparedSplit"),
-    "prepare": ("memloss.trainer.data.beton", "prepare"),
-    "prepare_generated": ("memloss.trainer.data.generated", "prepare_generated"),
-    "BatchLoader": ("memloss.trainer.data.loader", "BatchLoader"),
-    "make_loader": ("memloss.trainer.data.loader", "make_loader"),
-    "DATASETS": ("memloss.trainer.data.registry", "DATASETS"),
-    "SPLITS": ("memloss.trainer.data.registry", "SPLITS"),
-    "DatasetError": ("memloss.trainer.data.registry", "DatasetError"),
-    "DatasetInfo": ("memloss.trainer.data.registry", "DatasetInfo"),
-    "dataset_info": ("memloss.trainer.data.registry", "dataset_info"),
-    "default_data_dir": ("memloss.trainer.data.sources", "default_data_dir"),
-    "digits_split_indices": ("memloss.trainer.data.sources", "digits_split_indices"),
-    "load_tensors": ("memloss.trainer.data.sources", "load_tensors"),
-    "UserData": ("memloss.trainer.data.userdata", "UserData"),
-    "prepare_user": ("memloss.trainer.data.userdata", "prepare_user"),
+    "PreparedSplit": "memloss.trainer.data.beton",
+    "prepare": "memloss.trainer.data.beton",
+    "prepare_generated": "memloss.trainer.data.generated",
+    "BatchLoader": "memloss.trainer.data.loader",
+    "make_loader": "memloss.trainer.data.loader",
+    "DATASETS": "memloss.trainer.data.registry",
+    "SPLITS": "memloss.trainer.data.registry",
+    "DatasetError": "memloss.trainer.data.registry",
+    "DatasetInfo": "memloss.trainer.data.registry",
+    "dataset_info": "memloss.trainer.data.registry",
+    "default_data_dir": "memloss.trainer.data.sources",
+    "digits_split_indices": "memloss.trainer.data.sources",
+    "load_tensors": "memloss.trainer.data.sources",
+    "UserData": "memloss.trainer.data.userdata",
+    "prepare_user": "memloss.trainer.data.userdata",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'memloss.trainer.data' has no attribute {name!r}")
-    module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:
     from memloss.memstore.spec import labels_sha256 as labels_digest

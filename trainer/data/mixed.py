@@ -2,8 +2,9 @@
 
 With generated data (`--aux-data`), global sample i < N_base is base sample i and N_base + j is generated sample j,
 and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
-(memloss.memstore.layout.mixing: the published recipe's sampler, with the generated part in whole store blocks). How many
-batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
+(memloss.memstore.layout.mixing: the published recipe's sampler, with the generated part in whole store blocks).
+How many batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
+The user's own data (`prepare_user_training_set`) has no generated part; with --val-split it is held out as well.
 
 Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
 batch of the epoch's order. Two loaders rather than one because FFCV reads one file per loader and the two sets are
@@ -22,13 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from memloss.errors import ConfigError
 from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION, BatchMix, plan_mixed, unstored_layout
 from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.generated import GeneratedSource, prepare_generated
 from memloss.trainer.data.holdout import HeldOut, prepare_heldout
-from memloss.trainer.data.registry import dataset_info
+from memloss.trainer.data.registry import DatasetInfo, dataset_info
 from memloss.trainer.data.loader import BatchLoader, make_loader
+from memloss.trainer.data.userdata import prepare_user
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,23 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
     aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
                             num_workers=num_workers)
     return TrainingSet(dataset, base, aux, mix, held)
+
+
+def prepare_user_training_set(dataset: str, test_data: str | None, data_dir: str | Path | None, *,
+                              n: int | None, num_workers: int | None, val_split: int, val_seed: int,
+                              eval_n: int | None) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, torch.Tensor]:
+    """(facts, training set, selection points x uint8 [m,C,H,W], y int64 [m]) of the user's own data (--dataset
+    PATH, userdata.py): with `val_split` the held-out training images select (the test set is left to `memloss
+    evaluate`), else the first `eval_n` test points (None = all)."""
+    user = prepare_user(dataset, test_data, data_dir, n=n, num_workers=num_workers, val_split=val_split,
+                        val_seed=val_seed)
+    if eval_n is not None and eval_n > len(user.test_y):
+        raise ConfigError(f"--eval-n {eval_n}: the test split of {test_data or dataset} has {len(user.test_y)} "
+                          f"points; pass --eval-n {len(user.test_y)} or less")
+    data = TrainingSet(user.info.name, user.base, held_out=user.held_out)
+    if user.held_out is not None:
+        return user.info, data, user.held_out.x, user.held_out.y
+    return user.info, data, user.test_x[:eval_n], user.test_y[:eval_n]
 
 
 def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable[[int], np.ndarray]:

@@ -9,16 +9,23 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from memloss.trainer.common.metric_keys import SPLIT_NAMES
 from memloss.trainer.plots.style import epoch_axis, new_figure, series_style, share_y, styled
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+# The selection accuracies (trainer/common/metric_keys.py): a run logs them on the test points, or with
+# --val-split on held-out training images. Each split gets its own panels (test first, as most runs use it), so a
+# mixed set of runs never draws a val curve beside a test curve on one axis.
+_ATTACK_NAMES = {"pgd20": "PGD-20", "pgd40_cw": "PGD-40 CW"}
+ACCURACY_PANELS: tuple[tuple[str, str, bool], ...] = tuple(
+    (f"{split}_{metric}_acc", f"{name} accuracy, {SPLIT_NAMES[split]} (%)", True)
+    for split in ("test", "val") for metric, name in (("clean", "clean"), *_ATTACK_NAMES.items()))
 # (metrics.jsonl key, y-axis label, is an accuracy/rate shown in percent)
 PANELS: tuple[tuple[str, str, bool], ...] = (
-    ("test_clean_acc", "clean accuracy, test (%)", True),
-    ("test_pgd20_acc", "PGD-20 accuracy, test (%)", True),
+    *ACCURACY_PANELS,
     ("forget_at_visit", "forgetting at visit: epoch n−1's adv.\nexamples right when made, wrong now (%)", True),
     ("learn_at_visit", "learning at visit: epoch n−1's adv.\nexamples wrong when made, right now (%)", True),
     ("old_error_at_visit", "old-example error at visit: epoch\nn−1's adv. examples wrong now (%)", True),
@@ -55,7 +62,7 @@ def _draw(ax: Axes, series: Sequence[Series], key: str, label: str, percent: boo
             continue
         style = series_style(i)
         seeds = f" ({len(s.runs)} seeds)" if len(s.runs) > 1 else ""
-        ax.plot(epochs, means, label=s.label + seeds, markersize=4, linewidth=1.4, **style)
+        ax.plot(epochs, means, label=s.label + seeds, gid=str(i), markersize=4, linewidth=1.4, **style)
         if len(s.runs) > 1:
             low = [m - d for m, d in zip(means, stds)]
             high = [m + d for m, d in zip(means, stds)]
@@ -69,9 +76,20 @@ def drawable_panels(series: Sequence[Series]) -> list[tuple[str, str, bool]]:
     return [p for p in PANELS if any(len(mean_std(s, p[0], 1.0)[0]) >= 2 for s in series)]
 
 
+def _legend_entries(axes: Sequence[Axes]) -> tuple[list[Any], list[str]]:
+    """Each series once, in the order of the series, from whichever panel draws it (a run selected on held-out
+    val has no test panels)."""
+    entries: dict[str, tuple[int, Any]] = {}
+    for ax in axes:
+        for line, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, (int(line.get_gid()), line))
+    ordered = sorted(entries.items(), key=lambda item: item[1][0])
+    return [line for _, (_, line) in ordered], [label for label, _ in ordered]
+
+
 def curves_figure(series: Sequence[Series], title: str) -> Figure:
     """The figure; `title` names the runs, the dataset and ε. Bands are ± one std across the seeds of a series."""
-    panels = drawable_panels(series) or list(PANELS[:2])
+    panels = drawable_panels(series) or list(ACCURACY_PANELS[:2])
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     with styled():
@@ -80,10 +98,10 @@ def curves_figure(series: Sequence[Series], title: str) -> Figure:
             _draw(ax, series, key, label, percent)
         for ax in axes[len(panels):]:
             ax.set_visible(False)
-        accuracy_axes = [ax for ax, p in zip(axes, panels) if p[0] in ("test_clean_acc", "test_pgd20_acc")]
+        accuracy_axes = [ax for ax, p in zip(axes, panels) if p in ACCURACY_PANELS]
         if len(accuracy_axes) > 1:
             share_y(accuracy_axes, 0.0, 100.0)
-        handles, labels = axes[0].get_legend_handles_labels()
+        handles, labels = _legend_entries(axes[:len(panels)])
         if handles:
             band = " · bands: ± 1 std over seeds" if any(len(s.runs) > 1 for s in series) else ""
             fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)),

@@ -10,17 +10,20 @@ from typing import Sequence
 
 from memloss.trainer.common.files import atomic_write_bytes
 from memloss.trainer.experiments.compare.collect import CompareError, Run, find_runs, group_runs, read_run
-from memloss.trainer.experiments.compare.table import GroupRow, aggregate, to_csv, to_json, to_markdown
+from memloss.trainer.experiments.compare.table import (GroupRow, aggregate, split_note, to_csv, to_json,
+                                                          to_markdown)
 
 
 @dataclass
 class Comparison:
-    """The grouped table (`rows`, metric `names`), the runs read, and the files written."""
+    """The grouped table (`rows`, metric `names`), the runs read, the files written, and `note`: one line when
+    the runs selected on different splits (held-out val and test; table.split_note), None otherwise."""
 
     rows: list[GroupRow]
     names: list[str]
     groups: dict[str, list[Run]]
     files: list[Path] = field(default_factory=list)
+    note: str | None = None
 
 
 def compare(runs: Sequence[str | Path], out: Path | str = "compare") -> Comparison:
@@ -40,9 +43,10 @@ def compare(runs: Sequence[str | Path], out: Path | str = "compare") -> Comparis
                            "evaluation results; compare runs that completed at least one epoch")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = Comparison(rows, names, groups)
-    for name, text in (("compare.csv", to_csv(rows, names)), ("compare.md", to_markdown(rows, names)),
-                       ("compare.json", json.dumps(to_json(rows, names), indent=2))):
+    result = Comparison(rows, names, groups, note=split_note(groups))
+    markdown = to_markdown(rows, names) + (f"\n{result.note}\n" if result.note else "")
+    for name, text in (("compare.csv", to_csv(rows, names)), ("compare.md", markdown),
+                       ("compare.json", json.dumps({**to_json(rows, names), "note": result.note}, indent=2))):
         atomic_write_bytes(out / name, text.encode())
         result.files.append(out / name)
     result.files += plot_comparison(groups, out / "compare.png")

@@ -11,31 +11,42 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from memloss.trainer.common.metric_keys import ATTACKS, SPLIT_NAMES, SPLITS, selection_keys
 from memloss.trainer.experiments.compare.collect import Run
 
 # Metrics that are not fractions (shown as they are, not in percent).
 PLAIN = ("epochs", "best epoch", "final loss", "train min")
+
+
+def _selection_columns() -> tuple[str, ...]:
+    """'best val pgd20', 'best val clean', 'final val clean', 'final val pgd20', then the same for pgd40-cw and
+    for test: each column names the split it was measured on, so val and test never share a column."""
+    names: dict[str, None] = {}
+    for split in SPLITS:
+        for attack in (a.replace("_", "-") for a in ATTACKS):
+            names.update(dict.fromkeys((f"best {split} {attack}", f"best {split} clean", f"final {split} clean",
+                                        f"final {split} {attack}")))
+    return tuple(names)
+
+
 # Training metrics first, in this order; evaluation results follow in the order they are found.
-TRAINING = ("epochs", "best epoch", "best pgd20", "best clean", "final clean", "final pgd20", "final forget at visit",
-            "final old error at visit", "final loss", "train min")
+TRAINING = ("epochs", "best epoch", *_selection_columns(), "final forget at visit", "final old error at visit",
+            "final loss", "train min")
 
 
 def run_metrics(run: Run) -> dict[str, float]:
-    """A run's numbers: final (last epoch) and best (highest test PGD-20, the saved best.safetensors) training
-    metrics, the training time, and per results JSON `<stem>` of `memloss evaluate` its clean, per-attack and
-    worst-case accuracies (keys '<stem>: clean', '<stem>: aa', ..., e.g. 'eval: aa' from eval.json)."""
-    out: dict[str, float] = {}
+    """A run's numbers: final (last epoch) and best (highest selection accuracy: the saved best.safetensors)
+    training metrics named by the split they were measured on ('best val pgd20' with --val-split, 'best test
+    pgd20' otherwise), the training time, and per results JSON `<stem>` of `memloss evaluate` its clean, per-attack
+    and worst-case accuracies (keys '<stem>: clean', '<stem>: aa', ..., e.g. 'eval: aa' from eval.json)."""
+    out: dict[str, float | None] = {}
     records = run.records
     if records:
         last = records[-1]
-        best = max(records, key=lambda r: r.get("test_pgd20_acc", -1.0))
-        out.update({"epochs": float(len(records)), "best epoch": float(best["epoch"]),
-                    "best pgd20": best.get("test_pgd20_acc"), "best clean": best.get("test_clean_acc"),
-                    "final clean": last.get("test_clean_acc"), "final pgd20": last.get("test_pgd20_acc"),
-                    "final forget at visit": last.get("forget_at_visit"),
-                    "final old error at visit": last.get("old_error_at_visit"),
-                    "final loss": last.get("loss"),
+        out.update({"epochs": float(len(records)), "final forget at visit": last.get("forget_at_visit"),
+                    "final old error at visit": last.get("old_error_at_visit"), "final loss": last.get("loss"),
                     "train min": sum(r.get("epoch_seconds", 0.0) for r in records) / 60})
+        out.update(_selected(records))
     for stem, data in run.evals.items():
         prefix = f"{stem}: "
         out[f"{prefix}clean"] = data["clean_accuracy"]
@@ -43,6 +54,36 @@ def run_metrics(run: Run) -> dict[str, float]:
             out[f"{prefix}{attack['name']}"] = attack["robust_accuracy"]
         out[f"{prefix}worst case"] = data["worst_case_accuracy"]
     return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def _selected(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The best epoch (highest selection accuracy) and the best and final clean and robust accuracies, on the
+    split and under the attack the run selected on; nothing for a run that never evaluated."""
+    keys = selection_keys(records)
+    if keys is None:
+        return {}
+    best = max(records, key=lambda r: r.get(keys.robust, -1.0))
+    last = records[-1]
+    label = keys.label()
+    return {"best epoch": float(best["epoch"]), f"best {label}": best.get(keys.robust),
+            f"best {keys.split} clean": best.get(keys.clean), f"final {keys.split} clean": last.get(keys.clean),
+            f"final {label}": last.get(keys.robust)}
+
+
+def split_note(groups: dict[str, list[Run]]) -> str | None:
+    """One line when the runs selected on different splits (some on --val-split held-out images, some on the test
+    points): their selection columns are then different columns, not one comparison. None otherwise."""
+    by_split: dict[str, list[str]] = {}
+    for runs in groups.values():
+        for run in runs:
+            keys = selection_keys(run.records)
+            if keys is not None:
+                by_split.setdefault(SPLIT_NAMES[keys.split], []).append(run.name)
+    if len(by_split) < 2:
+        return None
+    parts = "; ".join(f"{split}: {', '.join(names)}" for split, names in by_split.items())
+    return (f"note: these runs selected on different splits ({parts}); val and test columns are not "
+            "comparable with each other")
 
 
 @dataclass(frozen=True)
