@@ -5,13 +5,17 @@ zarr's event loop, the codec pipeline that decodes them, and the packing of (epo
 zarr-python's own codec pipeline spends about 2-4 ms of Python and thread hand-offs per 512 KB chunk (three arrays)
 where Zstandard alone decodes it in 0.6 ms (docs/benchmarks.md). On a local path the store's arrays therefore use
 the `zarrs` pipeline (Rust, chunks decoded in parallel on `decode_threads()` threads, CRC-32C checked), which
-reads and writes the very same files; other locations (fsspec URLs) keep zarr's pipeline.
+reads and writes the very same files; so does an object store (s3://, gs://, az://: zarr's ObjectStore on obstore,
+whose client zarrs rebuilds from the store's configuration), where each of zarrs's threads waits on one request at a
+time, so it gets at least OBJECT_STORE_THREADS of them to keep that many requests in flight. Other locations
+(fsspec URLs: memory://, ...) keep zarr's pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +24,7 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, ObjectStore
 
 from memloss.memstore.entries import NO_EPOCH, Entries
 
@@ -38,6 +42,7 @@ def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
 
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+OBJECT_STORE_THREADS = 16  # requests in flight on an object store (each costs a round trip, not CPU)
 
 
 def decode_threads() -> int:
@@ -46,14 +51,20 @@ def decode_threads() -> int:
 
 
 def open_arrays(group: zarr.Group, names: tuple[str, ...]) -> dict[str, zarr.Array]:
-    """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path (see module doc).
-    The setting is scoped to these array objects: zarr's global configuration is left as it was. A subclass of
-    LocalStore keeps zarr's pipeline (zarrs reads the files itself, bypassing the subclass's methods)."""
-    if type(group.store) is not LocalStore or not zarrs_available():
+    """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path or an object store
+    (see module doc). The setting is scoped to these array objects: zarr's global configuration is left as it was.
+    A subclass of LocalStore or ObjectStore keeps zarr's pipeline (zarrs reads the objects itself, bypassing the
+    subclass's methods)."""
+    kind = type(group.store)
+    if kind not in (LocalStore, ObjectStore) or not zarrs_available():
         return {name: group[name] for name in names}
+    threads = decode_threads() if kind is LocalStore else max(decode_threads(), OBJECT_STORE_THREADS)
     settings = {"codec_pipeline.path": ZARRS_PIPELINE, "codec_pipeline.strict": False,
-                "codec_pipeline.validate_checksums": True, "threading.max_workers": decode_threads()}
-    with zarr.config.set(settings):
+                "codec_pipeline.validate_checksums": True, "threading.max_workers": threads}
+    with zarr.config.set(settings), warnings.catch_warnings():
+        # zarrs rebuilds an obstore client from the store's configuration (its own build of obstore) and says so
+        # once per array; expected here, not a problem worth a warning to the user
+        warnings.filterwarnings("ignore", "Successfully reconstructed a store", RuntimeWarning)
         return {name: group[name] for name in names}
 
 
