@@ -8,7 +8,9 @@ the `zarrs` pipeline (Rust, chunks decoded in parallel on `decode_threads()` thr
 reads and writes the very same files; so does an object store (s3://, gs://, az://: zarr's ObjectStore on obstore,
 whose client zarrs rebuilds from the store's configuration), where each of zarrs's threads waits on one request at a
 time, so it gets at least OBJECT_STORE_THREADS of them to keep that many requests in flight. Other locations
-(fsspec URLs: memory://, ...) keep zarr's pipeline.
+(fsspec URLs: memory://, ...) keep zarr's pipeline. Read whole chunks only: zarrs 0.2.3 builds the decoder of a
+part of a chunk (a HEAD on an object store) while it holds the GIL, which stalls every other thread for a round
+trip (and deadlocks a test whose S3 server runs in the same process).
 """
 
 from __future__ import annotations
