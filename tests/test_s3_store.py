@@ -5,6 +5,7 @@ lease lock keeps a second writer out, and storage options and bad locations end 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -18,6 +19,7 @@ from zarrs import ZarrsCodecPipeline
 from memloss.cli.app import app
 from memloss.memstore.zarrstore import meta as _zarr_meta
 from memloss.memstore.integrity.lock import StoreLockedError
+from memloss.memstore.zarrstore.chunks import OBJECT_STORE_THREADS
 from memloss.memstore.zarrstore.meta import resolve_store
 from memloss.memstore.errors import StoreError
 from memloss.memstore.location.options import ENV_VAR, checked_location, parse_store_options, store_location
@@ -73,6 +75,7 @@ def assert_on_obstore_and_zarrs(store: object) -> None:
     """The store is zarr's ObjectStore (obstore's S3 client) and its arrays use the zarrs codec pipeline."""
     handle = store._handle  # type: ignore[attr-defined]
     assert type(handle.store) is ObjectStore and type(handle.store.store).__name__ == "S3Store"
+    assert int(os.environ["RAYON_NUM_THREADS"]) >= OBJECT_STORE_THREADS  # requests in flight, not cores
     for array in handle.arrays.values():
         assert isinstance(array.async_array.codec_pipeline, ZarrsCodecPipeline)
         assert array.async_array.codec_pipeline.impl is not None  # no fallback to zarr's pipeline
