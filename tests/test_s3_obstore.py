@@ -77,6 +77,8 @@ def test_credentials_of_an_aws_profile_reach_obstore(tmp_path: Path, monkeypatch
                           region="ap-south-1")
     assert store.config["access_key_id"] == "K" and store.config["region"] == "us-west-2"  # the options win
     assert aws_credentials({"anon": True}) == {}
+    with pytest.raises(StoreError, match="cannot read the AWS credentials .*nosuch"):
+        aws_credentials({"profile": "nosuch"})
 
 
 def test_the_store_on_s3_is_one_obstore_client_for_data_lease_and_manifests(s3: S3Server) -> None:

@@ -12,8 +12,9 @@ requests (path style otherwise), connect_timeout / read_timeout (s) → client t
 max_retries; requester_pays → request_payer; profile → the AWS profile whose credentials are used.
 Credentials come from the standard AWS chain as botocore resolves it (environment, profile files, SSO, instance or
 container role): keys found in the environment or the profile files are passed to obstore as they are; an instance
-or container role and web identity are left to obstore, which refreshes those itself. Options of s3fs that only
-tune its own caches are accepted and ignored. gs:// and az:// take obstore's own configuration keys
+or container role and web identity are left to obstore, which refreshes those itself (keys of a profile are read
+once, when the store opens: a role assumed through a profile lasts its session time). Options of s3fs that only
+tune its own caches, and config_kwargs.signature_version (obstore signs with SigV4), are accepted and ignored. gs:// and az:// take obstore's own configuration keys
 (`GCSStore` / `AzureStore`, e.g. service_account_path, account_name) and read GOOGLE_* / AZURE_* variables.
 """
 
@@ -116,16 +117,21 @@ def aws_credentials(options: Mapping[str, Any]) -> dict[str, str]:
     if options.get("anon") or options.get("key") or (options.get("client_kwargs") or {}).get("aws_access_key_id"):
         return {}
     import botocore.session
+    from botocore.exceptions import BotoCoreError
 
-    session = botocore.session.Session(profile=options.get("profile"))
-    found = session.get_credentials()
-    if found is None or found.method in NATIVE_CREDENTIALS:
-        return {}
-    frozen = found.get_frozen_credentials()
+    try:
+        session = botocore.session.Session(profile=options.get("profile"))
+        found = session.get_credentials()
+        if found is None or found.method in NATIVE_CREDENTIALS:
+            return {}
+        frozen = found.get_frozen_credentials()
+    except BotoCoreError as exc:
+        raise StoreError(f"cannot read the AWS credentials ({exc}); check AWS_PROFILE / --store-option profile and "
+                         "~/.aws/credentials") from None
     out = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key}
     if frozen.token:
         out["token"] = frozen.token
-    if not options.get("client_kwargs", {}).get("region_name") and session.get_config_variable("region"):
+    if not (options.get("client_kwargs") or {}).get("region_name") and session.get_config_variable("region"):
         out["region"] = session.get_config_variable("region")
     return out
 
