@@ -5,6 +5,7 @@ lease lock keeps a second writer out, and storage options and bad locations end 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from zarr.storage import FsspecStore
+from zarr.storage import FsspecStore, ObjectStore
+from zarrs import ZarrsCodecPipeline
 
 from memloss.cli.app import app
 from memloss.memstore.zarrstore import meta as _zarr_meta
 from memloss.memstore.integrity.lock import StoreLockedError
+from memloss.memstore.zarrstore.chunks import OBJECT_STORE_THREADS
 from memloss.memstore.zarrstore.meta import resolve_store
 from memloss.memstore.errors import StoreError
 from memloss.memstore.location.options import ENV_VAR, checked_location, parse_store_options, store_location
@@ -28,26 +31,32 @@ from test_memstore_zarr import make_spec, write_epoch
 runner = CliRunner()
 
 
-def _record_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every key put through an FsspecStore from now on, in the order the puts completed (lease renewals left out)."""
+def _record_puts(monkeypatch: pytest.MonkeyPatch, url: str) -> list[str]:
+    """Every key of the store at `url` the S3 server stored from now on, in the order it stored them (the server's
+    side: the chunks go through the zarrs pipeline's own client, the rest through zarr's ObjectStore)."""
+    from moto.s3.models import S3Backend
+
     puts: list[str] = []
     guard = threading.Lock()
-    original = FsspecStore.set
+    original = S3Backend.put_object
+    prefix = url.split("://", 1)[1].split("/", 1)[1] + "/"
 
-    async def recorded(self, key, value):  # noqa: ANN001, ANN202
-        await original(self, key, value)
-        if not key.endswith(".lock"):  # the lease, beside the store
+    def recorded(self, bucket_name, key_name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        found = original(self, bucket_name, key_name, *args, **kwargs)
+        if key_name.startswith(prefix):  # the lease lives beside the store
             with guard:
-                puts.append(key)
+                puts.append(key_name[len(prefix):])
+        return found
 
-    monkeypatch.setattr(FsspecStore, "set", recorded)
+    monkeypatch.setattr(S3Backend, "put_object", recorded)
     return puts
 
 
 def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     location = store_location(s3.url(), s3.options)
     with create_store(location, make_spec(n=40, k=2), block_size=8, memory_budget=1 << 30) as store:
-        puts = _record_puts(monkeypatch)
+        assert_on_obstore_and_zarrs(store)
+        puts = _record_puts(monkeypatch, location.url)
         for epoch in range(4):
             start = len(puts)
             write_epoch(store, epoch)
@@ -60,6 +69,16 @@ def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkey
             assert len(epoch_puts) == 15 + 3
             record = json.loads(_get(location, "zarr.json"))["attributes"]["memloss"]
             assert record["committed_epochs"][-1] == epoch
+
+
+def assert_on_obstore_and_zarrs(store: object) -> None:
+    """The store is zarr's ObjectStore (obstore's S3 client) and its arrays use the zarrs codec pipeline."""
+    handle = store._handle  # type: ignore[attr-defined]
+    assert type(handle.store) is ObjectStore and type(handle.store.store).__name__ == "S3Store"
+    assert int(os.environ["RAYON_NUM_THREADS"]) >= OBJECT_STORE_THREADS  # requests in flight, not cores
+    for array in handle.arrays.values():
+        assert isinstance(array.async_array.codec_pipeline, ZarrsCodecPipeline)
+        assert array.async_array.codec_pipeline.impl is not None  # no fallback to zarr's pipeline
 
 
 def _listing(s3: S3Server, url: str) -> list[str]:

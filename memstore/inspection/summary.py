@@ -165,7 +165,7 @@ def _valid_entries(handle: ZarrHandle, slot: int) -> list[int]:
     for first, stop in handle.layout.part_rows:
         total = 0
         for start in range(first, stop, step):
-            total += int((arr[slot, start : min(stop, start + step), 0] == epoch).sum())
+            total += int((arr[slot, start : min(stop, start + step)][:, 0] == epoch).sum())  # whole chunks: see below
         out.append(total)
     return out
 
@@ -188,7 +188,9 @@ def _slot_stats(handle: ZarrHandle, slot: int, epoch: int, sample_coords: int, r
     st = _SlotStats()
     for block in blocks:
         start, stop = layout.block_rows(int(block))
-        ok = handle.arrays["info"][slot, start:stop, 0] == epoch
+        # whole chunks, then the column: zarrs reads a part of a chunk through a partial decoder it builds while
+        # holding the GIL, a request on an object store (memstore/zarrstore/chunks.py)
+        ok = handle.arrays["info"][slot, start:stop][:, 0] == epoch
         st.blocks_read += 1
         if ok.any():
             _accumulate(st, handle.arrays["codes"][slot, start:stop][ok],

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from zarr.abc.store import Store
-from zarr.storage import FsspecStore
 
-from memloss.memstore.location.resolve import LOCK_KEY, delete_key, get_bytes, local_root, put_bytes
+from memloss.memstore.location.resolve import LOCK_KEY, delete_key, get_bytes, local_root, parent_store, put_bytes
 from memloss.memstore.errors import StoreError
 
 LEASE_TTL_S = 120.0
@@ -219,12 +218,9 @@ class LeaseLock(StoreLock):
 
 def lock_location(store: Store) -> tuple[Store, str]:
     """Where the lease of an object store lives: (a store rooted at the parent prefix, "<name>.lock"); a store with
-    no parent prefix, or one that is not an fsspec store, keeps it inside under LOCK_KEY."""
-    if isinstance(store, FsspecStore):
-        parent, _, name = store.path.rstrip("/").rpartition("/")
-        if parent.strip("/") and name:
-            return FsspecStore(store.fs, read_only=False, path=parent), f"{name}.lock"
-    return store, LOCK_KEY
+    no parent prefix, or one that is not an object or fsspec store, keeps it inside under LOCK_KEY."""
+    found = parent_store(store)
+    return (found[0], f"{found[1]}.lock") if found is not None else (store, LOCK_KEY)
 
 
 def lock_path(root: Path) -> Path:

@@ -5,9 +5,10 @@ Options come from the environment variable MEMLOSS_STORE_OPTIONS (a JSON object,
 `{"endpoint_url": "http://127.0.0.1:9000", "client_kwargs": {"region_name": "eu-west-1"}}`) and, on top of it, from
 `--store-option KEY=VALUE` (repeatable; VALUE is read as JSON when it parses, so `anon=true` is a bool and
 `client_kwargs={"region_name":"eu-west-1"}` a dict, else it is a string). They are the keyword arguments of the
-URL's fsspec filesystem (for s3:// those of `s3fs.S3FileSystem`); credentials normally come from the standard AWS
-chain (environment, ~/.aws, instance role), which s3fs/botocore read themselves. Options are never written into a
-run's files (they may hold secrets): a resumed run gets them again from the command line or the environment.
+URL's fsspec filesystem (for s3:// those of `s3fs.S3FileSystem`, which memstore/location/objstore.py maps to
+obstore's S3Store: the store itself goes through obstore, the probe through s3fs); credentials normally come from
+the standard AWS chain (environment, ~/.aws, instance role). Options are never written into a run's files (they
+may hold secrets): a resumed run gets them again from the command line or the environment.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from memloss.memstore.errors import StoreError
+from memloss.memstore.location.objstore import (
+    AZURE_SCHEMES, GCS_SCHEMES, check_s3_options, obstore_store, probe_object_store,
+)
 
 ENV_VAR = "MEMLOSS_STORE_OPTIONS"
 S3_PROTOCOLS = ("s3", "s3a")
@@ -30,7 +34,7 @@ S3_PROTOCOLS = ("s3", "s3a")
 S3_DEFAULTS: dict[str, Any] = {"use_listings_cache": False}
 # The probe gives up on an unreachable endpoint after one retry instead of botocore's default ~10 s of retries.
 PROBE_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 30}
-_PROBED: set[str] = set()  # locations already probed by this process (validated once)
+_PROBED: dict[str, str | None] = {}  # locations already probed by this process (validated once) → bucket region
 
 
 @dataclass(frozen=True)
@@ -122,22 +126,30 @@ def filesystem_class(url: str) -> type:
                          "another fsspec URL (memory://, gcs://, az:// with their packages)") from None
 
 
-def probe(url: str, options: Mapping[str, Any]) -> None:
+def probe(url: str, options: Mapping[str, Any]) -> str | None:
     """Checks once per process that the location can be reached with these options (S3: the bucket exists and the
-    credentials are accepted; memory:// needs nothing). Raises StoreError with one line naming the fix."""
+    credentials are accepted; memory:// needs nothing). Raises StoreError with one line naming the fix. Returns the
+    S3 bucket's region (None elsewhere), which the obstore client is given (memstore/location/objstore.py)."""
     key = f"{url}|{json.dumps(options, sort_keys=True, default=str)}"
     if key in _PROBED:
-        return
+        return _PROBED[key]
     protocol = url.split("://", 1)[0]
     if protocol in S3_PROTOCOLS and options.get("endpoint_url") is not None:
         check_endpoint(options["endpoint_url"])  # before fsspec and s3fs are imported
-    filesystem_class(url)
+    region = None
     if protocol in S3_PROTOCOLS:
-        _probe_s3(url, options)
-    _PROBED.add(key)
+        check_s3_options(url, options)  # an option obstore has no counterpart for: one line, before any request
+        filesystem_class(url)
+        region = _probe_s3(url, options)
+    elif protocol in GCS_SCHEMES + AZURE_SCHEMES:
+        probe_object_store(url, obstore_store(url, options))
+    else:
+        filesystem_class(url)
+    _PROBED[key] = region
+    return region
 
 
-def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
+def _probe_s3(url: str, options: Mapping[str, Any]) -> str | None:
     if options.get("endpoint_url") is not None:
         check_endpoint(options["endpoint_url"])
     import s3fs
@@ -150,7 +162,7 @@ def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
     config = {**PROBE_CONFIG, **(options.get("config_kwargs") or {})}
     try:
         fs = s3fs.S3FileSystem(**{**options, "config_kwargs": config, "skip_instance_cache": True})
-        fs.call_s3("head_bucket", Bucket=bucket)
+        found = fs.call_s3("head_bucket", Bucket=bucket)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"bad store option for {url} ({_short(exc)}); store options are the arguments of "
                          "s3fs.S3FileSystem (endpoint_url, anon, key, secret, client_kwargs, ...)") from None
@@ -166,6 +178,8 @@ def _probe_s3(url: str, options: Mapping[str, Any]) -> None:
     except (BotoCoreError, ClientError, OSError) as exc:
         raise StoreError(f"cannot reach the bucket {bucket!r} at {where} ({_short(exc)}); check the network and "
                          "--store-option endpoint_url (or MEMLOSS_STORE_OPTIONS)") from None
+    headers = (found.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return found.get("BucketRegion") or headers.get("x-amz-bucket-region")
 
 
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

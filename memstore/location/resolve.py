@@ -3,7 +3,8 @@ zarr's arrays (listing chunk sizes, small JSON objects, wiping an interrupted cr
 files that zarr's LocalStore leaves when a process is killed mid-write).
 
 Every function takes the zarr `Store` of the group's root, so one code path serves local directories, `file://`
-URLs and any fsspec URL (`memory://`, `s3://`, ...).
+URLs, object stores (`s3://`, `gs://`, `az://`: zarr's ObjectStore on obstore, which the zarrs codec pipeline
+reads and writes itself; memstore/location/objstore.py) and any other fsspec URL (`memory://`, ...).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, ObjectStore
 
 from memloss.memstore.errors import StoreError
+from memloss.memstore.location.objstore import is_object_url, obstore_store, with_prefix
 from memloss.memstore.location.options import StoreLocation, is_url, probe, url_options
 
 UrlLike = str | Path | Store | StoreLocation
@@ -31,12 +33,17 @@ OWN_TOP_LEVEL = ("zarr.json", "codes", "scale", "info", "members", MANIFEST_DIR)
 
 
 def resolve_store(url: UrlLike, read_only: bool) -> tuple[Store, str]:
-    """A zarr Store for a local path, a file:// URL or any fsspec URL ("memory://x", "s3://b/x"; a StoreLocation
-    carries its storage options, MEMLOSS_STORE_OPTIONS applies to every URL), and its name."""
+    """A zarr Store for a local path, a file:// URL, an object store URL ("s3://b/x", "gs://b/x": an ObjectStore)
+    or any other fsspec URL ("memory://x"), and its name; a StoreLocation carries its storage options,
+    MEMLOSS_STORE_OPTIONS applies to every URL."""
     if isinstance(url, Store):
         return url, str(url)
     explicit = url.options if isinstance(url, StoreLocation) else None
     text = str(url)
+    if is_object_url(text):
+        options = url_options(text, explicit)
+        region = probe(text, options)
+        return ObjectStore(obstore_store(text, options, region), read_only=read_only), text
     if is_url(text):
         return _fsspec_store(text, url_options(text, explicit), read_only), text
     path = Path(text.removeprefix("file://")).expanduser().absolute()
@@ -121,6 +128,8 @@ def list_sizes(store: Store, prefix: str) -> dict[str, int]:
     root = local_root(store)
     if root is not None:
         return _local_sizes(root, prefix)
+    if isinstance(store, ObjectStore):
+        return _object_sizes(store, prefix)
     if isinstance(store, FsspecStore):
         base = f"{store.path.rstrip('/')}/{prefix}"
         try:
@@ -136,6 +145,28 @@ def list_sizes(store: Store, prefix: str) -> dict[str, int]:
         return {key: await store.getsize(key) for key in keys}
 
     return sync(generic())
+
+
+def _object_sizes(store: ObjectStore, prefix: str) -> dict[str, int]:
+    """Keys under `prefix` with their sizes, from the listing itself (no request per key)."""
+    import obstore
+
+    return {meta["path"]: int(meta["size"]) for batch in obstore.list(store.store, prefix=prefix)
+            for meta in batch}
+
+
+def parent_store(store: Store) -> tuple[Store, str] | None:
+    """(a store rooted at the parent prefix of an object or fsspec store, the store's last name); None for a
+    local store, a store at a bucket's root, or another kind of store."""
+    if isinstance(store, ObjectStore):
+        parent, _, name = (store.store.prefix or "").strip("/").rpartition("/")
+        if parent and name:
+            return ObjectStore(with_prefix(store.store, parent), read_only=False), name
+    elif isinstance(store, FsspecStore):
+        parent, _, name = store.path.rstrip("/").rpartition("/")
+        if parent.strip("/") and name:
+            return FsspecStore(store.fs, read_only=False, path=parent), name
+    return None
 
 
 def _local_sizes(root: Path, prefix: str) -> dict[str, int]:

@@ -5,13 +5,19 @@ zarr's event loop, the codec pipeline that decodes them, and the packing of (epo
 zarr-python's own codec pipeline spends about 2-4 ms of Python and thread hand-offs per 512 KB chunk (three arrays)
 where Zstandard alone decodes it in 0.6 ms (docs/benchmarks.md). On a local path the store's arrays therefore use
 the `zarrs` pipeline (Rust, chunks decoded in parallel on `decode_threads()` threads, CRC-32C checked), which
-reads and writes the very same files; other locations (fsspec URLs) keep zarr's pipeline.
+reads and writes the very same files; so does an object store (s3://, gs://, az://: zarr's ObjectStore on obstore,
+whose client zarrs rebuilds from the store's configuration), where each of zarrs's threads waits on one request at a
+time: it gets at least OBJECT_STORE_THREADS of them (`_widen_rayon_pool`), and as many chunks in flight. Other locations
+(fsspec URLs: memory://, ...) keep zarr's pipeline. Read whole chunks only: zarrs 0.2.3 builds the decoder of a
+part of a chunk (a HEAD on an object store) while it holds the GIL, which stalls every other thread for a round
+trip (and deadlocks a test whose S3 server runs in the same process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +26,7 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, ObjectStore
 
 from memloss.memstore.entries import NO_EPOCH, Entries
 
@@ -38,6 +44,7 @@ def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
 
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+OBJECT_STORE_THREADS = 16  # requests in flight on an object store (each costs a round trip, not CPU)
 
 
 def decode_threads() -> int:
@@ -46,15 +53,33 @@ def decode_threads() -> int:
 
 
 def open_arrays(group: zarr.Group, names: tuple[str, ...]) -> dict[str, zarr.Array]:
-    """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path (see module doc).
-    The setting is scoped to these array objects: zarr's global configuration is left as it was. A subclass of
-    LocalStore keeps zarr's pipeline (zarrs reads the files itself, bypassing the subclass's methods)."""
-    if type(group.store) is not LocalStore or not zarrs_available():
+    """The group's arrays `names`, with the zarrs codec pipeline when the group is on a local path or an object store
+    (see module doc). The setting is scoped to these array objects: zarr's global configuration is left as it was.
+    A subclass of LocalStore or ObjectStore keeps zarr's pipeline (zarrs reads the objects itself, bypassing the
+    subclass's methods)."""
+    kind = type(group.store)
+    if kind not in (LocalStore, ObjectStore) or not zarrs_available():
         return {name: group[name] for name in names}
     settings = {"codec_pipeline.path": ZARRS_PIPELINE, "codec_pipeline.strict": False,
                 "codec_pipeline.validate_checksums": True, "threading.max_workers": decode_threads()}
-    with zarr.config.set(settings):
+    if kind is ObjectStore:
+        _widen_rayon_pool()
+        settings |= {"threading.max_workers": max(decode_threads(), OBJECT_STORE_THREADS),
+                     "codec_pipeline.chunk_concurrent_minimum": OBJECT_STORE_THREADS}
+    with zarr.config.set(settings), warnings.catch_warnings():
+        # zarrs rebuilds an obstore client from the store's configuration (its own build of obstore) and says so
+        # once per array; expected here, not a problem worth a warning to the user
+        warnings.filterwarnings("ignore", "Successfully reconstructed a store", RuntimeWarning)
         return {name: group[name] for name in names}
+
+
+def _widen_rayon_pool() -> None:
+    """zarrs fetches and decodes chunks on rayon's global pool (one thread per core unless RAYON_NUM_THREADS says
+    otherwise), each thread blocked on its request: on an object store that many requests are in flight, 2 on a
+    2-core machine (a window of 36 chunks at +20 ms latency: 0.9 s; with 16 threads 0.25 s). The pool is built at
+    zarrs's first use in the process, so this only helps when no local store was read before; a value the user set
+    is kept."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(decode_threads(), OBJECT_STORE_THREADS)))
 
 
 def zarrs_available() -> bool:
