@@ -166,8 +166,8 @@ def check_launch(cfg: TrainConfig, resume: Path | None, nproc: int,
                  store_options: Mapping[str, Any] | None = None) -> None:
     """Raises a `ConfigError` (one line) for a start of `nproc` processes that the ranks would refuse: the process
     count, a global batch not divisible by it (or a mixed one that cannot give each process both kinds of samples),
-    an in-process store, a bad store URL or option, a run directory in
-    use (new run) or a resume point of another world size. Reads only; writes nothing."""
+    an in-process store, a bad store URL or option, a run directory in use (new run) or a resume point of another
+    world size. Reads only; writes nothing."""
     from memloss.trainer.distributed.shards import Shards
 
     if nproc < 1:
