@@ -178,3 +178,26 @@ def test_kill_either_rank_then_resume_matches_uninterrupted(tmp_path: Path, data
     assert all(np.array_equal(za[name][:], zb[name][:]) for name in ("codes", "scale", "info"))
     losses = [[r["loss"] for r in _lines(run / "metrics.jsonl")] for run in (uninterrupted, tmp_path / "b")]
     assert losses[0] == losses[1]
+
+
+@pytest.mark.heavy
+def test_two_ranks_with_a_windowed_generated_part(tmp_path: Path, data_dir: Path) -> None:
+    """A generated part larger than the budget: read in windows by rank 0 and, read-only, by rank 1."""
+    path, logs, run = tmp_path / "gen32.npz", tmp_path / "logs", tmp_path / "run"
+    rng = np.random.default_rng(1)
+    np.savez(path, image=rng.integers(0, 256, (4096, 32, 32, 3), dtype=np.uint8), label=rng.integers(0, 10, 4096))
+    args = [*ARGS, "--resolution", "32", "--aux-data", str(path), "--epoch-samples", "320", "--memory-budget",
+            "7MiB", "--epochs", "2", "--out", str(run), "--data-dir", str(data_dir)]
+    assert _torchrun(logs, args) == 0
+    mix = batch_mix(N_BASE, 4096, BATCH, FRACTION, epoch_samples=320)
+    with open_store(str(run / "memory.zarr"), read_only=True, memory_budget=7 << 20) as store:
+        assert not store.resident
+        order = store.begin_epoch(2, mix=mix)
+    batches = [w["idx"] for w in _lines(logs / "writes.r0.jsonl") if w["epoch"] == 2]
+    assert [sorted(b) for b in batches] == [sorted(order[g * BATCH:(g + 1) * BATCH].tolist())
+                                            for g in range(mix.batches)]
+    reads = [r for r in _lines(logs / "reads.r1.jsonl") if r["epoch"] == 2]
+    assert len(reads) == mix.batches and all(r["read_only"] for r in reads)
+    assert sum(r["valid"] for r in reads) >= 6 * mix.batches  # its base rows hold epoch 1's memory
+    params = [_lines(logs / f"params.r{r}.jsonl") for r in (0, 1)]
+    assert len(params[0]) == 2 and params[0] == params[1]
