@@ -9,8 +9,11 @@ the first epoch being warm-up) and the wall time of the whole command (start-up 
 in rounds, interleaved in rotating order, and each figure is the median over rounds, so that load from other jobs
 hits them alike; on a shared machine the figures are still noisy.
 
+With `--aux-n N` every run also trains on N generated images (`--aux-data`, a random .npz made here; the
+published 0.7 generated share of every batch): the mixed batches cut by rank under torchrun.
+
 Usage: python bench/ddp.py [--device cpu|cuda] [--n 2048] [--resolution 16] [--batch-size 128] [--epochs 2]
-       [--rounds 3] [--procs 1,2]
+       [--rounds 3] [--procs 1,2] [--aux-n 0]
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 CONFIGS = ("plain", "torchrun-1", "torchrun-2")
 
 
@@ -33,6 +38,8 @@ def _command(config: str, args: argparse.Namespace, out: Path) -> list[str]:
              "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--k", "1", "--eval-n", "64",
              "--attack-steps", str(args.attack_steps), "--threads", "1", "--device", args.device, "--out", str(out),
              "--data-dir", str(args.data_dir)]
+    if args.aux_n:
+        train += ["--aux-data", str(args.data_dir / "generated.npz")]
     if config == "plain":
         return [sys.executable, "-m", "memloss.cli.app", *train]
     nproc = config.split("-")[1]
@@ -54,6 +61,14 @@ def _run(config: str, args: argparse.Namespace, root: Path, round_: int) -> tupl
     return records[-1]["samples_per_s"], wall, records[-1].get("rank_sync_s", 0.0)
 
 
+def _generated(path: Path, n: int, resolution: int) -> None:
+    """n random generated images (uint8 [n, H, W, 3]) with labels in 0..9, as --aux-data reads them."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, image=rng.integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8),
+             label=rng.integers(0, 10, n))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -64,10 +79,13 @@ def main() -> None:
     p.add_argument("--attack-steps", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--procs", default="1,2", help="process counts under torchrun")
+    p.add_argument("--aux-n", type=int, default=0, help="generated images mixed into every batch (0: none)")
     args = p.parse_args()
     configs = ["plain", *(f"torchrun-{k}" for k in args.procs.split(","))]
     with tempfile.TemporaryDirectory() as tmp:
         args.data_dir = Path(tmp) / "data"
+        if args.aux_n:
+            _generated(args.data_dir / "generated.npz", args.aux_n, args.resolution)
         _run("plain", args, Path(tmp), -1)  # converts the data once (not timed)
         figures: dict[str, list[tuple[float, float, float]]] = {c: [] for c in configs}
         for r in range(args.rounds):
@@ -75,7 +93,8 @@ def main() -> None:
                 figures[c].append(_run(c, args, Path(tmp), r))
     print(f"training through torchrun on {args.device}: synthetic n={args.n} {args.resolution}×{args.resolution}, "
           f"batch {args.batch_size} (global), {args.epochs} epochs, K=1, {args.attack_steps} attack steps, "
-          f"1 thread per process; medians of {args.rounds} rounds")
+          f"1 thread per process; medians of {args.rounds} rounds"
+          + (f"; + {args.aux_n} generated images (0.7 of every batch)" if args.aux_n else ""))
     print(f"{'configuration':<14}{'samples/s':>12}{'wall s':>10}{'vs plain':>10}{'rank sync s':>13}")
     base = statistics.median(f[0] for f in figures["plain"])
     for c in configs:

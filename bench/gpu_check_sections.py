@@ -205,7 +205,8 @@ def torchrun(ctx: Context) -> dict[str, Any]:
 
     n, res, rounds = (256, 8, 1) if ctx.smoke else (4096, 32, 2)
     args = argparse.Namespace(device=ctx.device, n=n, resolution=res, batch_size=32 if ctx.smoke else 256,
-                              epochs=2, attack_steps=1 if ctx.smoke else 2, data_dir=ctx.work / "ddp-data")
+                              epochs=2, attack_steps=1 if ctx.smoke else 2, data_dir=ctx.work / "ddp-data",
+                              aux_n=0)
     root = ctx.work / "ddp"
     root.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[float]] = {"plain": [], "torchrun-1": []}

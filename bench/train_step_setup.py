@@ -19,7 +19,8 @@ from memloss.trainer.config.schema import DataConfig, MethodConfig, OptimConfig,
 from memloss.trainer.data.registry import dataset_info
 from memloss.trainer.training.augment import sample_views
 from memloss.trainer.training.forgetting import MONITOR_STRIDE, ForgettingMonitor
-from memloss.trainer.training.session import Session, _model, _optimizer, _step_setup, attach_memory
+from memloss.trainer.training.session import Session, _model, _optimizer, _step_setup
+from memloss.trainer.training.store_setup import attach_memory
 
 K_COST_PER_SLOT = 0.09  # all K slots: step ≤ (1 + 0.09·K) × TRADES (the first benchmark's target)
 SAMPLED_TARGET = 1.5  # m of K slots: step ≤ 1.5 × TRADES (issue: K = 64 with m = 4)

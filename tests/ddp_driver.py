@@ -2,7 +2,8 @@
 check: `torchrun --nproc-per-node N tests/ddp_driver.py LOGDIR -- ARGS...`.
 
 Per rank r it appends JSON lines to LOGDIR: `writes.r<r>.jsonl` (every `MemStore.write`: epoch and sample indices),
-`reads.r<r>.jsonl` (every `MemStore.read`: rows, valid rows of memory age 0, whether the store is read-only),
+`reads.r<r>.jsonl` (every `MemStore.read`: rows, valid rows of memory age 0, whether the store is read-only, the
+indices and those of them holding age-0 memory),
 `chunks.r<r>.jsonl` (every whole-chunk write of the Zarr store: slot and first row), `loads.r<r>.jsonl` (every
 load of resident ring slots from storage: the slots), `params.r<r>.jsonl` (after
 each epoch: the sha256 of the model's parameters and buffers). With $DDP_KILL = "RANK:STEP", rank RANK kills itself
@@ -38,7 +39,8 @@ def patch() -> None:
     def read_logged(self, idx):  # noqa: ANN001, ANN202
         batch = read(self, idx)
         log("reads", {"epoch": self.current_epoch, "rows": len(idx), "valid": int(batch.valid[0].sum()),
-                      "read_only": self.read_only})
+                      "read_only": self.read_only, "idx": [int(i) for i in idx],
+                      "valid_idx": [int(i) for i in idx[batch.valid[0].numpy()]]})
         return batch
 
     def write_logged(self, idx, *rest):  # noqa: ANN001, ANN002, ANN202

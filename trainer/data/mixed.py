@@ -141,25 +141,27 @@ def unstored_order(parts: tuple[int, ...], seed: int, mix: BatchMix) -> Callable
 
 class MixedLoader:
     """Batches (x uint8 [B,C,H,W], y int64 [B], idx int64 [B]) of a two-part epoch on `device`: base rows first,
-    then generated ones, idx global. `order(epoch)` gives the epoch's global order int64 [batches·B]."""
+    then generated ones, idx global. `order(epoch)` gives the epoch's global order int64 [batches·B]. Under torchrun
+    `rows` = (base, generated) rows of this rank's batch and `order` its part of the epoch (MixedShards.local)."""
 
     def __init__(self, data: TrainingSet, order: Callable[[int], np.ndarray], device: torch.device,
-                 num_workers: int | None) -> None:
+                 num_workers: int | None, rows: tuple[int, int] | None = None) -> None:
         assert data.aux is not None and data.mix is not None
         mix, first_aux = data.mix, data.base.n
+        m, a = rows if rows is not None else (mix.base_per_batch, mix.aux_per_batch)
         self._shift = first_aux
 
         def part(epoch: int, lo: int, hi: int, shift: int) -> np.ndarray:
-            return order(epoch).reshape(mix.batches, mix.batch_size)[:, lo:hi].ravel() - shift
+            return order(epoch).reshape(mix.batches, m + a)[:, lo:hi].ravel() - shift
 
-        m = mix.base_per_batch
         self._loaders: list[BatchLoader] = [
             make_loader(data.base, batch_size=m, device=device, num_workers=num_workers,
                         order=lambda e: part(e, 0, m, 0), length=mix.batches * m),
-            make_loader(data.aux, batch_size=mix.aux_per_batch, device=device, num_workers=num_workers,
-                        order=lambda e: part(e, m, mix.batch_size, first_aux), length=mix.aux_rows),
+            make_loader(data.aux, batch_size=a, device=device, num_workers=num_workers,
+                        order=lambda e: part(e, m, m + a, first_aux), length=mix.batches * a),
         ]
-        self.batches, self.batch_size = mix.batches, mix.batch_size  # batch_size: rows of a joined batch
+        self.batches, self.batch_size = mix.batches, m + a  # batch_size: rows of a joined batch
+        self.base_rows = m  # the first rows of every batch are base samples
 
     def __len__(self) -> int:
         return self.batches

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -35,15 +36,39 @@ def sum_metrics(sums: dict[str, torch.Tensor], samples: int) -> tuple[dict[str, 
     return dict(zip(union, values)), int(total.item())
 
 
-def merge_monitor(event_sums: torch.Tensor, bits: torch.Tensor) -> None:
+def sum_counts(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Host-side integer counts (name → int64 array) summed over ranks, name by name (one collective). A name some
+    rank lacks counts as zeros there."""
+    if not current().active:
+        return counts
+    every = share_all(counts)
+    out: dict[str, np.ndarray] = {}
+    for part in every:
+        for name, value in part.items():
+            out[name] = out[name] + value if name in out else np.asarray(value).copy()
+    return out
+
+
+def merge_monitor(event_sums: torch.Tensor, bits: torch.Tensor, stamps: torch.Tensor) -> None:
     """The forgetting monitor's epoch, combined in place: event counts [4,K] add up; each sample's bit (int8 [rows],
-    −1 = not judged here) comes from the one rank that trained it (the max over ranks)."""
+    −1 = not judged here) comes from the rank that judged its last visit of the epoch (`stamps` int32 [rows]: the
+    step of the epoch that set the bit, 0 = none; no two ranks visit a sample in the same step)."""
     if not current().active:
         return
     dist.all_reduce(event_sums)
-    wide = bits.to(torch.int32)
-    dist.all_reduce(wide, op=dist.ReduceOp.MAX)
-    bits.copy_(wide)
+    key = latest_key(bits, stamps)
+    dist.all_reduce(key, op=dist.ReduceOp.MAX)
+    bits.copy_(key_bit(key))
+
+
+def latest_key(bits: torch.Tensor, stamps: torch.Tensor) -> torch.Tensor:
+    """int64 [rows] that orders a rank's bits by the step that set them: stamp · 4 + bit + 1 (bit in {−1, 0, 1})."""
+    return stamps.to(torch.int64) * 4 + bits.to(torch.int64) + 1
+
+
+def key_bit(key: torch.Tensor) -> torch.Tensor:
+    """The bit (int8, −1 = not judged) of a `latest_key`."""
+    return (key % 4 - 1).to(torch.int8)
 
 
 def average_buffers(model: nn.Module) -> None:

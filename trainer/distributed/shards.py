@@ -84,3 +84,70 @@ class Shards:
         """Dataset indices of global batch `step` (the ranks' parts one after the other). order: int64 [n]."""
         start = step * self.batch
         return order[start: start + sum(self.batch_parts(step))]
+
+
+@dataclass(frozen=True)
+class MixedShards:
+    """The split of a two-part epoch (trainer/data/mixed.py) over `world` ranks. The epoch's order is the one a single
+    process trains: `batches` global batches of `base` base rows then `aux` generated rows. Rank r takes the r-th
+    part of each batch's base rows and the r-th part of its generated rows (`part_sizes`, as even as possible), so
+    every rank trains the same mix as the global batch. Global batch g of the ranks (their parts one after the
+    other, the order the writer gathers them in) is a permutation of the single process's batch g: the same samples."""
+
+    base: int
+    aux: int
+    batches: int
+    world: int
+    rank: int
+
+    def __post_init__(self) -> None:
+        if min(self.base, self.aux) < self.world:
+            raise ConfigError(f"a batch of {self.base} base + {self.aux} generated samples cannot give each of the "
+                              f"{self.world} processes both; raise --batch-size or use fewer processes")
+
+    @property
+    def batch(self) -> int:
+        return self.base + self.aux
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch (global batches): every batch of a two-part epoch is full."""
+        return self.batches
+
+    def _columns(self, rank: int) -> np.ndarray:
+        """Positions int64 in a global batch of the single-process order that rank `rank` trains: its base part,
+        then its generated part."""
+        b0, b1 = shard_range(self.base, rank, self.world)
+        a0, a1 = shard_range(self.aux, rank, self.world)
+        return np.concatenate([np.arange(b0, b1), self.base + np.arange(a0, a1)]).astype(np.int64)
+
+    @property
+    def base_rows(self) -> int:
+        """Base rows of this rank's local batch (its first rows)."""
+        return part_sizes(self.base, self.world)[self.rank]
+
+    @property
+    def aux_rows(self) -> int:
+        return part_sizes(self.aux, self.world)[self.rank]
+
+    @property
+    def local_batch(self) -> int:
+        """Rows of the largest local batch (rank 0's)."""
+        return part_sizes(self.base, self.world)[0] + part_sizes(self.aux, self.world)[0]
+
+    def batch_parts(self, step: int) -> list[int]:
+        """Samples of each rank in global batch `step` (the same in every batch)."""
+        return [b + a for b, a in zip(part_sizes(self.base, self.world), part_sizes(self.aux, self.world))]
+
+    @property
+    def local_size(self) -> int:
+        return self.batches * (self.base_rows + self.aux_rows)
+
+    def local(self, order: np.ndarray) -> np.ndarray:
+        """This rank's samples of an epoch, batch after batch. order: int64 [batches · batch], the global order."""
+        return np.ascontiguousarray(order.reshape(self.batches, self.batch)[:, self._columns(self.rank)].ravel())
+
+    def global_batch(self, order: np.ndarray, step: int) -> np.ndarray:
+        """Dataset indices of global batch `step` as the ranks train it (their parts one after the other)."""
+        columns = np.concatenate([self._columns(r) for r in range(self.world)])
+        return order[step * self.batch + columns]

@@ -12,7 +12,7 @@ import torch
 from memloss.errors import MemlossError
 from memloss.trainer.common.precision import fp32_exact
 from memloss.trainer.distributed.context import current, rank_seed
-from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_metrics
+from memloss.trainer.distributed.reduce import all_sum, average_buffers, merge_monitor, sum_counts, sum_metrics
 from memloss.trainer.distributed.shards import shard_range
 from memloss.trainer.methods.pgd import pgd_robust
 from memloss.trainer.models.files import save_model
@@ -107,7 +107,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
     if s.step.te is not None:
         s.step.te.begin_epoch(epoch)
     sums, wait, nonfinite = MetricSums(), [0.0], torch.zeros((), dtype=torch.bool, device=s.device)
-    shares = MemoryShares(s.data.mix.base_per_batch if s.data.mix is not None else None)
+    shares = MemoryShares(s.loader.base_rows if s.data.mix is not None else None)  # this rank's batch split
     reporter.start_epoch(epoch)
     t0, position = time.perf_counter(), 0
     _prefetch(s, epoch, 0)
@@ -134,6 +134,7 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
         wait[0] += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
     sums.reduce(sum_metrics)  # over ranks (torchrun): one collective per epoch
+    shares.reduce(sum_counts)
     if s.monitor is not None:
         merge_monitor(*s.monitor.shared_tensors())
     monitored = s.monitor.read() if s.monitor is not None else {}

@@ -35,7 +35,8 @@ from memloss.trainer.training.runs import (
     cleanup_notes, default_run_dir, load_state, read_metrics, start_run_dir, write_config_record,
 )
 from memloss.trainer.training.resume_state import rank_part, restore
-from memloss.trainer.training.session import Session, open_session, reopen_store
+from memloss.trainer.training.session import Session, open_session
+from memloss.trainer.training.store_setup import reopen_store
 
 __all__ = ["FitResult", "fit", "resume_config"]
 

@@ -62,6 +62,10 @@ class ForgettingMonitor:
         self.epoch = 0
         self._sums = torch.zeros(4, k, device=device)  # forgetting, learning, wrong, count per age
         self._step = 0
+        # The step of the epoch (1, 2, …) that set each of the epoch's bits: under torchrun a sample visited twice
+        # in an epoch may be judged by two ranks, and the bit kept is the last visit's, as in one process.
+        self._stamps = torch.zeros(self.rows, dtype=torch.int32, device=device)
+        self._calls = 0
 
     def begin_epoch(self, epoch: int) -> None:
         """New bits for `epoch`; bits older than the store's memory are dropped; the sums restart."""
@@ -69,7 +73,8 @@ class ForgettingMonitor:
         self.made_correct = {e: b for e, b in self.made_correct.items() if epoch - self.k <= e < epoch}
         self.made_correct[epoch] = torch.full((self.rows,), -1, dtype=torch.int8, device=self.device)
         self._sums.zero_()
-        self._step = 0
+        self._stamps.zero_()
+        self._step = self._calls = 0
 
     def monitored(self, idx: np.ndarray) -> np.ndarray:
         """Batch positions (int64, host) of the monitored samples among dataset indices `idx` [B]."""
@@ -92,6 +97,7 @@ class ForgettingMonitor:
         stored: its δ as the store keeps it (codes uint8 [B,C,H,W], scale [B], from `DeferredWriter.push`), so the
         judged example is exactly the memory example the store will give back; idx: dataset indices (host);
         memory: the store's MemoryBatch of the batch (None: nothing to judge yet)."""
+        self._calls += 1  # every rank observes every step: the epoch's step
         rows = self.monitored(idx)
         if rows.size == 0:
             return
@@ -115,6 +121,7 @@ class ForgettingMonitor:
         correct = logits.argmax(dim=1) == y.index_select(0, dev_rows).repeat(inputs.shape[0] // len(rows))
         model.train(was_training)
         self.made_correct[self.epoch][pos] = correct[-len(rows):].to(torch.int8)
+        self._stamps[pos] = self._calls
         if old is not None:
             self._count(old.slots, old.valid, correct[:-len(rows)].view(len(old.slots), -1), pos)
         self._step += 1
@@ -147,10 +154,11 @@ class ForgettingMonitor:
             out["monitor_rows_by_age"] = [int(c) for c in count]
         return out
 
-    def shared_tensors(self) -> tuple[Tensor, Tensor]:
-        """(event sums float [4,K], this epoch's bits int8 [rows], −1 = not judged), in place: what the ranks of a
-        torchrun run combine at the end of an epoch (sums add up; a bit comes from the rank that judged it)."""
-        return self._sums, self.made_correct[self.epoch]
+    def shared_tensors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(event sums float [4,K], this epoch's bits int8 [rows], −1 = not judged, the step that set each bit int32
+        [rows], 0 = none), in place: what the ranks of a torchrun run combine at the end of an epoch (sums add up; a
+        bit comes from the rank whose visit was the last)."""
+        return self._sums, self.made_correct[self.epoch], self._stamps
 
     def state_dict(self) -> dict[str, Any]:
         return {"made_correct": {str(e): b.cpu() for e, b in self.made_correct.items()}}

@@ -66,6 +66,13 @@ class MemoryShares:
         self._held[key] = self._held[key] + held if key in self._held else held
         self._rows[key] = self._rows.get(key, 0) + v.shape[1]
 
+    def reduce(self, combine: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> None:
+        """Replaces the counts by `combine(counts)` (e.g. their sums over ranks; held per age and rows per key)."""
+        counts = {**self._held, **{f"{key}/rows": np.array([rows]) for key, rows in self._rows.items()}}
+        counts = combine(counts)
+        self._held = {key: value for key, value in counts.items() if not key.endswith("/rows")}
+        self._rows = {key[: -len("/rows")]: int(value[0]) for key, value in counts.items() if key.endswith("/rows")}
+
     def read(self) -> dict[str, list[float]]:
         """{key: [share for age 1, …, age K]} (empty without a store)."""
         return {key: [round(float(h) / max(self._rows[key], 1), 6) for h in held] for key, held in self._held.items()}

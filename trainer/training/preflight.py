@@ -151,18 +151,30 @@ def _regular(path: Path, option: str, missing: str) -> os.stat_result:
     return info
 
 
+def _check_mix_split(cfg: TrainConfig, nproc: int) -> None:
+    """Refuses a mixed batch (--aux-data) that cannot give every process base and generated samples."""
+    from memloss.memstore.layout.mixing import PUBLISHED_AUX_FRACTION
+    from memloss.trainer.distributed.shards import MixedShards
+
+    d = cfg.data
+    aux = int((PUBLISHED_AUX_FRACTION if d.aux_fraction is None else d.aux_fraction) * d.batch_size)
+    if 1 <= aux < d.batch_size:  # other fractions are refused by the mix itself
+        MixedShards(d.batch_size - aux, aux, 1, nproc, 0)
+
+
 def check_launch(cfg: TrainConfig, resume: Path | None, nproc: int,
                  store_options: Mapping[str, Any] | None = None) -> None:
     """Raises a `ConfigError` (one line) for a start of `nproc` processes that the ranks would refuse: the process
-    count, a global batch not divisible by it, an in-process store, a bad store URL or option, a run directory in
-    use (new run) or a resume point of another world size. Reads only; writes nothing."""
+    count, a global batch not divisible by it (or a mixed one that cannot give each process both kinds of samples),
+    an in-process store, a bad store URL or option, a run directory in use (new run) or a resume point of another
+    world size. Reads only; writes nothing."""
     from memloss.trainer.distributed.shards import Shards
 
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be ≥ 1, got {nproc}")
     Shards(0, cfg.data.batch_size, nproc, 0)  # the global batch splits evenly
     if cfg.data.aux_data:
-        raise ConfigError("--aux-data does not run under torchrun (--nproc-per-node) yet; train on one process")
+        _check_mix_split(cfg, nproc)
     if nproc > 1 and cfg.run.store and cfg.run.store.startswith("memory://"):
         raise ConfigError(f"--store {cfg.run.store} lives inside one process; with several processes use a path "
                           "(one node), a shared filesystem path or an s3:// URL (several nodes)")

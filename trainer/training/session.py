@@ -17,10 +17,7 @@ from torch import nn
 
 from memloss.errors import ConfigError
 from memloss.memstore.ahead import ReadAhead
-from memloss.memstore.location.options import store_location
-from memloss.memstore.spec import StoreSpec, ThreatModel
-from memloss.memstore.store import open_or_create, open_store
-from memloss.trainer.common.devices import bind_device, pin_host_buffers, resolve_device
+from memloss.trainer.common.devices import bind_device, resolve_device
 from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.loader import loader_note, make_loader, random_order
@@ -30,9 +27,7 @@ from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_inf
 from memloss.trainer.data.sources import load_tensors
 from memloss.trainer.distributed.context import current, main_first, rank_device, rank_seed
 from memloss.trainer.distributed.model import check_regularizer, training_model
-from memloss.trainer.distributed.shards import Shards
-from memloss.trainer.distributed.store import check_store_url, open_for_rank
-from memloss.trainer.distributed.writes import GatheringWriter
+from memloss.trainer.distributed.shards import MixedShards, Shards
 from memloss.trainer.methods.losses import LossParams
 from memloss.trainer.methods.registry import get_method
 from memloss.trainer.methods.threat import PGDConfig
@@ -44,6 +39,7 @@ from memloss.trainer.training.forgetting import ForgettingMonitor
 from memloss.trainer.training.memory import DeferredWriter
 from memloss.trainer.training.regstate import MeowState, TEState
 from memloss.trainer.training.slots import SlotSampler
+from memloss.trainer.training.store_setup import attach_memory, open_run_store
 from memloss.trainer.training.step import StepSetup
 
 
@@ -81,7 +77,7 @@ class Session:
     # One worker thread that writes an epoch's files once the store's commit of it landed (training goes on).
     committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "memloss-commit"))
     landing: Future[None] | None = None
-    shards: Shards | None = None  # this rank's part of each global batch (torchrun); None: one process
+    shards: Shards | MixedShards | None = None  # this rank's part of each global batch (torchrun); None: one process
     rank_states: dict[str, Any] = field(default_factory=dict)  # the resume point's per-rank fields (torchrun)
     store_options: Mapping[str, Any] | None = None  # storage options of the store URL (reopened under torchrun)
     unstored: Callable[[int], np.ndarray] | None = None  # the mixed order of a run without a store
@@ -172,40 +168,19 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tupl
     return opt, sched
 
 
-def _store(cfg: TrainConfig, data: TrainingSet, run_dir: Path, fresh: bool, notes: list[str],
-           options: Mapping[str, Any] | None = None) -> Any | None:
-    """The run's store, locked for this run. A new run (`fresh`) rebuilds a store inside its run directory (left by
-    a start that never completed an epoch) and replaces another one that never committed an epoch."""
-    if not cfg.uses_store:
-        return None
-    spec = StoreSpec(data.fingerprint(), ThreatModel(cfg.threat.norm, cfg.threat.eps), max(cfg.method.k, 1))
-    url = cfg.run.store or str(run_dir / "memory.zarr")
-    own = "://" not in url and Path(url).is_relative_to(run_dir)
-    check_store_url(url)
-    location = store_location(url, options)
-    # Under torchrun rank 0 is the one writer; the other ranks read the committed epochs (distributed/store.py).
-    slots = window_slots(cfg)
-    return open_for_rank(
-        lambda: open_or_create(location, spec, memory_budget=cfg.run.memory_budget, seed=cfg.run.seed,
-                               owner=str(run_dir), replace_uncommitted=fresh, recreate=fresh and own, notes=notes,
-                               window_slots=slots),
-        lambda: open_store(location, spec, read_only=True, memory_budget=cfg.run.memory_budget, window_slots=slots))
-
-
-def window_slots(cfg: TrainConfig) -> int | None:
-    """The memory ages a store window decodes: m with per-window slot draws (the windows grow as K/m), else all."""
-    m = cfg.method
-    return m.memory_slots_per_step if m.memory_slot_draw == "window" and m.memory_slots_per_step else None
-
-
-def _uniform_part(shards: Shards, uniform: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
+def _uniform_part(shards: Shards | MixedShards, uniform: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
     """This rank's part of the seeded uniform order (no store): the loader's order under torchrun."""
     return lambda epoch: shards.local(uniform(epoch))
 
 
-def _shards(cfg: TrainConfig, n: int) -> Shards | None:
-    ctx = current()
-    return Shards(n, cfg.data.batch_size, ctx.world, ctx.rank) if ctx.active else None
+def _shards(cfg: TrainConfig, data: TrainingSet) -> Shards | MixedShards | None:
+    """This rank's part of every global batch (torchrun): of the base set's batches, or of the mixed ones."""
+    ctx, mix = current(), data.mix
+    if not ctx.active:
+        return None
+    if mix is not None:
+        return MixedShards(mix.base_per_batch, mix.aux_per_batch, mix.batches, ctx.world, ctx.rank)
+    return Shards(data.n, cfg.data.batch_size, ctx.world, ctx.rank)
 
 
 def _dataset(cfg: TrainConfig) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, torch.Tensor]:
@@ -237,9 +212,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     model = _model(cfg, info, device)
     if current().rank > 0:
         torch.manual_seed(rank_seed(cfg.run.seed))  # the model is DDP's (rank 0's); the CPU stream is per rank
-    shards = _shards(cfg, data.n)
-    if shards is not None and data.mix is not None:
-        raise ConfigError("--aux-data does not run under torchrun (--nproc-per-node) yet; train on one process")
+    shards = _shards(cfg, data)
     steps = shards.steps if shards is not None else data.steps_per_epoch(d.batch_size)
     optimizer, scheduler = _optimizer(cfg, model, steps)
     generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.run.seed))
@@ -253,7 +226,7 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
         session.notes.append(data.mix.describe(data.parts))  # what an epoch is, in one line at the start
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
     session.store_options = store_options
-    session.store = _store(cfg, data, run_dir, fresh, session.notes, store_options)
+    session.store = open_run_store(cfg, data, run_dir, fresh, session.notes, store_options)
     try:
         session.loader = _loader(session)
         session.notes.append(loader_note())  # FFCV or the numpy reader, and how to get FFCV
@@ -272,6 +245,10 @@ def _loader(s: Session) -> Any:
     if data.mix is not None:
         if s.store is None:
             s.unstored = unstored_order(data.parts, s.cfg.run.seed, data.mix)
+        if isinstance(shards, MixedShards):  # this rank's part of every mixed batch
+            if s.unstored is not None:
+                s.unstored = _uniform_part(shards, s.unstored)
+            return MixedLoader(data, s.order_for, s.device, d.num_workers, (shards.base_rows, shards.aux_rows))
         return MixedLoader(data, s.order_for, s.device, d.num_workers)
     order = s.order_for if s.store is not None else None
     if shards is not None and order is None:
@@ -279,42 +256,3 @@ def _loader(s: Session) -> Any:
     return make_loader(data.base, batch_size=d.batch_size // (shards.world if shards else 1), device=s.device,
                        order=order, seed=s.cfg.run.seed, num_workers=d.num_workers,
                        samples=shards.local_size if shards is not None else None)
-
-
-def attach_memory(s: Session) -> None:
-    """The parts that follow the store: its read-ahead worker, the deferred writer, the slot sampler and the
-    forgetting monitor."""
-    m = s.cfg.method
-    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))  # type: ignore[arg-type]
-    s.writer = DeferredWriter(s.ahead, s.device)
-    if s.shards is not None:  # every rank's rows go to rank 0, the one writer (distributed/writes.py)
-        everyone = bool(getattr(s.store, "resident", False))  # the same on every rank: same budget and layout
-        inner = s.writer if current().main else (DeferredWriter(_Mirror(s.ahead), s.device) if everyone else None)
-        s.writer = GatheringWriter(inner, s.shards, everyone)  # type: ignore[assignment]
-    s.slots = SlotSampler(m.k, m.memory_slots_per_step, m.memory_slot_draw, s.cfg.run.seed)
-    s.monitor = ForgettingMonitor(s.store.n, s.store.k, s.device)  # type: ignore[union-attr]
-
-
-class _Mirror:
-    """The write target of a rank ≠ 0 whose store mirrors rank 0's RAM: `write` keeps the rows in its RAM."""
-
-    def __init__(self, ahead: ReadAhead) -> None:
-        self.write = ahead.mirror
-
-
-def reopen_store(s: Session) -> None:
-    """A read-only rank's store after rank 0's commit landed (torchrun): a store that mirrors takes the epoch's rows
-    it kept in RAM as committed; any other is opened again, and then holds the epochs rank 0 committed since."""
-    if s.store is None or not s.store.read_only:
-        return
-    if s.store.mirrors and s.ahead is not None:
-        s.ahead.drain()  # the epoch's last mirrored rows
-        s.store.mirror_commit()
-        return
-    if s.ahead is not None:
-        s.ahead.close()
-    s.store.close()
-    location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
-    s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget,
-                         window_slots=window_slots(s.cfg))
-    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))
