@@ -19,7 +19,9 @@ from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
 from memloss.memstore.inspection.summary import summarize
 from memloss.memstore.layout.mixing import BatchMix, base_stream, plan_mixed
-from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, BlockLayout, layout_members, storage_rows
+from memloss.memstore.layout.order import (
+    DECODE_GROUP_BLOCKS, BlockLayout, layout_members, storage_rows, with_read_ahead,
+)
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store, create_store, open_store
 
@@ -42,7 +44,8 @@ def base_resident_budget(s: StoreSpec, b: int = B, blocks: int = 1) -> int:
     """A budget that keeps the base part resident and windows the generated part `blocks` blocks at a time."""
     rb = row_bytes(s)
     base_rows = storage_rows(s.fingerprint.parts, b) - s.fingerprint.parts[1]
-    return (s.k + 1) * base_rows * rb + blocks * (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
+    need = (s.k + 1) * base_rows * rb + blocks * (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
+    return with_read_ahead(need, s.k, rb, storage_rows(s.fingerprint.parts, b))  # plus the read-ahead's share
 
 
 @pytest.fixture(params=["zarr-resident", "zarr-windowed", "zarr-memory-url", "ram"])

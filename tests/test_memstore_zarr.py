@@ -19,7 +19,7 @@ from zarr.storage import LocalStore
 
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import plan_epoch, resident_window_blocks
+from memloss.memstore.layout.order import plan_epoch, resident_window_blocks, with_read_ahead
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_or_create, open_store
 
@@ -419,6 +419,7 @@ def test_windowed_store_reads_the_same_memory(tmp_path: Path) -> None:
     spec = make_spec(n=45, k=2)
     ref: dict[int, dict[str, np.ndarray]] = {}
     budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    budget = with_read_ahead(budget, 2, row_bytes(spec), 45)  # + the batches gathered ahead
     with create_store(counting, spec, block_size=8, memory_budget=budget) as store:
         assert not store.resident and store.window_blocks < store.layout.num_blocks
         for epoch in range(4):
@@ -446,6 +447,7 @@ def test_resident_budget_boundary_and_memory(tmp_path: Path) -> None:
     spec = make_spec(n=2500, k=2, shape=(3, 32, 32))
     row, block = row_bytes(spec), 32
     need = 3 * 2500 * row + 2 * (4 * 2 + 8) * block * row  # S slots + decode and encode temporaries
+    need = with_read_ahead(need, 2, row, 2500)  # + the batches gathered ahead (memstore/ahead.py)
     with create_store(tmp_path / "a.zarr", spec, block_size=block, memory_budget=need - 1) as store:
         assert not store.resident
     with create_store(tmp_path / "s.zarr", spec, block_size=block, memory_budget=need) as store:
@@ -485,6 +487,7 @@ def test_next_epochs_first_window_is_loaded_during_the_last_window(tmp_path: Pat
     spec = make_spec(n=45, k=2)
     ref: dict[int, dict[str, np.ndarray]] = {}
     budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    budget = with_read_ahead(budget, 2, row_bytes(spec), 45)  # + the batches gathered ahead
     with create_store(tmp_path / "s.zarr", spec, block_size=8, memory_budget=budget) as store:
         assert not store.resident and len(plan_epoch(store.layout, store.window_blocks, 0, 0).windows) >= 3
         for epoch in range(3):

@@ -158,6 +158,29 @@ def plan_epoch(layout: BlockLayout, window_blocks: int, seed: int, epoch: int) -
 
 DECODE_GROUP_BLOCKS = 4  # decode temporaries budgeted per read slot while loading a window (chunks in flight)
 WRITE_BATCH_BLOCKS = 8  # chunks the writer encodes concurrently (zarr compresses each on its own thread)
+READ_AHEAD_ROWS = 1024  # sample rows of batches gathered ahead of the loop (memstore/ahead.py): 8 batches of 128
+READ_AHEAD_SHARE = 8  # ... but at most 1/8 of the memory budget (a batch of K = 64 ages is 25 MB at 32x32)
+
+
+def read_ahead_rows(budget_bytes: int, k: int, row_bytes: int, n: int) -> int:
+    """Sample rows of batches the read-ahead (memstore/ahead.py) may hold gathered beyond the loop's own batch:
+    READ_AHEAD_ROWS, at most the dataset's n and 1/READ_AHEAD_SHARE of the budget. Each row holds all K ages (a
+    batch has every age; those a window did not draw are masked)."""
+    return int(min(READ_AHEAD_ROWS, int(n), int(budget_bytes) // (READ_AHEAD_SHARE * int(k) * int(row_bytes))))
+
+
+def read_ahead_bytes(budget_bytes: int, k: int, row_bytes: int, n: int) -> int:
+    """RAM the budget counts for the read-ahead: `read_ahead_rows` rows of K ages."""
+    return read_ahead_rows(budget_bytes, k, row_bytes, n) * int(k) * int(row_bytes)
+
+
+def with_read_ahead(need_bytes: int, k: int, row_bytes: int, n: int) -> int:
+    """The smallest budget that leaves `need_bytes` after the read-ahead's share (`read_ahead_bytes`). Iterated
+    from below: the share grows with the budget, by at most 1/READ_AHEAD_SHARE of it, so this converges."""
+    budget = int(need_bytes)
+    while (grown := int(need_bytes) + read_ahead_bytes(budget, k, row_bytes, n)) != budget:
+        budget = grown
+    return budget
 
 
 def resident_window_blocks(num_blocks: int) -> int:
@@ -176,11 +199,11 @@ def fits_resident(budget_bytes: int, k: int, n: int, block_size: int, row_bytes:
     """True when every ring slot of the whole dataset fits `budget_bytes` (the Zarr store's resident fast path).
 
     Resident: S = K+1 slots of n rows (K read slots and the write slot; chunk writes take views of it), plus the
-    decode temporaries of the first epoch's load from disk (as in `window_blocks_for_budget`) and the encode
-    temporaries of WRITE_BATCH_BLOCKS chunks written at once.
+    decode temporaries of the first epoch's load from disk (as in `window_blocks_for_budget`), the encode
+    temporaries of WRITE_BATCH_BLOCKS chunks written at once and the batches gathered ahead (`read_ahead_bytes`).
     """
     transient = 2 * (DECODE_GROUP_BLOCKS * k + WRITE_BATCH_BLOCKS) * block_size * row_bytes
-    return (k + 1) * n * row_bytes + transient <= int(budget_bytes)
+    return (k + 1) * n * row_bytes + transient + read_ahead_bytes(budget_bytes, k, row_bytes, n) <= int(budget_bytes)
 
 
 def window_blocks_for_budget(budget_bytes: int, k: int, block_size: int, row_bytes: int, num_blocks: int) -> int:
@@ -211,7 +234,8 @@ def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: i
 
     Everything fits: all resident (one window). Otherwise one part is windowed whole; with two parts the base part
     (visited several times an epoch, in any order) stays resident and the generated part is windowed in what the
-    budget leaves. Raises StoreError when the base part alone does not fit or not even one block fits.
+    budget leaves. The batches gathered ahead (`read_ahead_bytes`) come off the budget first. Raises StoreError
+    when the base part alone does not fit or not even one block fits.
     """
     ranges = part_row_ranges(parts, block_size)
     rows = ranges[-1][1]
@@ -220,14 +244,16 @@ def memory_plan(budget_bytes: int, k: int, parts: tuple[int, ...], block_size: i
     if fits_resident(budget_bytes, k, rows, block_size, row_bytes):
         return resident_window_blocks(num_blocks - first_windowed), num_blocks
     r = k if window_slots is None else max(1, min(int(window_slots), k))  # slots a window decodes
+    windowed_bytes = int(budget_bytes) - read_ahead_bytes(budget_bytes, k, row_bytes, rows)
     if first_windowed == 0:
-        return window_blocks_for_budget(budget_bytes, r, block_size, row_bytes, num_blocks), 0
+        return window_blocks_for_budget(windowed_bytes, r, block_size, row_bytes, num_blocks), 0
     base_bytes = (k + 1) * ranges[-1][0] * row_bytes
-    left = int(budget_bytes) - base_bytes
+    left = windowed_bytes - base_bytes
     one_block = (2 * r + 2 + 2 * DECODE_GROUP_BLOCKS * r) * block_size * row_bytes
     if left < one_block:
+        need = with_read_ahead(base_bytes + one_block, k, row_bytes, rows)
         raise StoreError(
             f"memory budget {budget_bytes} B is too small at K={k}: the base set's {parts[0]} samples stay in RAM "
             f"({base_bytes} B for K+1 slots) and the generated part needs at least {one_block} B more; raise "
-            f"memory_budget to at least {base_bytes + one_block} B ({(base_bytes + one_block) / 2**30:.2f} GiB)")
+            f"memory_budget to at least {need} B ({need / 2**30:.2f} GiB)")
     return window_blocks_for_budget(left, r, block_size, row_bytes, num_blocks - first_windowed), first_windowed

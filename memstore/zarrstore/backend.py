@@ -12,7 +12,6 @@ in windows. Format details: docs/store-format.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -25,13 +24,13 @@ from memloss.memstore.zarrstore.prefetch import BackgroundReader, BackgroundWrit
 from memloss.memstore.zarrstore.resident import ResidentPart
 from memloss.memstore.zarrstore.tracker import WriteTracker
 from memloss.memstore.zarrstore.wbuffers import WindowBuffers
-from memloss.memstore.zarrstore.windows import WindowReader
+from memloss.memstore.zarrstore.windows import WindowReader, window_leads
 from memloss.memstore.zarrstore.chunks import WriteJob, write_chunks
 from memloss.memstore.zarrstore.meta import (
     ZarrHandle, read_failure, reload_ring_state, save_ring_state, verify_read_slots,
 )
 from memloss.memstore.base import MemStore
-from memloss.memstore.entries import ENTRY_FIELDS, Entries
+from memloss.memstore.entries import Entries, assign_rows, subset_rows
 from memloss.memstore.errors import StoreError
 from memloss.memstore.layout.mixing import epoch_plan
 from memloss.memstore.layout.order import WRITE_BATCH_BLOCKS, EpochPlan
@@ -44,8 +43,11 @@ class ZarrMemStore(MemStore):
     The first `resident_blocks` blocks stay in RAM across epochs (memstore/zarrstore/resident.py): every block when the
     budget holds them all, the base part of a two-part store, or none. The others are read in windows."""
 
-    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0) -> None:
+    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0,
+                 read_ahead_rows: int = 0) -> None:
+        """read_ahead_rows: rows of batches a read-ahead may gather ahead within the budget (memstore/ahead.py)."""
         super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
+        self.read_ahead_rows = int(read_ahead_rows)
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
@@ -126,17 +128,8 @@ class ZarrMemStore(MemStore):
             write_slot = plan.epoch % self.num_slots if keeps else None
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
-            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after, self._window_leads(read_slots))
-
-    def _window_leads(self, read_slots: list[tuple[int, int]]) -> Callable[[int], list[int]] | None:
-        """With per-window slot draws: for window w of the windowed plan, the positions in the read-slot list of the
-        ages that window drew (only those are decoded); None when every window reads every slot."""
-        drawn = self._drawn
-        if drawn is None:
-            return None
-        ages = [k for k, _ in read_slots]
-        first = 1 if self._resident_blocks else 0  # the windowed plan leaves out the resident part's window
-        return lambda w: [i for i, k in enumerate(ages) if drawn[w + first, k]]
+            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after,
+                                window_leads(self._drawn, read_slots, 1 if self._resident_blocks else 0))
 
     def _slots_from_storage(self) -> list[int]:
         """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
@@ -202,10 +195,10 @@ class ZarrMemStore(MemStore):
             self._resident.slots.gather_into(slots, pos[:m], out, 0)
             self._gather_windows(pos[m:], out, at=m)
         elif m:  # base rows anywhere in the batch
-            _assign(out, resident, self._read_resident(pos[resident], slots))
+            assign_rows(out, resident, self._read_resident(pos[resident], slots))
             part = Entries.uninitialized(idx.shape[0] - m, self._spec.fingerprint.shape, lead=(len(slots),))
             self._gather_windows(pos[~resident], part)
-            _assign(out, ~resident, part)
+            assign_rows(out, ~resident, part)
         else:
             self._gather_windows(pos, out)
         if self._windows.at_last_window and not self._next_prepared and self._drawn is None:
@@ -251,9 +244,9 @@ class ZarrMemStore(MemStore):
         slot = self._write_slot()
         if resident.any():
             assert self._resident is not None
-            self._resident.slots.put(slot, pos[resident], _subset(entries, resident))
+            self._resident.slots.put(slot, pos[resident], subset_rows(entries, resident))
         if not resident.all():
-            self._wbuf.put(pos[~resident], _subset(entries, ~resident))
+            self._wbuf.put(pos[~resident], subset_rows(entries, ~resident))
         for block in self._tracker.record(pos):
             self._flush(slot, int(block), self._block_entries(slot, int(block)))
 
@@ -304,15 +297,3 @@ class ZarrMemStore(MemStore):
             exc = self._writer.error
             raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc
 
-
-def _subset(entries: Entries, mask: np.ndarray) -> Entries:
-    """The rows of `entries` (no lead dims) where `mask` is True (the object itself when every row is)."""
-    if mask.all():
-        return entries
-    return Entries(*(getattr(entries, name)[mask] for name in ENTRY_FIELDS))
-
-
-def _assign(out: Entries, mask: np.ndarray, part: Entries) -> None:
-    """out[:, mask] = part for every field (lead dim [slots])."""
-    for name in ENTRY_FIELDS:
-        getattr(out, name)[:, mask] = getattr(part, name)

@@ -152,6 +152,17 @@ class WindowReader:
         read_rows(self._arrays, slots, rows, out, dest)
 
 
+
+def window_leads(drawn: np.ndarray | None, read_slots: list[tuple[int, int]],
+                 first: int) -> Callable[[int], list[int]] | None:
+    """With per-window slot draws (drawn bool [windows, K] of the epoch's plan): for window w of the windowed plan
+    (which starts at the plan's window `first`), the positions in the read-slot list (age, slot) of the ages that
+    window drew (only those are decoded); None when every window reads every slot."""
+    if drawn is None:
+        return None
+    ages = [k for k, _ in read_slots]
+    return lambda w: [i for i, k in enumerate(ages) if drawn[w + first, k]]
+
 def take_into(src: np.ndarray, local: np.ndarray, out: np.ndarray, at: int, lead: list[int] | None = None) -> None:
     """out[lead, at:at + len(local)] = src[:, local] (lead dim: slots; `lead` None: all of out's): one take into the
     batch when it is all of it, else one per slot into its contiguous rows (a take into a strided view is 5×
