@@ -1,6 +1,7 @@
 """The read-ahead (memstore/ahead.py) gathers several batches ahead: its depth is bounded by the rows the memory
 budget counts for it, its batches are the very bits of a one-batch read-ahead, and a slow window load is absorbed
-by the batches already gathered (waits counted, not timed)."""
+by the batches already gathered (waits counted, not timed). The epoch start: the next epoch's committed read slots
+are checked against their manifests off the training thread (memstore/zarrstore/early.py), damage still refused."""
 
 import threading
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+import memloss.memstore.zarrstore.backend as backend_module
 from memloss.memstore.ahead import ReadAhead
+from memloss.memstore.integrity.manifest import DamagedMemoryError
 from memloss.memstore.entries import MemoryBatch, row_bytes
 from memloss.memstore.layout.order import (
     DECODE_GROUP_BLOCKS, READ_AHEAD_SHARE, memory_plan, read_ahead_bytes, read_ahead_rows, window_blocks_for_budget,
@@ -157,3 +160,53 @@ def test_a_deeper_read_ahead_hands_out_the_same_bits(tmp_path: Path, rows: int) 
     for a, b in zip(one, deep):
         for name in ("codes", "scale", "offset", "flip", "valid"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def _windowed_epochs(url: Path, epochs: range, before: Any = None) -> None:
+    """Epochs of a windowed store (K = 3), each read to its last window (so the next one's first window and read
+    slot check start early) and committed; before(store, epoch) runs after each begin_epoch."""
+    spec = make_spec(n=90, k=3)
+    with create_store(url, spec, block_size=8, memory_budget=40_000) as store:
+        assert not store.resident and store.window_blocks < store.layout.num_blocks
+        for epoch in epochs:
+            order = store.begin_epoch(epoch)
+            if before is not None:
+                before(store, epoch)
+            for start in range(0, order.shape[0], 10):
+                idx = order[start:start + 10]
+                store.read(idx)
+                b = idx.shape[0]
+                store.write(idx, np.full((b, 3, 4, 4), epoch + 1, np.uint8), np.ones(b, np.float32),
+                            np.zeros((b, 2), np.int64), np.zeros(b, bool))
+            store.commit_epoch()
+
+
+def test_the_epoch_start_checks_only_the_slot_just_committed(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[int]]] = []
+    real = backend_module.verify_read_slots
+
+    def record(handle: Any, state: Any, slots: list[int]) -> None:
+        calls.append((threading.current_thread().name, sorted(slots)))
+        real(handle, state, slots)
+
+    monkeypatch.setattr(backend_module, "verify_read_slots", record)
+    _windowed_epochs(tmp_path / "s.zarr", range(6))
+    begins = [slots for name, slots in calls if name == "MainThread"]
+    ahead = [slots for name, slots in calls if name == "memstore-verify"]
+    assert begins[4:] == [[3], [0]]  # epochs 4 and 5 check on the training thread only the slot of epoch 3, 4
+    # checked ahead, during epochs 1..5 (epoch 0 reads nothing): the other read slots of epochs 2..6
+    assert ahead == [[0], [0, 1], [1, 2], [2, 3], [0, 3]]
+
+
+def test_damage_found_by_the_early_check_is_refused_at_the_epoch_start(tmp_path: Path) -> None:
+    url = tmp_path / "s.zarr"
+
+    def damage(store: Any, epoch: int) -> None:  # epoch 2's memory (ring slot 2), after epoch 4 checked it
+        if epoch == 4:
+            next(p for p in sorted((url / "codes" / "c" / "2").rglob("*")) if p.is_file()).unlink()
+
+    starts: list[int] = []
+    with pytest.raises(DamagedMemoryError, match=r"epoch 2 \(ring slot 2\)"):
+        _windowed_epochs(url, range(6), lambda store, epoch: (starts.append(epoch), damage(store, epoch)))
+    assert starts == [0, 1, 2, 3, 4]  # refused by begin_epoch(5), which took epoch 4's early check of slot 2

@@ -3,11 +3,10 @@
 Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
 The store never read-modify-writes a chunk: rows of a block are buffered until the block got every write the
 epoch's plan visits it with (tracker.py), then the whole chunk is written by a background thread (write-behind),
-once an epoch. Reads load whole
-windows of blocks for the K read slots, one window ahead (prefetch). When the memory budget holds every slot of the
-dataset, the slots stay in RAM across epochs instead (memstore/zarrstore/resident.py) and only the first epoch after opening
-reads from disk; a two-part store (base set + generated images) keeps its base part so and reads its generated part
-in windows. Format details: docs/store-format.md.
+once an epoch. Reads load whole windows of blocks for the K read slots, one window ahead (prefetch). When the
+memory budget holds every slot of the dataset, the slots stay in RAM across epochs instead (resident.py) and only
+the first epoch after opening reads from disk; a two-part store (base set + generated images) keeps its base part
+so and reads its generated part in windows. Format details: docs/store-format.md.
 """
 
 from __future__ import annotations
@@ -115,7 +114,8 @@ class ZarrMemStore(MemStore):
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
-        verify_read_slots(self._handle, self._state, self._slots_from_storage())  # one line, before reading
+        ahead = self._windows.checked_ahead(self._state.slot_epochs)  # during the last epoch's last window (early.py)
+        verify_read_slots(self._handle, self._state, [s for s in self._slots_from_storage() if s not in ahead])
         self._tracker = WriteTracker(self._layout, plan.visits)
         self._wbuf.start(plan)
         self._next_prepared = False
@@ -233,6 +233,7 @@ class ZarrMemStore(MemStore):
         plan = replace(plan, order=plan.order[:0])  # only its windows are needed
         early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
                            self._tracker.flushed.copy())
+        early.check_ahead(lambda ready: verify_read_slots(self._handle, state, ready), state.slot_epochs)
         self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
 
     # ---- writes -----------------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class WindowReader:
         self._plan, self._slots, self._after, self._leads = plan, list(slots), after, leads
         self.at_last_window = False
         nxt, self._next = self._next, None
+        if nxt is not None:
+            _settle(nxt.check_done)  # used by begin_epoch already, or of no use
         if nxt is not None and leads is None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
                 plan.epoch, self._slots, len(plan.windows)) and np.array_equal(nxt.plan.windows[0], plan.windows[0]):
             self._windows[0] = self._reader.submit(lambda: _Window(*nxt.complete()))
@@ -83,7 +85,12 @@ class WindowReader:
     def drop_next(self) -> None:
         if self._next is not None:
             _settle(self._next.loaded)
+            _settle(self._next.check_done)
             self._next = None
+
+    def checked_ahead(self, slot_epochs: list[int | None]) -> set[int]:
+        """The read slots the next epoch's early load already checked against their manifests (NextWindow)."""
+        return set() if self._next is None else self._next.checked_for(slot_epochs)
 
     def gather(self, pos: np.ndarray, out: Entries, at: int = 0) -> None:
         """Fills rows [at, at + B) of out (lead [len(slots)]) with the rows at storage positions pos int64 [B]
