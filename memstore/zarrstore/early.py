@@ -108,8 +108,10 @@ class NextWindow:
 
 
 def _in_thread(fn: Callable[[], None], name: str) -> Future[None]:
-    """Runs fn on a daemon thread of its own; the future holds its outcome."""
+    """Runs fn on a daemon thread of its own; the future holds its outcome (running: it cannot be cancelled, so
+    dropping it waits for fn, which must not outlive the store)."""
     done: Future[None] = Future()
+    done.set_running_or_notify_cancel()
 
     def run() -> None:
         try:
