@@ -158,7 +158,8 @@ def store_wait(ctx: Context) -> dict[str, Any]:
     import train_step
     import train_step_setup as tss
 
-    from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, default_block_size
+    from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS
+    from memloss.memstore.layout.order import default_block_size
 
     cores = 1 if ctx.smoke else os.cpu_count() or 1
     model, batch, warmup, timed = ("small_cnn", 8, 1, 4) if ctx.smoke else ("resnet18", 128, 5, 40)

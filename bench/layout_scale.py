@@ -29,7 +29,8 @@ import numpy as np
 import psutil
 
 from memloss.memstore.layout.mixing import BatchMix, epoch_plan
-from memloss.memstore.layout.order import BlockLayout, default_block_size, index_bytes, layout_members, storage_rows
+from memloss.memstore.layout.budget import index_bytes
+from memloss.memstore.layout.order import BlockLayout, default_block_size, layout_members, storage_rows
 
 SAMPLE_BYTES = 3 * 32 * 32  # uint8 codes of a CIFAR image: sets the default block size (512 KB chunks)
 

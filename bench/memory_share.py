@@ -22,7 +22,8 @@ import numpy as np
 
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.layout.mixing import plan_mixed
-from memloss.memstore.layout.order import BlockLayout, default_block_size, layout_members, memory_plan
+from memloss.memstore.layout.budget import memory_plan
+from memloss.memstore.layout.order import BlockLayout, default_block_size, layout_members
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.trainer.data.mixed import batch_mix
 

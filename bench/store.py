@@ -13,7 +13,7 @@ Budgets are MB or "resident" (the smallest budget that keeps every slot in RAM).
 resident whatever its size: the table says which mode each row ran.
 
 Usage: python bench/store.py [--n 50000] [--k 1 4 16 32] [--budgets 256 1024 resident] [--step-ms 30]
-       [--epochs 2] [--steps 0] [--quick] [--sweep] [--ram] [--dir DIR]
+       [--epochs 2] [--steps 0] [--quick] [--sweep] [--ram] [--dir DIR] [--window-draws M] [--ahead-rows R]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_setup import codec_sweep, real_perturbations  # noqa: E402
 
 from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
-from memloss.memstore.layout.order import default_block_size, fits_resident  # noqa: E402
+from memloss.memstore.layout.budget import fits_resident
+from memloss.memstore.layout.order import default_block_size
 
 SAMPLE_BYTES, ROW_BYTES = 3 * 32 * 32, 3 * 32 * 32 + 20
 
@@ -54,6 +55,7 @@ def run_worker(backend: str, k: int, budget_mb: int, args: argparse.Namespace, d
                "--budget-mb", str(budget_mb), "--step-ms", str(args.step_ms), "--epochs", str(args.epochs),
                "--steps", str(args.steps), "--deltas", str(deltas), "--dir", tmp, "--codec", args.codec,
                "--window-draws", str(args.window_draws)]
+        cmd += [] if args.ahead_rows is None else ["--ahead-rows", str(args.ahead_rows)]
         res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {res.stderr[-3000:]}")
@@ -80,6 +82,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def wait_table(rows: list[dict]) -> str:
+    """Where the wait comes from: the read-ahead's depth, each step's wait, and the window loads against the time a
+    window trains (window load CPU: the whole process's, all threads, while a load ran)."""
+    head = ("| K | budget MB | read-ahead batches | step wait ms p50 / p99 / max | steps waiting > 1/10 step | "
+            "window loads | window load s mean / max | window load CPU s | window trains s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if r["backend"] == "ram" or "window_loads" not in r:
+            continue
+        lines.append(f"| {r['k']} | {r['budget_mb']} | {r['ahead_depth']} | "
+                     f"{' / '.join(map(str, r['step_wait_ms_p50_p99_max']))} | {r['steps_waiting_over_tenth']} | "
+                     f"{r['window_loads']} | {' / '.join(map(str, r['window_load_s_mean_max']))} | "
+                     f"{r['window_load_cpu_s_mean']} | {r['window_train_s']} |")
+    return "\n".join(lines)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50_000)
@@ -96,6 +114,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--codec", default=DEFAULT_CODES_CODEC)
     p.add_argument("--window-draws", type=int, default=0,
                    help="m: each store window decodes m of the K ages it drew (--memory-slot-draw window); 0: all")
+    p.add_argument("--ahead-rows", type=int, default=None,
+                   help="rows the read-ahead keeps gathered (default: the store's budget's; 0: one batch, as before)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="zarr", help=argparse.SUPPRESS)
     p.add_argument("--budget-mb", type=int, default=1024, help=argparse.SUPPRESS)
@@ -132,6 +152,7 @@ def main() -> None:
                 results.append(run_worker("ram", k, 0, args, deltas))
                 print(json.dumps(results[-1]), flush=True)
     print(table(results))
+    print(wait_table(results))
 
 
 if __name__ == "__main__":

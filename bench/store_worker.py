@@ -10,7 +10,11 @@
    commit lands, with its first window loaded during the warm-up's last window: a steady-state epoch start.
 
 The decode (window and resident loads) and encode (chunk writes) functions of the store are wrapped to count their
-busy seconds and volume: rows per second and MB per second of codes are those of the thread doing the work.
+busy seconds and volume: rows per second and MB per second of codes are those of the thread doing the work. Where
+the wait comes from: each timed step's wait (percentiles, and the steps that waited over a tenth of the step), and
+each window load's wall time and the process CPU spent meanwhile (all threads: decode, gathers, encodes), against
+the time its predecessor window trains (its batches times the step). --ahead-rows sets the read-ahead's depth
+(memstore/ahead.py; 0: one batch, the read-ahead before issue 20).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import memloss.memstore.zarrstore.windows as windows_module
+from memloss.memstore.zarrstore.windows import WindowReader
 import memloss.memstore.zarrstore.backend as zarr_module
 from memloss.memstore.ahead import ReadAhead
 from memloss.memstore.base import MemStore
@@ -50,6 +55,34 @@ class Busy:
         rate = self.seconds if self.seconds > 0 else float("inf")
         return {f"{name}_s": round(self.seconds, 2), f"{name}_rows_per_s": round(self.rows / rate),
                 f"{name}_MBps": round(mb / rate, 1)}
+
+
+def time_window_loads() -> list[tuple[float, float, int]]:
+    """Wraps WindowReader._load: (wall s, process CPU s, rows) of each window load, appended as they finish."""
+    loads: list[tuple[float, float, int]] = []
+    load = WindowReader._load
+
+    def timed(self: WindowReader, blocks: Any, *rest: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.process_time()
+        got = load(self, blocks, *rest)
+        loads.append((time.perf_counter() - t0, time.process_time() - c0, int(got.rows.shape[0])))
+        return got
+
+    WindowReader._load = timed  # type: ignore[method-assign]
+    return loads
+
+
+def wait_figures(step_waits: list[float], loads: list[tuple[float, float, int]], step_s: float) -> dict[str, Any]:
+    """Per-step wait distribution (ms) and window loads (s) against a window's training time (s)."""
+    w = np.array(step_waits or [0.0]) * 1000
+    out: dict[str, Any] = {"step_wait_ms_p50_p99_max": [round(float(np.percentile(w, q)), 1) for q in (50, 99, 100)],
+                           "steps_waiting_over_tenth": int((w > 100 * step_s).sum())}
+    if loads:
+        wall, cpu, rows = (np.array(c, dtype=float) for c in zip(*loads))
+        out.update(window_loads=len(loads), window_load_s_mean_max=[round(wall.mean(), 2), round(wall.max(), 2)],
+                   window_load_cpu_s_mean=round(cpu.mean(), 2),
+                   window_train_s=round(float(rows.mean()) / BATCH * step_s, 2))
+    return out
 
 
 def instrument() -> tuple[Busy, Busy]:
@@ -110,23 +143,26 @@ def draws_of(epoch: int, k: int, m: int) -> Callable[[int], list[int]] | None:
 
 
 def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, step_s: float,
-              rows: Callable[[np.ndarray], tuple], wait: dict[str, float], draws: int = 0) -> int:
+              rows: Callable[[np.ndarray], tuple], wait: dict[str, float], draws: int = 0,
+              step_waits: list[float] | None = None) -> int:
     """One epoch as the trainer runs it; the first `timed_rows` rows sleep `step_s` per batch and their store waits
     on this thread are added to `wait`. `draws`: m per-window slot draws (0: every age). Leaves the commit running;
-    returns the timed steps."""
+    returns the timed steps. `step_waits`: each timed step's gather wait (s) is appended."""
+    step_waits = [] if step_waits is None else step_waits
     t0 = time.perf_counter()
     order = store.begin_epoch(epoch, ages=draws_of(epoch, store.k, draws))
-    ahead.prefetch(order[:BATCH])
+    ahead.follow(order, 0, BATCH)
     wait["start"] += time.perf_counter() - t0 if timed_rows else 0.0
     steps = 0
     for s in range(0, order.shape[0], BATCH):
         idx, timed = order[s:s + BATCH], s < timed_rows
-        if s + BATCH < order.shape[0]:
-            ahead.prefetch(order[s + BATCH:s + 2 * BATCH])
+        ahead.follow(order, s + BATCH, BATCH)
         t0 = time.perf_counter()
         batch = ahead.read(idx)
         if timed:
             wait["start" if s == 0 else "gather"] += time.perf_counter() - t0
+            if s:
+                step_waits.append(time.perf_counter() - t0)
             time.sleep(step_s)  # the accelerator computing
             steps += 1
         if s == 0:
@@ -142,19 +178,22 @@ def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, st
     return steps
 
 
-def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[np.ndarray], tuple]) -> dict:
+def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[np.ndarray], tuple],
+                    loads: list[tuple[float, float, int]]) -> dict:
     """A warm-up epoch k (no step: read and write throughput, all K slots valid), then training-like epochs
-    k+1..k+epochs (see the module docstring); the store's waits on the loop's thread."""
+    k+1..k+epochs (see the module docstring); the store's waits on the loop's thread. `loads`: the window loads
+    timed so far (those of the training-like epochs are reported)."""
     wait = {"start": 0.0, "gather": 0.0, "write": 0.0, "commit": 0.0}
-    ahead, step_s = ReadAhead(store), args.step_ms / 1000
+    ahead, step_s, step_waits = ReadAhead(store, rows=args.ahead_rows), args.step_ms / 1000, []
     t0 = time.perf_counter()
     run_epoch(store, ahead, args.k, 0, 0.0, rows, wait, args.window_draws)
     out: dict[str, Any] = {"warmup_rows_per_s_allK": round(store.n / (time.perf_counter() - t0))}
     landed = store.commit_epoch(wait=False)
+    del loads[:]
     steps, t_all, cpu_all = 0, time.perf_counter(), time.process_time()
     for epoch in range(args.k + 1, args.k + 1 + args.epochs):
         steps += run_epoch(store, ahead, epoch, args.steps * BATCH if args.steps else store.n, step_s, rows, wait,
-                           args.window_draws)
+                           args.window_draws, step_waits)
         t0 = time.perf_counter()
         landed.result()  # the previous commit (long landed, unless the store cannot keep up)
         landed = store.commit_epoch(wait=False)
@@ -169,13 +208,15 @@ def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[n
     # else loads the machine. Without --steps every row is a timed step.
     out.update(steps=steps, loop_s=round(loop_s, 1), cpu_ms_per_step=round(1000 * cpu_s * BATCH / (args.epochs * store.n), 2),
                last_commit_landing_s=round(time.perf_counter() - t0, 2), wait_s=round(total, 3),
-               wait_pct_of_step=round(100 * total / (steps * step_s), 2))
+               wait_pct_of_step=round(100 * total / (steps * step_s), 2), ahead_depth=ahead.depth(BATCH),
+               **wait_figures(step_waits, loads, step_s))
     return out
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One configuration: fill, warm-up, training-like epochs; RSS and busy figures."""
     decode, encode = instrument()
+    loads = time_window_loads()
     rows = make_rows(Path(args.deltas))
     spec = StoreSpec(DatasetFingerprint("bench", args.n, SHAPE, "0" * 64), ThreatModel("Linf", "8/255"), args.k)
     rss = PeakRss()
@@ -192,7 +233,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                            "block_size": store.block_size, "load_avg_start": os.getloadavg()[0]}
     out.update(fill(store, args.k, rows))
     out["store_rss_fill_mb"] = (rss.peak - rss.base) >> 20
-    out.update(training_epochs(store, args, rows))
+    out.update(training_epochs(store, args, rows, loads))
     store.close()
     base_mb, peak_mb = rss.stop()
     out.update(**decode.report("decode"), **encode.report("encode"), rss_before_store_mb=base_mb, peak_rss_mb=peak_mb,

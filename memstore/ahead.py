@@ -1,9 +1,15 @@
-"""Store calls off the training loop's critical path: the memory of the next batch is gathered on a worker thread
+"""Store calls off the training loop's critical path: the memory of the next batches is gathered on a worker thread
 while the current step runs, and writes are handed to the same thread.
 
-One thread runs every queued call in order (a read of batch i+1 after the write of batch i−1, as the loop issued
+One thread runs every queued call in order (a read of batch i+d after the write of batch i−1, as the loop issued
 them), so the store itself never sees two calls at once. The loop only waits when it takes a batch whose gather is
 not done yet. Errors of queued calls are raised by the next call of the loop.
+
+`follow` keeps d batches gathered ahead, as many as the store's memory budget counts rows for (at least one;
+memstore/layout/order.py `read_ahead_rows`): a window load that runs late (the reader thread starved of CPU for a
+moment, a slow chunk) is absorbed by the batches already gathered instead of showing as a wait.
+The store's reads never see the epoch's own writes (they read the K previous epochs' slots), so gathering a batch
+before the writes of the batches ahead of it gives the same rows, bit for bit.
 
 With `pin=True` (the run's device is CUDA) the worker also copies each gathered batch into page-locked (pinned)
 host memory, so the loop's non_blocking copies to the GPU are true asynchronous transfers: from ordinary pageable
@@ -24,15 +30,35 @@ from memloss.memstore.entries import MemoryBatch
 
 
 class ReadAhead:
-    """Wraps a store for one training loop: `prefetch(idx)` for the next batch, `read(idx)` for the current one,
-    `write(...)` as the store's, `drain()` before `commit_epoch` or `begin_epoch`, `close()` at the end."""
+    """Wraps a store for one training loop: `follow(order, position, batch)` (or `prefetch(idx)`) for the next
+    batches, `read(idx)` for the current one, `write(...)` as the store's, `drain()` before `commit_epoch` or
+    `begin_epoch`, `close()` at the end."""
 
-    def __init__(self, store: MemStore, pin: bool = False) -> None:
-        """pin: hand out batches in pinned host memory (True when the training device is CUDA)."""
+    def __init__(self, store: MemStore, pin: bool = False, rows: int | None = None) -> None:
+        """pin: hand out batches in pinned host memory (True when the training device is CUDA). rows: sample rows
+        `follow` keeps gathered ahead (whole batches, at least one); None: what the store's memory budget counts
+        (`read_ahead_rows` of the Zarr store; one batch for a store without it, e.g. the in-RAM one)."""
         self.store, self.pin = store, pin
+        self.rows = int(getattr(store, "read_ahead_rows", 0) if rows is None else rows)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="memstore-ahead")
         self._reads: deque[tuple[np.ndarray, Future[MemoryBatch]]] = deque()
         self._writes: deque[Future[None]] = deque()
+        self._order: np.ndarray | None = None  # the order `follow` walks, and the end of what it queued
+        self._queued_to = 0
+
+    def depth(self, batch: int) -> int:
+        """Batches of `batch` samples gathered ahead by `follow`: as many as `rows` holds, at least one."""
+        return max(1, self.rows // max(1, int(batch)))
+
+    def follow(self, order: np.ndarray, position: int, batch: int) -> None:
+        """Keeps the gathers of the batches order[position:position + batch], the next one, … queued, `depth(batch)`
+        of them (the loop calls it with the position of its next batch, each step). order: host int64 [L]."""
+        if order is not self._order or position > self._queued_to:
+            self._order, self._queued_to = order, int(position)
+        stop = min(int(order.shape[0]), int(position) + self.depth(batch) * int(batch))
+        while self._queued_to < stop:
+            self.prefetch(order[self._queued_to:self._queued_to + batch])
+            self._queued_to += int(batch)
 
     def prefetch(self, idx: np.ndarray) -> None:
         """Starts gathering the memory of samples idx (host int64 [B]) in the background."""
@@ -49,6 +75,7 @@ class ReadAhead:
             if np.array_equal(want, idx):
                 return fut.result()
             fut.result()  # a batch the loop skipped: its errors still count
+        self._order = None  # nothing queued any more: `follow` starts again from the loop's position
         return self._pool.submit(self._gather, idx).result()
 
     def _gather(self, idx: np.ndarray) -> MemoryBatch:
@@ -71,6 +98,7 @@ class ReadAhead:
 
     def drain(self) -> None:
         """Waits for every queued call and raises the first error; unread prefetched batches are dropped."""
+        self._order = None
         while self._reads:
             self._reads.popleft()[1].result()
         while self._writes:
@@ -79,6 +107,7 @@ class ReadAhead:
     def close(self) -> None:
         """Waits for the queued calls (their errors are dropped: close runs on the way out) and stops the thread."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._order = None
         self._reads.clear()
         self._writes.clear()
 

@@ -114,6 +114,19 @@ def take_rows(rows: Entries, slots: list[int], pos: np.ndarray) -> Entries:
     return Entries(take(rows.codes), take(rows.scale), take(rows.offset), take(rows.flip), take(rows.epoch))
 
 
+
+def subset_rows(entries: Entries, mask: np.ndarray) -> Entries:
+    """The rows of `entries` (no lead dims) where `mask` bool [R] is True (the object itself when every row is)."""
+    if mask.all():
+        return entries
+    return Entries(*(getattr(entries, name)[mask] for name in ENTRY_FIELDS))
+
+
+def assign_rows(out: Entries, mask: np.ndarray, part: Entries) -> None:
+    """out[:, mask] = part for every field (lead dim [slots]; mask bool [R])."""
+    for name in ENTRY_FIELDS:
+        getattr(out, name)[:, mask] = getattr(part, name)
+
 def validate_write(spec: StoreSpec, b: int, codes: Any, scale: Any, offset: Any, flip: Any,
                    epoch: int = NO_EPOCH) -> Entries:
     """Checks dtypes, shapes and finiteness of a write and returns it as `Entries` stamped with `epoch`. The arrays

@@ -21,7 +21,7 @@ from memloss.memstore.base import DEFAULT_MEMORY_BUDGET
 from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import memory_plan
+from memloss.memstore.layout.budget import memory_plan, read_ahead_rows
 from memloss.memstore.spec import StoreSpec
 
 
@@ -58,7 +58,8 @@ def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool,
     budget = int(handle.meta.get("memory_budget", DEFAULT_MEMORY_BUDGET)) if memory_budget is None else memory_budget
     try:
         windows, resident = _window_blocks(handle.spec, handle.layout.block_size, budget, window_slots)
-        return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident)
+        ahead = read_ahead_rows(budget, handle.spec.k, row_bytes(handle.spec), handle.layout.rows)
+        return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident, read_ahead_rows=ahead)
     except BaseException:
         handle.release()
         raise

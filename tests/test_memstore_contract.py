@@ -14,7 +14,8 @@ from memloss.memstore.base import MemStore
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.location.options import store_location
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import DECODE_GROUP_BLOCKS, index_bytes, plan_epoch
+from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS, index_bytes, with_read_ahead
+from memloss.memstore.layout.order import plan_epoch
 from memloss.memstore.quant import dequantize, quantize
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store, create_store
@@ -31,7 +32,9 @@ def make_spec(n: int = 40, k: int = 2, shape: tuple[int, int, int] = SHAPE) -> S
 def one_block_window_budget(spec: StoreSpec, block_size: int) -> int:
     """A budget whose windows hold one block: the windowed path (not resident) unless N <= 2 blocks."""
     block = block_size * row_bytes(spec)
-    return index_bytes(spec.fingerprint.n) + 2 * DECODE_GROUP_BLOCKS * spec.k * block + (2 * spec.k + 2) * block
+    need = 2 * DECODE_GROUP_BLOCKS * spec.k * block + (2 * spec.k + 2) * block
+    # plus the index arrays and the read-ahead's share
+    return index_bytes(spec.fingerprint.n) + with_read_ahead(need, spec.k, row_bytes(spec), spec.fingerprint.n)
 
 
 @pytest.fixture(params=["zarr-local", "zarr-memory-url", "zarr-s3", "zarr-windowed", "ram"])
@@ -198,8 +201,9 @@ def test_straddling_batch_is_served(factory: Factory) -> None:
     spec = make_spec(n=64, k=1)
     row = row_bytes(spec)
     # zarr: transient 2·4·K blocks + 4 blocks per window block = 6 blocks per window (24 rows), below the 2 · 64 rows
-    # + transient that would keep every slot resident
-    with factory(spec, block_size=4, memory_budget=index_bytes(64) + 4 * 4 * row * (2 + 6)) as store:
+    # + transient that would keep every slot resident (plus the index arrays and the read-ahead's share)
+    budget = index_bytes(64) + with_read_ahead(4 * 4 * row * (2 + 6), 1, row, 64)
+    with factory(spec, block_size=4, memory_budget=budget) as store:
         assert not getattr(store, "resident", False)
         run_epoch(store, 0)
         order = store.begin_epoch(1)

@@ -10,9 +10,8 @@ import zarr
 from memloss.memstore.errors import StoreError
 from memloss.memstore.layout.mixing import BatchMix, epoch_plan, plan_mixed
 from memloss.memstore.layout.nextplan import NextPlan
-from memloss.memstore.layout.order import (
-    BlockLayout, index_bytes, layout_members, memory_plan, plan_epoch, random_members,
-)
+from memloss.memstore.layout.budget import index_bytes, memory_plan
+from memloss.memstore.layout.order import BlockLayout, layout_members, plan_epoch, random_members
 from memloss.memstore.store import create_store, open_store
 from test_memstore_mixed import MIX, base_resident_budget, spec
 from test_memstore_zarr import make_spec, write_epoch

@@ -19,9 +19,8 @@ from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
 from memloss.memstore.inspection.summary import summarize
 from memloss.memstore.layout.mixing import BatchMix, base_stream, plan_mixed
-from memloss.memstore.layout.order import (
-    DECODE_GROUP_BLOCKS, BlockLayout, index_bytes, layout_members, storage_rows,
-)
+from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS, index_bytes, with_read_ahead
+from memloss.memstore.layout.order import BlockLayout, layout_members, storage_rows
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_memory_store, create_store, open_store
 
@@ -44,8 +43,9 @@ def base_resident_budget(s: StoreSpec, b: int = B, blocks: int = 1) -> int:
     """A budget that keeps the base part resident and windows the generated part `blocks` blocks at a time."""
     rb = row_bytes(s)
     base_rows = storage_rows(s.fingerprint.parts, b) - s.fingerprint.parts[1]
-    index = index_bytes(storage_rows(s.fingerprint.parts, b))  # the index arrays come out of the budget first
-    return index + (s.k + 1) * base_rows * rb + blocks * (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
+    rows = storage_rows(s.fingerprint.parts, b)
+    need = (s.k + 1) * base_rows * rb + blocks * (2 * s.k + 2 + 2 * DECODE_GROUP_BLOCKS * s.k) * b * rb
+    return index_bytes(rows) + with_read_ahead(need, s.k, rb, rows)  # + the index arrays and the read-ahead
 
 
 @pytest.fixture(params=["zarr-resident", "zarr-windowed", "zarr-memory-url", "ram"])

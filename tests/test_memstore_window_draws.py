@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import memloss.memstore.zarrstore.windows as windows_module
-from memloss.memstore.layout.order import index_bytes
+from memloss.memstore.layout.budget import index_bytes, with_read_ahead
 from memloss.memstore.store import create_store, open_store
 from test_memstore_zarr import make_spec, write_epoch
 
 K, M, N, SHAPE = 4, 1, 400, (3, 32, 32)
-BUDGET = (1 << 20) + index_bytes(400)  # 1 MiB (+ the index arrays) against 400 rows × 5 slots × 3 KiB: windowed
+# 1 MiB (plus the index arrays and the read-ahead's share) against 400 rows × 5 slots × 3 KiB: windowed
+BUDGET = index_bytes(N) + with_read_ahead(1 << 20, K, 3 * 32 * 32 + 20, N)
 
 
 def _filled(tmp_path: Path) -> Path:

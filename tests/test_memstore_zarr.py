@@ -19,7 +19,8 @@ from zarr.storage import LocalStore
 
 from memloss.memstore.entries import row_bytes
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import index_bytes, plan_epoch, resident_window_blocks
+from memloss.memstore.layout.budget import index_bytes, resident_window_blocks, with_read_ahead
+from memloss.memstore.layout.order import plan_epoch
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
 from memloss.memstore.store import create_store, open_or_create, open_store
 
@@ -418,8 +419,8 @@ def test_windowed_store_reads_the_same_memory(tmp_path: Path) -> None:
     counting = CountingStore(tmp_path / "s.zarr")
     spec = make_spec(n=45, k=2)
     ref: dict[int, dict[str, np.ndarray]] = {}
-    budget = index_bytes(45) + (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # + decode temporaries + two-block
-    # windows of 6 slots
+    budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    budget = index_bytes(45) + with_read_ahead(budget, 2, row_bytes(spec), 45)  # + index arrays and read-ahead
     with create_store(counting, spec, block_size=8, memory_budget=budget) as store:
         assert not store.resident and store.window_blocks < store.layout.num_blocks
         for epoch in range(4):
@@ -446,8 +447,8 @@ def test_abandoned_epoch_and_rewind_stay_exact_when_resident(tmp_path: Path) -> 
 def test_resident_budget_boundary_and_memory(tmp_path: Path) -> None:
     spec = make_spec(n=2500, k=2, shape=(3, 32, 32))
     row, block = row_bytes(spec), 32
-    need = index_bytes(2500) + 3 * 2500 * row + 2 * (4 * 2 + 8) * block * row  # + S slots + decode and encode
-    # temporaries
+    need = 3 * 2500 * row + 2 * (4 * 2 + 8) * block * row  # S slots + decode and encode temporaries
+    need = index_bytes(2500) + with_read_ahead(need, 2, row, 2500)  # + index arrays and read-ahead
     with create_store(tmp_path / "a.zarr", spec, block_size=block, memory_budget=need - 1) as store:
         assert not store.resident
     with create_store(tmp_path / "s.zarr", spec, block_size=block, memory_budget=need) as store:
@@ -486,8 +487,8 @@ def test_next_epochs_first_window_is_loaded_during_the_last_window(tmp_path: Pat
     monkeypatch.setattr(windows, "read_rows", spy)
     spec = make_spec(n=45, k=2)
     ref: dict[int, dict[str, np.ndarray]] = {}
-    budget = index_bytes(45) + (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # + decode temporaries + two-block
-    # windows of 6 slots
+    budget = (2 * 4 * 2 * 8 + 2 * 6 * 8) * row_bytes(spec)  # decode temporaries + two-block windows of 6 slots
+    budget = index_bytes(45) + with_read_ahead(budget, 2, row_bytes(spec), 45)  # + index arrays and read-ahead
     with create_store(tmp_path / "s.zarr", spec, block_size=8, memory_budget=budget) as store:
         assert not store.resident and len(plan_epoch(store.layout, store.window_blocks, 0, 0).windows) >= 3
         for epoch in range(3):

@@ -3,16 +3,14 @@
 Every array has the ring slot as its first dim and storage rows as its second; a chunk is one block of one slot.
 The store never read-modify-writes a chunk: rows of a block are buffered until the block got every write the
 epoch's plan visits it with (tracker.py), then the whole chunk is written by a background thread (write-behind),
-once an epoch. Reads load whole
-windows of blocks for the K read slots, one window ahead (prefetch). When the memory budget holds every slot of the
-dataset, the slots stay in RAM across epochs instead (memstore/zarrstore/resident.py) and only the first epoch after opening
-reads from disk; a two-part store (base set + generated images) keeps its base part so and reads its generated part
-in windows. Format details: docs/store-format.md.
+once an epoch. Reads load whole windows of blocks for the K read slots, one window ahead (prefetch). When the
+memory budget holds every slot of the dataset, the slots stay in RAM across epochs instead (resident.py) and only
+the first epoch after opening reads from disk; a two-part store (base set + generated images) keeps its base part
+so and reads its generated part in windows. Format details: docs/store-format.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -25,15 +23,16 @@ from memloss.memstore.zarrstore.prefetch import BackgroundReader, BackgroundWrit
 from memloss.memstore.zarrstore.resident import ResidentPart
 from memloss.memstore.zarrstore.tracker import WriteTracker
 from memloss.memstore.zarrstore.wbuffers import WindowBuffers
-from memloss.memstore.zarrstore.windows import WindowReader
+from memloss.memstore.zarrstore.windows import WindowReader, window_leads
 from memloss.memstore.zarrstore.chunks import WriteJob, write_chunks
 from memloss.memstore.zarrstore.meta import (
     ZarrHandle, read_failure, reload_ring_state, save_ring_state, verify_read_slots,
 )
 from memloss.memstore.base import MemStore
-from memloss.memstore.entries import ENTRY_FIELDS, Entries
+from memloss.memstore.entries import Entries, assign_rows, subset_rows
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.order import WRITE_BATCH_BLOCKS, EpochPlan
+from memloss.memstore.layout.budget import WRITE_BATCH_BLOCKS
+from memloss.memstore.layout.order import EpochPlan
 from memloss.memstore.layout.ring import RingState
 
 
@@ -43,8 +42,11 @@ class ZarrMemStore(MemStore):
     The first `resident_blocks` blocks stay in RAM across epochs (memstore/zarrstore/resident.py): every block when the
     budget holds them all, the base part of a two-part store, or none. The others are read in windows."""
 
-    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0) -> None:
+    def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0,
+                 read_ahead_rows: int = 0) -> None:
+        """read_ahead_rows: rows of batches a read-ahead may gather ahead within the budget (memstore/ahead.py)."""
         super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
+        self.read_ahead_rows = int(read_ahead_rows)
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
@@ -112,7 +114,8 @@ class ZarrMemStore(MemStore):
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
-        verify_read_slots(self._handle, self._state, self._slots_from_storage())  # one line, before reading
+        ahead = self._windows.checked_ahead(self._state.slot_epochs)  # during the last epoch's last window (early.py)
+        verify_read_slots(self._handle, self._state, [s for s in self._slots_from_storage() if s not in ahead])
         self._tracker = WriteTracker(self._layout, plan.visits)
         self._wbuf.start(plan)
         self._next_prepared = False
@@ -125,17 +128,8 @@ class ZarrMemStore(MemStore):
             write_slot = plan.epoch % self.num_slots if keeps else None
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
-            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after, self._window_leads(read_slots))
-
-    def _window_leads(self, read_slots: list[tuple[int, int]]) -> Callable[[int], list[int]] | None:
-        """With per-window slot draws: for window w of the windowed plan, the positions in the read-slot list of the
-        ages that window drew (only those are decoded); None when every window reads every slot."""
-        drawn = self._drawn
-        if drawn is None:
-            return None
-        ages = [k for k, _ in read_slots]
-        first = 1 if self._resident_blocks else 0  # the windowed plan leaves out the resident part's window
-        return lambda w: [i for i, k in enumerate(ages) if drawn[w + first, k]]
+            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after,
+                                window_leads(self._drawn, read_slots, 1 if self._resident_blocks else 0))
 
     def _slots_from_storage(self) -> list[int]:
         """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
@@ -201,10 +195,10 @@ class ZarrMemStore(MemStore):
             self._resident.slots.gather_into(slots, pos[:m], out, 0)
             self._gather_windows(pos[m:], out, at=m)
         elif m:  # base rows anywhere in the batch
-            _assign(out, resident, self._read_resident(pos[resident], slots))
+            assign_rows(out, resident, self._read_resident(pos[resident], slots))
             part = Entries.uninitialized(idx.shape[0] - m, self._spec.fingerprint.shape, lead=(len(slots),))
             self._gather_windows(pos[~resident], part)
-            _assign(out, ~resident, part)
+            assign_rows(out, ~resident, part)
         else:
             self._gather_windows(pos, out)
         if self._windows.at_last_window and not self._next_prepared and self._drawn is None:
@@ -239,6 +233,7 @@ class ZarrMemStore(MemStore):
         plan = replace(plan, order=plan.order[:0])  # only its windows are needed
         early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
                            self._tracker.flushed.copy())
+        early.check_ahead(lambda ready: verify_read_slots(self._handle, state, ready), state.slot_epochs)
         self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
 
     # ---- writes -----------------------------------------------------------------------------------------------
@@ -250,9 +245,9 @@ class ZarrMemStore(MemStore):
         slot = self._write_slot()
         if resident.any():
             assert self._resident is not None
-            self._resident.slots.put(slot, pos[resident], _subset(entries, resident))
+            self._resident.slots.put(slot, pos[resident], subset_rows(entries, resident))
         if not resident.all():
-            self._wbuf.put(pos[~resident], _subset(entries, ~resident))
+            self._wbuf.put(pos[~resident], subset_rows(entries, ~resident))
         for block in self._tracker.record(pos):
             self._flush(slot, int(block), self._block_entries(slot, int(block)))
 
@@ -303,15 +298,3 @@ class ZarrMemStore(MemStore):
             exc = self._writer.error
             raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc
 
-
-def _subset(entries: Entries, mask: np.ndarray) -> Entries:
-    """The rows of `entries` (no lead dims) where `mask` is True (the object itself when every row is)."""
-    if mask.all():
-        return entries
-    return Entries(*(getattr(entries, name)[mask] for name in ENTRY_FIELDS))
-
-
-def _assign(out: Entries, mask: np.ndarray, part: Entries) -> None:
-    """out[:, mask] = part for every field (lead dim [slots])."""
-    for name in ENTRY_FIELDS:
-        getattr(out, name)[:, mask] = getattr(part, name)

@@ -60,6 +60,8 @@ class WindowReader:
         self._plan, self._slots, self._after, self._leads = plan, list(slots), after, leads
         self.at_last_window = False
         nxt, self._next = self._next, None
+        if nxt is not None:
+            _settle(nxt.check_done)  # used by begin_epoch already, or of no use
         if nxt is not None and leads is None and (nxt.plan.epoch, nxt.slots, len(nxt.plan.windows)) == (
                 plan.epoch, self._slots, len(plan.windows)) and np.array_equal(nxt.plan.windows[0], plan.windows[0]):
             self._windows[0] = self._reader.submit(lambda: _Window(*nxt.complete()))
@@ -83,7 +85,12 @@ class WindowReader:
     def drop_next(self) -> None:
         if self._next is not None:
             _settle(self._next.loaded)
+            _settle(self._next.check_done)
             self._next = None
+
+    def checked_ahead(self, slot_epochs: list[int | None]) -> set[int]:
+        """The read slots the next epoch's early load already checked against their manifests (NextWindow)."""
+        return set() if self._next is None else self._next.checked_for(slot_epochs)
 
     def gather(self, pos: np.ndarray, out: Entries, at: int = 0) -> None:
         """Fills rows [at, at + B) of out (lead [len(slots)]) with the rows at storage positions pos int64 [B]
@@ -151,6 +158,17 @@ class WindowReader:
     def _decode(self, slots: list[int], rows: np.ndarray, out: Entries, dest: list[int]) -> None:
         read_rows(self._arrays, slots, rows, out, dest)
 
+
+
+def window_leads(drawn: np.ndarray | None, read_slots: list[tuple[int, int]],
+                 first: int) -> Callable[[int], list[int]] | None:
+    """With per-window slot draws (drawn bool [windows, K] of the epoch's plan): for window w of the windowed plan
+    (which starts at the plan's window `first`), the positions in the read-slot list (age, slot) of the ages that
+    window drew (only those are decoded); None when every window reads every slot."""
+    if drawn is None:
+        return None
+    ages = [k for k, _ in read_slots]
+    return lambda w: [i for i, k in enumerate(ages) if drawn[w + first, k]]
 
 def take_into(src: np.ndarray, local: np.ndarray, out: np.ndarray, at: int, lead: list[int] | None = None) -> None:
     """out[lead, at:at + len(local)] = src[:, local] (lead dim: slots; `lead` None: all of out's): one take into the

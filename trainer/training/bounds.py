@@ -115,9 +115,8 @@ def check_store(cfg: TrainConfig, rows: int, store_path: str | None) -> None:
     """The store's RAM (smallest window at K, or what it keeps resident) and disk against the machine."""
     if not cfg.uses_store:
         return
-    from memloss.memstore.layout.order import (  # loads numpy
-        DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, default_block_size, index_bytes,
-    )
+    from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS, WRITE_BATCH_BLOCKS, index_bytes
+    from memloss.memstore.layout.order import default_block_size
 
     k = max(cfg.method.k, 1)
     c, h, w = dataset_info(cfg.data.dataset, cfg.data.resolution).shape

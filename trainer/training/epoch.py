@@ -144,9 +144,10 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
 
 
 def _prefetch(s: Session, epoch: int, position: int) -> None:
-    """Starts gathering the memory of the batch at `position` of the epoch's order (the loader's next batch)."""
-    if s.ahead is not None and position < len(s.orders[epoch]):
-        s.ahead.prefetch(s.orders[epoch][position:position + s.loader.batch_size])
+    """Keeps the memory of the batches from `position` of the epoch's order on (the loader's next batch and as many
+    after it as the store's read-ahead holds) gathering in the background."""
+    if s.ahead is not None:
+        s.ahead.follow(s.orders[epoch], position, s.loader.batch_size)
 
 
 def _check_finite(s: Session, epoch: int, step: int, nonfinite: torch.Tensor) -> None:
