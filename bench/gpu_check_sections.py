@@ -158,7 +158,7 @@ def store_wait(ctx: Context) -> dict[str, Any]:
     import train_step
     import train_step_setup as tss
 
-    from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS
+    from memloss.memstore.layout.budget import DECODE_GROUP_BLOCKS, index_bytes, with_read_ahead
     from memloss.memstore.layout.order import default_block_size
 
     cores = 1 if ctx.smoke else os.cpu_count() or 1
@@ -175,8 +175,9 @@ def store_wait(ctx: Context) -> dict[str, Any]:
     block = 8 if ctx.smoke else default_block_size(bc.n, SAMPLE_BYTES)
     blocks = -(-bc.n // block)
     window = max(1, blocks // 4)
-    block_bytes = block * ROW_BYTES  # memstore/layout/order.py's window_blocks_for_budget, solved for `window` blocks
-    budget = 2 * DECODE_GROUP_BLOCKS * k * block_bytes + (2 * k + 2) * block_bytes * window
+    block_bytes = block * ROW_BYTES  # memstore/layout/budget.py's window_blocks_for_budget, solved for `window` blocks
+    windows_bytes = 2 * DECODE_GROUP_BLOCKS * k * block_bytes + (2 * k + 2) * block_bytes * window
+    budget = index_bytes(bc.n) + with_read_ahead(windows_bytes, k, ROW_BYTES, bc.n)  # + index arrays, read-ahead
     with tempfile.TemporaryDirectory(dir=ctx.work) as tmp:
         store = tss.make_store(k, y_cpu, backend="zarr", tmp=Path(tmp), budget=budget, block_size=block)
         try:

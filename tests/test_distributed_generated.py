@@ -7,8 +7,6 @@ with the weights and the store of an uninterrupted run (heavy). Real torchrun la
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,9 @@ import pytest
 import torch
 import zarr
 from safetensors.torch import load_file
+from test_distributed import _env, _lines
+from test_distributed import _torchrun as _torchrun_n
+from test_train_generated import write_aux
 
 from memloss.errors import ConfigError
 from memloss.memstore.store import open_store
@@ -26,8 +27,6 @@ from memloss.trainer.distributed.reduce import key_bit, latest_key
 from memloss.trainer.distributed.shards import MixedShards
 from memloss.trainer.training.metrics import MemoryShares
 
-ROOT = Path(__file__).resolve().parents[1]
-DRIVER = ROOT / "tests" / "ddp_driver.py"
 N_BASE, N_AUX, BATCH, FRACTION = 96, 200, 32, 0.6  # batches of 13 base + 19 generated: ranks take 7 + 10 and 6 + 9
 BASE, AUX = BATCH - int(FRACTION * BATCH), int(FRACTION * BATCH)
 ARGS = ["--dataset", "synthetic", "--n", str(N_BASE), "--resolution", "8", "--batch-size", str(BATCH), "--eval-n",
@@ -84,32 +83,14 @@ def test_memory_shares_reduce_to_the_sum_of_the_ranks() -> None:
                                "mem_held_aux_by_age": [0.75]}
 
 
-# ---- real torchrun launches -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aux_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("gen") / "gen.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, image=rng.integers(0, 256, (N_AUX, 8, 8, 3), dtype=np.uint8), label=rng.integers(0, 10, N_AUX))
-    return path
+    return write_aux(tmp_path_factory.mktemp("gen") / "gen.npz", N_AUX)
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env.pop("DDP_KILL", None)
-    return env
-
-
+# ---- real torchrun launches -----------------------------------------------------------------------------------
 def _torchrun(logs: Path, args: list[str], env: dict[str, str] | None = None) -> int:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(DRIVER), str(logs),
-           "--", "train", *args]
-    done = subprocess.run(cmd, env=env or _env(), capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 and not (env or {}).get("DDP_KILL"):
-        print(done.stdout[-3000:], done.stderr[-6000:])
-    return done.returncode
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return _torchrun_n(2, logs, args, env)
 
 
 def _share(reads: list[dict], part: slice) -> float:

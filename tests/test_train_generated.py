@@ -39,12 +39,16 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def write_aux(path: Path, n: int) -> Path:
+    """A generated-image file of `n` random 8x8 RGB images and labels (uint8 NHWC, int64) at `path`."""
+    rng = np.random.default_rng(0)
+    np.savez(path, image=rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), label=rng.integers(0, 10, n))
+    return path
+
+
 @pytest.fixture(scope="module")
 def aux_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("gen") / "gen.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, image=rng.integers(0, 256, (N_AUX, 8, 8, 3), dtype=np.uint8), label=rng.integers(0, 10, N_AUX))
-    return path
+    return write_aux(tmp_path_factory.mktemp("gen") / "gen.npz", N_AUX)
 
 
 def _cfg(tmp_path: Path, aux_file: Path, **overrides: Any):  # noqa: ANN202

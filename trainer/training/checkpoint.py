@@ -51,7 +51,7 @@ def finish_epoch(s: Session, epoch: int, record: dict[str, Any], commit: Future[
     s.records = [r for r in s.records if r["epoch"] < epoch] + [record]
     meta = model_meta(s, epoch)
     files = [(s.run_dir / METRICS_FILE, metrics_bytes(s.records)), (s.run_dir / LAST_WEIGHTS, model_bytes(s.model, meta))]
-    key = selection(s.cfg).robust_key  # test_pgd20_acc, or val_<attack>_acc with --val-split
+    key = selection(s.cfg).robust  # test_pgd20_acc, or val_<attack>_acc with --val-split
     if record[key] >= s.best_robust:
         s.best_robust, s.best_epoch = record[key], epoch
         files.append((s.run_dir / BEST_WEIGHTS, files[-1][1]))
@@ -65,7 +65,7 @@ def _ema_files(s: Session, ema: WeightAverage, epoch: int, record: dict[str, Any
     """last-ema.safetensors, and best-ema.safetensors selected on the average's own selection accuracy."""
     data = model_bytes(ema.model, {**model_meta(s, epoch), "weights": "ema", "ema_decay": repr(ema.decay)})
     files = [(s.run_dir / EMA_LAST_WEIGHTS, data)]
-    key = "ema_" + selection(s.cfg).robust_key
+    key = "ema_" + selection(s.cfg).robust
     if record[key] >= ema.best_robust:
         ema.best_robust, ema.best_epoch = record[key], epoch
         files.append((s.run_dir / EMA_BEST_WEIGHTS, data))

@@ -194,7 +194,7 @@ def evaluate_epoch(s: Session, epoch: int, model: torch.nn.Module | None = None,
             on_batch(len(y) * current().world)  # rank 0's progress stands for every rank's
     n = len(s.eval_y)
     clean_acc, robust_acc = (all_sum(torch.stack([clean, robust]).float()) / n).tolist()
-    return {chosen.clean_key: clean_acc, chosen.robust_key: robust_acc, "eval_n": n}
+    return {chosen.clean: clean_acc, chosen.robust: robust_acc, "eval_n": n}
 
 
 def evaluate_ema(s: Session, epoch: int, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:

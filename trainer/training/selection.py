@@ -11,26 +11,14 @@ The attack (--select-attack): `pgd20` (CE, 20 steps of 2/255, uniform start: the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from memloss.trainer.common.metric_keys import ATTACKS as SELECTION_ATTACKS
+from memloss.trainer.common.metric_keys import SPLITS, SelectionKeys
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.methods.eval_attacks import ATTACKS, AttackName, AttackSpec, ThreatModel
 
 
-@dataclass(frozen=True)
-class Selection:
-    """`split`: "test" or "val"; `attack`: "pgd20" or "pgd40-cw"."""
-
-    split: str
-    attack: str
-
-    @property
-    def robust_key(self) -> str:
-        return f"{self.split}_{self.attack.replace('-', '_')}_acc"
-
-    @property
-    def clean_key(self) -> str:
-        return f"{self.split}_clean_acc"
+class Selection(SelectionKeys):
+    """`split`: "test" or "val"; `attack`: "pgd20" or "pgd40-cw"; its metric keys are `robust` and `clean`."""
 
     def spec(self, cfg: TrainConfig) -> AttackSpec:
         t = cfg.threat
@@ -49,8 +37,8 @@ def selected_accuracy(record: dict[str, object], ema: bool = False) -> tuple[str
     """(key, value) of the selection accuracy in a metrics record (the EMA model's with `ema`), whichever split and
     attack the run used; None if the record has none."""
     prefix = "ema_" if ema else ""
-    for split in ("val", "test"):
-        for attack in ("pgd20", "pgd40_cw"):
+    for split in SPLITS:
+        for attack in SELECTION_ATTACKS:
             key = f"{prefix}{split}_{attack}_acc"
             value = record.get(key)
             if isinstance(value, float):
