@@ -25,7 +25,7 @@ from memloss.memstore.location.options import checked_location
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.training.bounds import check_sizes
 from memloss.trainer.training.resume import absolute
-from memloss.trainer.training.runs import check_new_run_dir, default_run_dir, load_state
+from memloss.trainer.training.runs import check_new_run_dir, check_run_dir_path, default_run_dir, load_state
 
 _KIND = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
@@ -39,7 +39,7 @@ def check_start(cfg: TrainConfig, resume: Path | None, store_options: Mapping[st
     if cfg.method.helper:
         check_helper(cfg.method.helper)
     if cfg.data.data_dir:
-        _not_a_file(Path(absolute(cfg.data.data_dir)), "--data-dir")
+        check_run_dir_path(Path(absolute(cfg.data.data_dir)), "--data-dir")  # a folder, not below a file
     if resume is not None:
         return Path(absolute(resume))
     run_dir = Path(absolute(cfg.run.out or default_run_dir(cfg)))
@@ -68,14 +68,6 @@ def check_run_options(log_every: int, threads: str | int | None) -> None:
 
 def _local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
-
-
-def _not_a_file(path: Path, option: str) -> None:
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                raise ConfigError(f"{option} {path}: {part} is a file, not a directory; choose another path")
-            return
 
 
 def writable_folder(folder: Path) -> bool:
