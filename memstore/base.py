@@ -17,7 +17,7 @@ import torch
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
 from memloss.memstore.errors import StoreError
-from memloss.memstore.layout.draws import AgesOfWindow, draw_table, drawn_rows
+from memloss.memstore.layout.draws import AgesOfWindow, check_window_draws, draw_table, drawn_rows
 from memloss.memstore.layout.mixing import BatchMix, check_visited
 from memloss.memstore.layout.nextplan import NextPlan
 from memloss.memstore.layout.order import BlockLayout, EpochPlan
@@ -41,6 +41,8 @@ class MemStore(Mirroring, ABC):
         self._epoch: int | None = None
         self._plan: EpochPlan | None = None
         self._drawn: np.ndarray | None = None  # bool [windows, K]: ages each window reads (None = all)
+        self._window_ages = spec.k  # ages a window of the windowed part may decode (its RAM is sized for them)
+        self._next_ages: AgesOfWindow | None = None  # the next epoch's draws, when the caller gave them
         self._mix: BatchMix | None = None  # the batches of a two-part store's epochs (memstore/layout/mixing.py)
         self._plans = NextPlan(layout, window_blocks, seed)  # the next epoch's plan, built during this one
         self._closed = False
@@ -99,7 +101,8 @@ class MemStore(Mirroring, ABC):
         return self._read_only
 
     # ---- public API ---------------------------------------------------------------------------------------------
-    def begin_epoch(self, epoch: int, ages: AgesOfWindow | None = None, mix: BatchMix | None = None) -> np.ndarray:
+    def begin_epoch(self, epoch: int, ages: AgesOfWindow | None = None, mix: BatchMix | None = None,
+                    next_ages: AgesOfWindow | None = None) -> np.ndarray:
         """Starts epoch `epoch` (>= 0): returns its order (int64 permutation of range(N), deterministic in (seed,
         epoch) and the memory budget) and starts prefetching. A previous uncommitted epoch is abandoned; epochs >=
         `epoch` and the epoch in slot epoch mod S stop counting as memory (persisted before any row is written).
@@ -110,7 +113,11 @@ class MemStore(Mirroring, ABC):
         `ages`: None (every memory age is read) or a callable `ages(window) -> Sequence[int]` giving the memory
         ages (0 = epoch n−1, …, K−1) that window `window` of the epoch's plan reads (windows numbered as in
         `EpochPlan.windows`; a store that keeps everything in RAM has one window). It is called once per window
-        here; during the epoch, rows of ages not drawn for their sample's window come back with valid False."""
+        here; during the epoch, rows of ages not drawn for their sample's window come back with valid False.
+
+        `next_ages`: the `ages` that `begin_epoch(epoch + 1)` will be given, when the caller knows them now; a
+        windowed store with draws then loads that epoch's first window during this epoch's last one (as it does
+        without draws). If epoch + 1 draws otherwise, that early load is dropped and nothing else changes."""
         self._check_usable()
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise StoreError(f"epoch must be an integer >= 0, got {epoch!r}")
@@ -119,13 +126,14 @@ class MemStore(Mirroring, ABC):
         order = plan.order.astype(np.int64)  # the caller's; the store keeps the plan's windows and visits
         plan = replace(plan, order=order[:0])
         drawn = None if ages is None else draw_table(ages, len(plan.windows), self.k)
+        check_window_draws(drawn, self._first_windowed, self._window_ages, self.k)
         self._abandon_epoch()
         if not self._read_only:
             self._state = self._state.for_new_epoch(epoch)
             self._save_state(self._state)
         elif self.mirrors:  # as the writer's, without saving it (the writer does)
             self._state = self._state.for_new_epoch(epoch)
-        self._plan, self._drawn, self._epoch, self._mix = plan, drawn, epoch, mix
+        self._plan, self._drawn, self._epoch, self._mix, self._next_ages = plan, drawn, epoch, mix, next_ages
         self._start_epoch(self._plan, self._read_slots(epoch))
         self._plans.start(epoch + 1, mix)
         return order
@@ -234,6 +242,11 @@ class MemStore(Mirroring, ABC):
         return drawn_rows(self._drawn, self._plan, self._layout, idx)
 
     @property
+    def _first_windowed(self) -> int:
+        """The first window of an epoch's plan that the backend reads from storage in windows (0: all)."""
+        return 0
+
+    @property
     def _reads_any_slots(self) -> bool:
         """True when `_read_entries` serves any subset of the read slots (then undrawn ages are not read at all);
         backends that load whole windows of every read slot keep False and the rows are masked after reading."""
@@ -241,8 +254,7 @@ class MemStore(Mirroring, ABC):
 
     def _read_slots(self, epoch: int) -> list[tuple[int, int]]:
         """(k, ring slot) for each memory slot k whose epoch n−1−k is committed."""
-        ages = ((k, epoch - 1 - k) for k in range(self.k))
-        return [(k, e % self.num_slots) for k, e in ages if e >= 0 and self._state.slot_epochs[e % self.num_slots] == e]
+        return self._state.read_slots(epoch, self.k)
 
     def _write_slot(self) -> int:
         return self._require_epoch() % self.num_slots

@@ -59,7 +59,8 @@ def _store(handle: ZarrHandle, memory_budget: int | None, read_only: bool,
     try:
         windows, resident = _window_blocks(handle.spec, handle.layout.block_size, budget, window_slots)
         ahead = read_ahead_rows(budget, handle.spec.k, row_bytes(handle.spec), handle.layout.rows)
-        return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident, read_ahead_rows=ahead)
+        return ZarrMemStore(handle, windows, read_only=read_only, resident_blocks=resident, read_ahead_rows=ahead,
+                            window_ages=window_slots)
     except BaseException:
         handle.release()
         raise

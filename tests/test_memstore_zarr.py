@@ -33,8 +33,8 @@ def make_spec(n: int = 40, k: int = 2, shape: tuple[int, int, int] = SHAPE, eps:
     return StoreSpec(DatasetFingerprint(name, n, shape, "0" * 64), ThreatModel("Linf", eps), k)
 
 
-def write_epoch(store, epoch: int, batch: int = 6, commit: bool = True) -> np.ndarray:  # noqa: ANN001
-    order = store.begin_epoch(epoch)
+def write_epoch(store, epoch: int, batch: int = 6, commit: bool = True, ages=None) -> np.ndarray:  # noqa: ANN001
+    order = store.begin_epoch(epoch, ages=ages)
     for start in range(0, order.shape[0], batch):
         idx = order[start : start + batch]
         b = idx.shape[0]

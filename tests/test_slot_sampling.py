@@ -100,6 +100,19 @@ def test_window_draws_use_only_committed_ages_and_weight_them() -> None:
     assert SlotSampler(4, 2, "step", seed=0).epoch_ages(2, [1]) is None
 
 
+def test_the_next_epochs_draws_are_known_ahead_and_change_nothing() -> None:
+    """`next_epoch_ages(e, committed)` (passed to begin_epoch(e) so the store can load epoch e+1's first window
+    early) gives the draws that `epoch_ages(e + 1, ...)` gives once e is committed, and leaves the weight as is."""
+    sampler = SlotSampler(6, 2, "window", seed=3)
+    sampler.epoch_ages(epoch=3, committed=[0, 1, 2])  # weight 3/2
+    ahead = sampler.next_epoch_ages(3, [0, 1, 2])
+    assert ahead is not None and sampler.choose([1] * 6)[1] == 1.5  # unchanged by the look-ahead
+    later = sampler.epoch_ages(epoch=4, committed=[0, 1, 2, 3])
+    assert later is not None and [ahead(w) for w in range(20)] == [later(w) for w in range(20)]
+    assert sampler.choose([1] * 6)[1] == 2.0  # 4 ages committed, 2 drawn
+    assert SlotSampler(6, 2, "step", seed=3).next_epoch_ages(3, [0, 1, 2]) is None
+
+
 def test_all_slots_without_sampling_and_state_round_trip() -> None:
     assert SlotSampler(4, 0, "step", seed=0).choose([3, 0, 2, 1]) == ((0, 2, 3), 1.0)
     assert SlotSampler(4, 4, "step", seed=0).choose([3, 1, 2, 1]) == ((0, 1, 2, 3), 1.0)

@@ -43,9 +43,12 @@ class ZarrMemStore(MemStore):
     budget holds them all, the base part of a two-part store, or none. The others are read in windows."""
 
     def __init__(self, handle: ZarrHandle, window_blocks: int, read_only: bool, resident_blocks: int = 0,
-                 read_ahead_rows: int = 0) -> None:
-        """read_ahead_rows: rows of batches a read-ahead may gather ahead within the budget (memstore/ahead.py)."""
+                 read_ahead_rows: int = 0, window_ages: int | None = None) -> None:
+        """read_ahead_rows: rows of batches a read-ahead may gather ahead within the budget (memstore/ahead.py);
+        window_ages: the memory ages a window was sized to decode (m of per-window draws; None: all K)."""
         super().__init__(handle.spec, handle.layout, handle.seed, handle.state, window_blocks, read_only)
+        if window_ages is not None and resident_blocks < handle.layout.num_blocks:
+            self._window_ages = max(1, min(int(window_ages), handle.spec.k))
         self.read_ahead_rows = int(read_ahead_rows)
         self._handle = handle
         self._arrays: dict[str, zarr.Array] = handle.arrays
@@ -108,9 +111,14 @@ class ZarrMemStore(MemStore):
         return self._writer.call(lambda: None)
 
     # ---- epochs -----------------------------------------------------------------------------------------------
+    @property
+    def _first_windowed(self) -> int:
+        """The plan's first window the window reader loads: 0, or 1 after the resident base part's window."""
+        return 1 if self._resident_blocks else 0
+
     def _windowed_plan(self, plan: EpochPlan) -> EpochPlan:
         """The windows the window reader loads: all of them, or those after the resident base part's window."""
-        return plan.from_window(1 if self._resident_blocks else 0)
+        return plan.from_window(self._first_windowed)
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
@@ -129,7 +137,7 @@ class ZarrMemStore(MemStore):
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
             self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after,
-                                window_leads(self._drawn, read_slots, 1 if self._resident_blocks else 0))
+                                window_leads(self._drawn, read_slots, self._first_windowed))
 
     def _slots_from_storage(self) -> list[int]:
         """The read slots this epoch reads from storage: all of them, except, in a fully resident writer, the ones
@@ -201,8 +209,7 @@ class ZarrMemStore(MemStore):
             assign_rows(out, ~resident, part)
         else:
             self._gather_windows(pos, out)
-        if self._windows.at_last_window and not self._next_prepared and self._drawn is None:
-            # (with per-window draws the next epoch's draws are not known yet: its first window loads at its start)
+        if self._windows.at_last_window and not self._next_prepared:
             self._prepare_next()
         return out
 
@@ -221,20 +228,24 @@ class ZarrMemStore(MemStore):
             raise self._read_error(exc) from exc
 
     def _prepare_next(self) -> None:
-        """Starts loading epoch e+1's first window, for the read slots it will have once e is committed."""
-        self._next_prepared = True
-        epoch = self._require_epoch()
+        """Starts checking epoch e+1's committed read slots and loading its first window (for the read slots it will
+        have once e is committed; with draws, those its first window draws, when the caller gave `next_ages`)."""
+        self._next_prepared, epoch = True, self._require_epoch()
         if self._writer is None:  # read-only: nothing is committed by this store
             return
         state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
-        slots = [(nxt - 1 - k) % self.num_slots for k in range(self.k)
-                 if nxt - 1 - k >= 0 and state.slot_epochs[(nxt - 1 - k) % self.num_slots] == nxt - 1 - k]
+        read = state.read_slots(nxt, self.k)
         plan = self._windowed_plan(self._plans.peek(nxt, self._mix))  # built ahead on the plan thread
         plan = replace(plan, order=plan.order[:0])  # only its windows are needed
-        early = NextWindow(plan, slots, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
+        drawn = None if self._next_ages is None else set(self._next_ages(self._first_windowed))
+        loaded = [slot for a, slot in read if drawn is None or a in drawn]
+        # With draws, the first window's must be known; more than the windows hold is refused by begin_epoch.
+        load = (self._drawn is None or drawn is not None) and len(loaded) <= self._window_ages
+        early = NextWindow(plan, loaded, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
                            self._tracker.flushed.copy())
-        early.check_ahead(lambda ready: verify_read_slots(self._handle, state, ready), state.slot_epochs)
-        self._windows.prepare_next(early, self._writer.call(lambda: None))  # after the blocks written so far
+        early.check_ahead(lambda ready: verify_read_slots(self._handle, state, ready), state.slot_epochs,
+                          [slot for _, slot in read])
+        self._windows.prepare_next(early, self._writer.call(lambda: None), load)  # after the blocks written so far
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _write_entries(self, idx: np.ndarray, entries: Entries) -> None:
@@ -270,11 +281,14 @@ class ZarrMemStore(MemStore):
         return stored
 
     # ---- errors and closing -----------------------------------------------------------------------------------
-    def _raise_background_error(self) -> None:
+    def _raise_writer_error(self) -> None:
         if self._writer is not None and self._writer.error is not None:
             exc = self._writer.error
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
+
+    def _raise_background_error(self) -> None:
+        self._raise_writer_error()
         failed = self._windows.failed()
         if failed is None and self._resident is not None:
             failed = self._resident.failed()
@@ -294,7 +308,5 @@ class ZarrMemStore(MemStore):
             if self._writer is not None:
                 self._writer.close()
             self._handle.release()  # the writer lock, after the last write
-        if self._writer is not None and self._writer.error is not None:
-            exc = self._writer.error
-            raise StoreError(f"writing memory to {self.url} failed in the background ({exc})") from exc
+        self._raise_writer_error()
 

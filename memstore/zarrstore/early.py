@@ -49,10 +49,12 @@ class NextWindow:
         self.checked: dict[int, int | None] = {}  # ring slot -> epoch of the slots checked ahead
         self.check_done: Future[None] | None = None
 
-    def check_ahead(self, check: Callable[[list[int]], None], slot_epochs: Sequence[int | None]) -> None:
-        """Starts check(slots) (the manifest check of read slots) for the committed slots (all but `own`) on a thread
-        of its own; slot_epochs: the epoch each ring slot will hold at the next epoch's start."""
-        slots = [slot for slot in self.slots if slot != self.own]
+    def check_ahead(self, check: Callable[[list[int]], None], slot_epochs: Sequence[int | None],
+                    read_slots: Sequence[int]) -> None:
+        """Starts check(slots) (the manifest check of read slots) for the committed ones of the next epoch's
+        `read_slots` (all but `own`; with draws, more than the window loads) on a thread of its own; slot_epochs: the
+        epoch each ring slot will hold at the next epoch's start."""
+        slots = [slot for slot in read_slots if slot != self.own]
         self.checked = {slot: slot_epochs[slot] for slot in slots}
         self.check_done = _in_thread(lambda: check(slots), "memstore-verify")
 

@@ -42,21 +42,30 @@ class SlotSampler:
         return 0 < self.m < self.k
 
     def epoch_ages(self, epoch: int, committed: Sequence[int]) -> Callable[[int], list[int]] | None:
-        """The `ages` callable of `MemStore.begin_epoch` for window draws (None in step mode or without sampling).
-        committed: the store's committed epochs before the epoch begins."""
+        """The `ages` callable of `MemStore.begin_epoch` for window draws (None in step mode or without sampling);
+        sets the epoch's importance weight. committed: the store's committed epochs before the epoch begins."""
+        ages, self._epoch_weight = self._window_draws(epoch, committed)
+        return ages
+
+    def next_epoch_ages(self, epoch: int, committed: Sequence[int]) -> Callable[[int], list[int]] | None:
+        """The `ages` epoch + 1 will draw once `epoch` is committed (`begin_epoch(next_ages=...)`: the store may load
+        that epoch's first window early); committed: as for `epoch_ages(epoch)`. Changes nothing."""
+        return self._window_draws(epoch + 1, [*committed, epoch])[0]
+
+    def _window_draws(self, epoch: int, committed: Sequence[int]) -> tuple[Callable[[int], list[int]] | None, float]:
+        """(ages callable, importance weight |S|/m) of an epoch's window draws from (seed, epoch, window)."""
         if self.mode != "window" or not self.sampling:
-            return None
+            return None, 1.0
         done = set(committed)
         available = [a for a in range(self.k) if epoch - 1 - a >= 0 and epoch - 1 - a in done]
         take = min(self.m, len(available))
-        self._epoch_weight = len(available) / take if take else 1.0
         seed = self.seed
 
         def ages(window: int) -> list[int]:
             rng = np.random.default_rng([seed, epoch, window, _STREAM])
             return sorted(int(a) for a in rng.choice(available, size=take, replace=False))
 
-        return ages
+        return ages, (len(available) / take if take else 1.0)
 
     def choose(self, counts: Sequence[int]) -> tuple[tuple[int, ...], float]:
         """(slots to use, importance weight) for a batch whose slot k holds counts[k] valid rows (host ints)."""
