@@ -205,3 +205,31 @@ def test_with_the_next_epochs_draws_its_first_window_loads_during_the_last_windo
     for a, b in zip(early, plain):
         for name in ("codes", "scale", "offset", "flip", "valid"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_in_an_epoch_of_one_window_the_next_epochs_early_work_starts_after_a_quarter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window as large as the dataset (m = 1 ages in ~6 MB, K = 4 resident would need ~7.4 MB): the next epoch's
+    first window and slot check start once a quarter of the epoch was read, not with its first batch, when the
+    previous commit is still landing and the read-ahead filling."""
+    import memloss.memstore.zarrstore.backend as backend_module
+
+    budget = index_bytes(N) + with_read_ahead(6 << 20, K, 3 * 32 * 32 + 20, N)
+    url = tmp_path / "one.zarr"
+    read_so_far: list[int] = []
+    with create_store(url, make_spec(n=N, k=K, shape=SHAPE), block_size=8, memory_budget=budget,
+                      window_slots=M) as store:
+        assert not store.resident and store.window_blocks == store.layout.num_blocks
+        real = backend_module.ZarrMemStore._prepare_next
+        monkeypatch.setattr(backend_module.ZarrMemStore, "_prepare_next",
+                            lambda self: (read_so_far.append(rows[0]), real(self))[1])
+        for epoch in range(3):
+            rows = [0]
+            order = store.begin_epoch(epoch, ages=_draws(epoch), next_ages=_draws(epoch + 1))
+            for start in range(0, N, 40):
+                idx = order[start:start + 40]
+                store.read(idx)
+                rows[0] += idx.shape[0]
+                write_epoch_rows(store, idx, epoch)
+            store.commit_epoch(wait=False)
+    assert read_so_far == [80, 80]  # 40-row batches: the third batch reaches N / 4 = 100 (epoch 0 reads nothing)
