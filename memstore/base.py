@@ -13,9 +13,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
-import torch
 
-from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, validate_write
+from memloss.memstore.entries import ENTRY_FIELDS, Entries, MemoryBatch, as_index, valid_memory, validate_write
 from memloss.memstore.errors import StoreError
 from memloss.memstore.layout.draws import AgesOfWindow, check_window_draws, draw_table, drawn_rows
 from memloss.memstore.layout.mixing import BatchMix, check_visited
@@ -26,7 +25,6 @@ from memloss.memstore.mirroring import Mirroring
 from memloss.memstore.spec import StoreSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-_NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
 
 
 
@@ -158,23 +156,7 @@ class MemStore(Mirroring, ABC):
                 ks = [k for k, _ in wanted]
                 for name in ENTRY_FIELDS:
                     getattr(out, name)[ks] = getattr(got, name)
-        # Slots of epochs < 0 never match: their rows are NO_EPOCH and their target is below any stamp.
-        target = np.array([epoch - 1 - k if epoch - 1 - k >= 0 else _NEVER for k in range(self.k)],
-                          dtype=np.int32)[:, None]
-        valid = out.epoch == target
-        if drawn is not None:
-            valid &= drawn
-        if not valid.all():
-            invalid = ~valid
-            invalid[np.setdiff1d(np.arange(self.k), [k for k, _ in wanted])] = False  # unread: already empty rows
-            out.codes[invalid], out.scale[invalid], out.offset[invalid], out.flip[invalid] = 128, 0, 0, False
-        return MemoryBatch(
-            codes=torch.from_numpy(out.codes),
-            scale=torch.from_numpy(out.scale),
-            offset=torch.from_numpy(out.offset),
-            flip=torch.from_numpy(out.flip),
-            valid=torch.from_numpy(valid),
-        )
+        return MemoryBatch.of(out, valid_memory(out, epoch, drawn, [k for k, _ in wanted]))
 
     def write(self, idx: Any, codes: Any, scale: Any, offset: Any, flip: Any) -> None:
         """Stores the memory of samples idx (int [B]) for the current epoch: codes uint8 [B,C,H,W], scale float32

@@ -35,6 +35,12 @@ class MemoryBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return MemoryBatch(move(self.codes), move(self.scale), move(self.offset), move(self.flip), move(self.valid))
 
+    @classmethod
+    def of(cls, rows: Entries, valid: np.ndarray) -> MemoryBatch:
+        """The batch of `rows` (lead [K]) and valid bool [K, B], sharing their memory."""
+        return cls(torch.from_numpy(rows.codes), torch.from_numpy(rows.scale), torch.from_numpy(rows.offset),
+                   torch.from_numpy(rows.flip), torch.from_numpy(valid))
+
 
 @dataclass
 class Entries:
@@ -163,3 +169,23 @@ def _offset_out_of_range(offset: np.ndarray) -> bool:
     if info.min < 0 and offset.min() < 0:
         return True
     return bool(info.max > np.iinfo(np.int16).max and offset.max() > np.iinfo(np.int16).max)
+
+
+_NEVER = np.iinfo(np.int32).min  # read target of a slot whose epoch would be < 0: no stamp equals it
+
+
+def valid_memory(out: Entries, epoch: int, drawn: np.ndarray | None, read_ages: list[int]) -> np.ndarray:
+    """valid bool [K, B] of rows `out` (lead [K]; slot k should hold epoch n−1−k, n = `epoch`) read for the ages
+    `read_ages` (the others are empty already): a row is valid if it holds that epoch and, with window draws
+    (drawn bool [K, B]), its window drew its age. Invalid rows that were read are emptied in place (δ = 0)."""
+    k = out.epoch.shape[0]
+    # Slots of epochs < 0 never match: their rows are NO_EPOCH and their target is below any stamp.
+    target = np.array([epoch - 1 - a if epoch - 1 - a >= 0 else _NEVER for a in range(k)], dtype=np.int32)[:, None]
+    valid = out.epoch == target
+    if drawn is not None:
+        valid &= drawn
+    if not valid.all():
+        invalid = ~valid
+        invalid[np.setdiff1d(np.arange(k), read_ages)] = False  # unread: already empty rows
+        out.codes[invalid], out.scale[invalid], out.offset[invalid], out.flip[invalid] = 128, 0, 0, False
+    return valid

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from memloss.memstore.zarrstore.early import NextWindow
+from memloss.memstore.zarrstore.early import NextWindow, first_window_slots
 from memloss.memstore.zarrstore.prefetch import BackgroundReader, BackgroundWriter
 from memloss.memstore.zarrstore.resident import ResidentPart
 from memloss.memstore.zarrstore.tracker import WriteTracker
@@ -233,16 +233,13 @@ class ZarrMemStore(MemStore):
         self._next_prepared, epoch = True, self._require_epoch()
         if self._writer is None:  # read-only: nothing is committed by this store
             return
-        state, nxt = self._state.after_commit(epoch).for_new_epoch(epoch + 1), epoch + 1
-        read = state.read_slots(nxt, self.k)
-        plan = self._windowed_plan(self._plans.peek(nxt, self._mix))  # built ahead on the plan thread
-        plan = replace(plan, order=plan.order[:0])  # only its windows are needed
-        drawn = None if self._next_ages is None else set(self._next_ages(self._first_windowed))
-        loaded = [slot for a, slot in read if drawn is None or a in drawn]
-        # With draws, the first window's must be known; more than the windows hold is refused by begin_epoch.
-        load = (self._drawn is None or drawn is not None) and len(loaded) <= self._window_ages
-        early = NextWindow(plan, loaded, epoch % self.num_slots, self._layout, self._spec.fingerprint.shape,
-                           self._tracker.flushed.copy())
+        state = self._state.after_commit(epoch).for_new_epoch(epoch + 1)
+        read = state.read_slots(epoch + 1, self.k)
+        plan = self._windowed_plan(self._plans.peek(epoch + 1, self._mix))  # built ahead on the plan thread
+        loaded, load = first_window_slots(read, self._next_ages, self._first_windowed, self._drawn is not None,
+                                          self._window_ages)
+        early = NextWindow(replace(plan, order=plan.order[:0]), loaded, epoch % self.num_slots, self._layout,
+                           self._spec.fingerprint.shape, self._tracker.flushed.copy())
         early.check_ahead(lambda ready: verify_read_slots(self._handle, state, ready), state.slot_epochs,
                           [slot for _, slot in read])
         self._windows.prepare_next(early, self._writer.call(lambda: None), load)  # after the blocks written so far

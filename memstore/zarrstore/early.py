@@ -28,6 +28,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from memloss.memstore.entries import ENTRY_FIELDS, Entries
+from memloss.memstore.layout.draws import AgesOfWindow
 from memloss.memstore.layout.order import BlockLayout, EpochPlan
 
 Window = tuple[np.ndarray, Entries]  # sorted storage rows [R] of a window, and their entries [S', R, ...]
@@ -107,6 +108,17 @@ class NextWindow:
 
     def _rows(self, blocks: np.ndarray) -> np.ndarray:
         return np.concatenate([np.arange(*self._layout.block_rows(int(b)), dtype=np.int64) for b in blocks])
+
+
+def first_window_slots(read: list[tuple[int, int]], next_ages: AgesOfWindow | None, first: int, drawing: bool,
+                       window_ages: int) -> tuple[list[int], bool]:
+    """(ring slots the next epoch's first window decodes, whether to load it now) from its read slots `read` (age,
+    slot) and, with window draws, its `next_ages` (their window `first`: the first read from storage). With draws
+    this epoch (`drawing`) and the next epoch's unknown, nothing loads early; more ages than a window holds
+    (`window_ages`) neither (begin_epoch would refuse them)."""
+    drawn = None if next_ages is None else set(next_ages(first))
+    loaded = [slot for age, slot in read if drawn is None or age in drawn]
+    return loaded, (not drawing or drawn is not None) and len(loaded) <= window_ages
 
 
 def _in_thread(fn: Callable[[], None], name: str) -> Future[None]:
