@@ -150,7 +150,8 @@ def run_epoch(store: MemStore, ahead: ReadAhead, epoch: int, timed_rows: int, st
     returns the timed steps. `step_waits`: each timed step's gather wait (s) is appended."""
     step_waits = [] if step_waits is None else step_waits
     t0 = time.perf_counter()
-    order = store.begin_epoch(epoch, ages=draws_of(epoch, store.k, draws), next_ages=draws_of(epoch + 1, store.k, draws))
+    order = store.begin_epoch(epoch, ages=draws_of(epoch, store.k, draws),
+                              next_ages=draws_of(epoch + 1, store.k, draws))
     ahead.follow(order, 0, BATCH)
     wait["start"] += time.perf_counter() - t0 if timed_rows else 0.0
     steps = 0

@@ -259,7 +259,7 @@ def fill_memory(s: Session, x: torch.Tensor, epochs: int) -> None:
     eps, pad, b = s.cfg.threat.eps_float, s.info.crop_padding, s.cfg.data.batch_size
     gen = torch.Generator(device=s.device).manual_seed(SEED + 1)
     for epoch in range(1, epochs + 1):
-        order = s.store.begin_epoch(epoch)  # type: ignore[union-attr]
+        order = s.store.begin_epoch(epoch, ages=lambda w: [])  # type: ignore[union-attr]  # writes only
         for start in range(0, len(order), b):
             idx = order[start:start + b]
             views = sample_views(len(idx), pad, s.info.flip, gen, s.device)

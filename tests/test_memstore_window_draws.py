@@ -152,9 +152,11 @@ def _draws(epoch: int):  # noqa: ANN202
     return lambda w: [] if epoch == 0 else [(epoch + w) % min(epoch, K)]
 
 
-def _drawn_epochs(url: Path, epochs: int, next_known: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
-    """Epochs 0..epochs-1 of a windowed store with window draws, each read whole and committed; (the batches read,
-    per epoch ≥ 2 whether its first window was decoded after its begin_epoch) and the training thread's slot checks."""
+def _drawn_epochs(url: Path, epochs: int, next_known: bool,
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[list, list, list]:
+    """Epochs 0..epochs-1 of a windowed store with window draws, each read whole and committed: the batches read,
+    for each epoch whether its first window was decoded after its begin_epoch, and the training thread's slot
+    checks (each epoch's start marked [-1])."""
     import memloss.memstore.zarrstore.backend as backend_module
 
     decoded: list[np.ndarray] = []

@@ -26,6 +26,7 @@ class RingState:
         return RingState(slots, sorted(e for e in slots if e is not None))
 
     def read_slots(self, epoch: int, k: int) -> list[tuple[int, int]]:
-        """(age a, ring slot) for each memory age a < k whose epoch n−1−a (n = `epoch`) this state holds committed."""
+        """(age a, ring slot) for each memory age a < k whose epoch n−1−a (n = `epoch`) this state holds
+        committed."""
         s, ages = len(self.slot_epochs), ((a, epoch - 1 - a) for a in range(k))
         return [(a, e % s) for a, e in ages if e >= 0 and self.slot_epochs[e % s] == e]

@@ -134,7 +134,8 @@ class WindowReader:
         delayed a batch by up to 0.35 s at K = 64 (docs/benchmarks.md)."""
         assert self._plan is not None
         last = len(self._plan.windows) - 1
-        return window == last and (last > 0 or 4 * self._rows_read >= self._plan.windows[0].size * self._layout.block_size)
+        rows = self._plan.windows[0].size * self._layout.block_size
+        return window == last and (last > 0 or 4 * self._rows_read >= rows)
 
     def failed(self) -> BaseException | None:
         """The error of a window load that has failed, if any (without waiting)."""
