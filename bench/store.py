@@ -83,18 +83,21 @@ def table(rows: list[dict]) -> str:
 
 
 def wait_table(rows: list[dict]) -> str:
-    """Where the wait comes from: the read-ahead's depth, each step's wait, and the window loads against the time a
-    window trains (window load CPU: the whole process's, all threads, while a load ran)."""
-    head = ("| K | budget MB | read-ahead batches | step wait ms p50 / p99 / max | steps waiting > 1/10 step | "
-            "window loads | window load s mean / max | window load CPU s | window trains s |")
+    """Where the wait comes from: each timed epoch's wait (the first follows the unpaced warm-up epoch), the
+    read-ahead's depth, each step's wait, and the window loads against the time a window trains (window load CPU:
+    the whole process's, all threads, while a load ran; — when every window was loaded early)."""
+    head = ("| K | budget MB | wait s by epoch | read-ahead batches | step wait ms p50 / p99 / max | "
+            "steps waiting > 1/10 step | window loads | window load s mean / max | window load CPU s | "
+            "window trains s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        if r["backend"] == "ram" or "window_loads" not in r:
+        if r["backend"] == "ram" or r.get("resident"):
             continue
-        lines.append(f"| {r['k']} | {r['budget_mb']} | {r['ahead_depth']} | "
-                     f"{' / '.join(map(str, r['step_wait_ms_p50_p99_max']))} | {r['steps_waiting_over_tenth']} | "
-                     f"{r['window_loads']} | {' / '.join(map(str, r['window_load_s_mean_max']))} | "
-                     f"{r['window_load_cpu_s_mean']} | {r['window_train_s']} |")
+        loads = (f"{r['window_loads']} | {' / '.join(map(str, r['window_load_s_mean_max']))} | "
+                 f"{r['window_load_cpu_s_mean']} | {r['window_train_s']}") if "window_loads" in r else "0 | — | — | —"
+        lines.append(f"| {r['k']} | {r['budget_mb']} | {' / '.join(map(str, r.get('wait_s_by_epoch', [])))} | "
+                     f"{r['ahead_depth']} | {' / '.join(map(str, r['step_wait_ms_p50_p99_max']))} | "
+                     f"{r['steps_waiting_over_tenth']} | {loads} |")
     return "\n".join(lines)
 
 

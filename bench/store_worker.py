@@ -7,7 +7,9 @@
    the same thread, and at the end of the epoch the commit started without waiting, so that it lands while the next
    epoch starts. With --steps, only the first `steps` batches of each epoch sleep; the rest of the epoch runs without
    a step (not counted), so every epoch is still committed whole. The first of them begins while the warm-up's
-   commit lands, with its first window loaded during the warm-up's last window: a steady-state epoch start.
+   commit lands, with its first window loaded during the warm-up's last window; but the warm-up runs unpaced, so the
+   next epoch's early work (memstore/zarrstore/early.py) may not have finished: `wait_s_by_epoch` shows each
+   epoch's wait, the later ones in steady state.
 
 The decode (window and resident loads) and encode (chunk writes) functions of the store are wrapped to count their
 busy seconds and volume: rows per second and MB per second of codes are those of the thread doing the work. Where
@@ -192,13 +194,16 @@ def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[n
     landed = store.commit_epoch(wait=False)
     del loads[:]
     steps, t_all, cpu_all = 0, time.perf_counter(), time.process_time()
+    by_epoch = []  # each epoch's wait (s): the first begins after the unpaced warm-up, the others in steady state
     for epoch in range(args.k + 1, args.k + 1 + args.epochs):
+        before = sum(wait.values())
         steps += run_epoch(store, ahead, epoch, args.steps * BATCH if args.steps else store.n, step_s, rows, wait,
                            args.window_draws, step_waits)
         t0 = time.perf_counter()
         landed.result()  # the previous commit (long landed, unless the store cannot keep up)
         landed = store.commit_epoch(wait=False)
         wait["commit"] += time.perf_counter() - t0
+        by_epoch.append(round(sum(wait.values()) - before, 3))
     loop_s, cpu_s = time.perf_counter() - t_all, time.process_time() - cpu_all
     t0 = time.perf_counter()
     landed.result()
@@ -210,6 +215,7 @@ def training_epochs(store: MemStore, args: argparse.Namespace, rows: Callable[[n
     out.update(steps=steps, loop_s=round(loop_s, 1), cpu_ms_per_step=round(1000 * cpu_s * BATCH / (args.epochs * store.n), 2),
                last_commit_landing_s=round(time.perf_counter() - t0, 2), wait_s=round(total, 3),
                wait_pct_of_step=round(100 * total / (steps * step_s), 2), ahead_depth=ahead.depth(BATCH),
+               wait_s_by_epoch=by_epoch,
                **wait_figures(step_waits, loads, step_s))
     return out
 

@@ -48,3 +48,6 @@ def test_store_bench_runs_windowed_and_resident(tmp_path: Path) -> None:
     assert windowed["decode_s"] > 0 and resident["decode_s"] == 0  # a resident store never reads back its writes
     text = bench.table(rows)
     assert text.count("\n") == 3 and "resident" in text and "windowed" in text
+    assert len(windowed["wait_s_by_epoch"]) == 2 and sum(windowed["wait_s_by_epoch"]) <= windowed["wait_s"] + 1e-3
+    waits = bench.wait_table(rows)
+    assert waits.count("\n") == 2 and " / ".join(map(str, windowed["wait_s_by_epoch"])) in waits  # the windowed row
