@@ -11,7 +11,10 @@ free then), the reader thread decodes the first window of epoch e+1:
   for the blocks completed later (`carry`: the very rows handed to the writer, kept by reference; a block the
   epoch never wrote holds no memory).
 
-`begin_epoch(e+1)` uses it when its plan and read slots are the ones expected; any other begin drops it.
+`begin_epoch(e+1)` uses it when its plan and read slots are the ones expected; any other begin drops it. With window
+draws, the window decodes only the ages it draws: epoch e's caller gives them (`begin_epoch(e, next_ages=...)`);
+without them nothing loads early, and the slot check below still runs. In an epoch of one window the early work
+waits until a quarter of it was read (windows.py), away from the epoch's start.
 
 At the same time, on a thread of its own, the committed read slots of epoch e+1 are checked against their manifests
 (issue 13's check, memstore/integrity/manifest.py), so that `begin_epoch(e+1)` only checks slot e on the training
