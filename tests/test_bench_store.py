@@ -51,3 +51,12 @@ def test_store_bench_runs_windowed_and_resident(tmp_path: Path) -> None:
     assert len(windowed["wait_s_by_epoch"]) == 2 and sum(windowed["wait_s_by_epoch"]) <= windowed["wait_s"] + 1e-3
     waits = bench.wait_table(rows)
     assert waits.count("\n") == 2 and " / ".join(map(str, windowed["wait_s_by_epoch"])) in waits  # the windowed row
+
+
+def test_slot_check_bench_times_every_committed_slot(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(BENCH.parent / "slot_check.py"), "--k", "2", "--n", "300", "--repeats", "2",
+           "--dir", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["slots"] == 3 and len(out["wall_cpu_s"]) == 2 and all(w > 0 for w, _ in out["wall_cpu_s"])
