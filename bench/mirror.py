@@ -7,6 +7,11 @@ rows with smooth δ codes. For each epoch after the first K it times, on the rea
 0's commit and the first batch of the next epoch: `reopen` (close, open_store, begin_epoch, first read: the
 resident load of K slots) against `mirror` (mirror_commit, begin_epoch, first read).
 
+With --budget-mib below what every slot needs (a windowed store, which cannot mirror), it compares `reopen` with
+`follow` (`follow_commit`: the ring state read again; the store, its layout and its threads kept): the cost of
+opening a store grows with its rows (bench/layout_scale.py: 265 s at 300M rows, paid by every rank ≠ 0 each epoch
+before follow_commit).
+
 Usage: python bench/mirror.py [--n 20000] [--k 4] [--epochs 7] [--batch 512] [--budget-mib 4096]
 """
 
@@ -33,8 +38,9 @@ def _rows(rng: np.random.Generator, b: int) -> tuple[np.ndarray, ...]:
     return codes, rng.random(b, dtype=np.float32) * 0.03, rng.integers(0, 9, size=(b, 2)), rng.random(b) < 0.5
 
 
-def run(args: argparse.Namespace, mirror: bool) -> list[float]:
-    """Seconds of the read-only side's take-up of each epoch that reads K committed slots."""
+def run(args: argparse.Namespace, mode: str) -> list[float]:
+    """Seconds of the read-only side's take-up of each epoch that reads K committed slots; mode: reopen, mirror
+    (a resident store) or follow (a windowed one)."""
     rng = np.random.default_rng(0)
     spec = StoreSpec(DatasetFingerprint("bench", args.n, SHAPE, "0" * 64), ThreatModel("Linf", "8/255"), args.k)
     budget = args.budget_mib << 20
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace, mirror: bool) -> list[float]:
         url = Path(tmp) / "m.zarr"
         writer = create_store(url, spec, memory_budget=budget)
         reader = open_store(url, read_only=True, memory_budget=budget)
-        assert reader.mirrors, "the budget must hold every slot (a resident store)"
+        assert reader.mirrors == (mode == "mirror") or mode == "reopen", "mirror: a resident store; follow: windowed"
+        mirror = mode == "mirror"
         after_commit = 0.0
         for epoch in range(args.epochs):
             order = writer.begin_epoch(epoch)
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace, mirror: bool) -> list[float]:
             t1 = time.perf_counter()
             if mirror:
                 reader.mirror_commit()
+            elif mode == "follow":
+                reader.follow_commit()
             else:
                 reader.close()
                 reader = open_store(url, read_only=True, memory_budget=budget)
@@ -70,6 +79,14 @@ def run(args: argparse.Namespace, mirror: bool) -> list[float]:
         writer.close()
         reader.close()
     return times
+
+
+def open_mode(args: argparse.Namespace) -> bool:
+    """True when the budget keeps every slot in RAM (the reader mirrors), False for a windowed store."""
+    spec = StoreSpec(DatasetFingerprint("bench", args.n, SHAPE, "0" * 64), ThreatModel("Linf", "8/255"), args.k)
+    with tempfile.TemporaryDirectory() as tmp, create_store(Path(tmp) / "p.zarr", spec,
+                                                           memory_budget=args.budget_mib << 20) as store:
+        return bool(store.resident)
 
 
 def main() -> None:
@@ -82,8 +99,10 @@ def main() -> None:
     args = p.parse_args()
     print(f"n={args.n} rows of {SHAPE}, K={args.k}, batch {args.batch}; seconds from rank 0's commit to the "
           "read-only side's first batch of the next epoch (epochs that read K slots)")
-    for name, mirror in (("reopen (before)", False), ("mirror (now)", True)):
-        times = run(args, mirror)
+    resident = open_mode(args)
+    for name, mode in (("reopen (before)", "reopen"), ("mirror (now)" if resident else "follow (now)",
+                                                       "mirror" if resident else "follow")):
+        times = run(args, mode)
         print(f"{name:16s} median {statistics.median(times):.3f} s  each: {', '.join(f'{t:.3f}' for t in times)}")
 
 

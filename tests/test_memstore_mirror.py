@@ -75,3 +75,37 @@ def test_mirror_is_refused_where_it_has_no_meaning(tmp_path: Path) -> None:
         windowed.begin_epoch(0)
         with pytest.raises(StoreError, match="keeps every slot in RAM"):
             windowed.mirror(np.arange(4), *_rows(0, np.arange(4)))
+
+
+def test_a_windowed_reader_follows_its_writers_commits_without_reopening(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun's ranks ≠ 0 with a windowed store: after each commit of the writer, `follow_commit` takes the ring
+    state from storage; every batch then reads what the writer reads, and the layout is built once (at opening)."""
+    import memloss.memstore.zarrstore.meta as meta_module
+
+    url, spec = tmp_path / "w.zarr", make_spec(n=400, k=2, shape=(3, 32, 32))
+    budget = 2 << 20  # 3 slots × 400 rows × 3 KiB > 2 MiB: windowed
+    layouts = []  # opening reads the layout's members from storage (and builds the layout from them)
+    real = meta_module.read_members
+    monkeypatch.setattr(meta_module, "read_members", lambda *a, **k: (layouts.append(1), real(*a, **k))[1])
+    with create_store(url, spec, block_size=8, memory_budget=budget) as writer, \
+            open_store(url, read_only=True, memory_budget=budget) as reader:
+        assert not reader.mirrors and not reader.resident and reader.window_blocks < reader.layout.num_blocks
+        built = len(layouts)
+        for epoch in range(4):
+            order = writer.begin_epoch(epoch)
+            assert np.array_equal(reader.begin_epoch(epoch), order)
+            for start in range(0, order.shape[0], 40):
+                idx = order[start:start + 40]
+                a, b = writer.read(idx), reader.read(idx)
+                assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("codes", "scale", "offset", "flip",
+                                                                                 "valid"))
+                assert epoch < 1 or bool(a.valid[0].all())  # the epoch just committed is memory for every sample
+                codes, scale, offset, flip = _rows(epoch, idx)
+                writer.write(idx, np.tile(codes, (1, 1, 8, 8)), scale, offset, flip)
+            writer.commit_epoch()
+            reader.follow_commit()
+            assert reader.committed_epochs == writer.committed_epochs
+        assert built == 1 and len(layouts) == built  # the reader's opening only
+        with pytest.raises(StoreError, match="for a read-only store"):
+            writer.follow_commit()

@@ -267,6 +267,9 @@ class ZarrMemStore(MemStore):
         self._resident.slots.put(self._write_slot(), pos, entries)
         self._tracker.record(pos)
 
+    def _reload_state(self) -> RingState:
+        return reload_ring_state(self._handle)  # the handle's manifests follow: the next start check uses them
+
     def _mirror_committed(self, epoch: int) -> RingState:
         assert self._resident is not None
         stored, expected = reload_ring_state(self._handle), self._state.after_commit(epoch)

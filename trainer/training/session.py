@@ -79,7 +79,6 @@ class Session:
     landing: Future[None] | None = None
     shards: Shards | MixedShards | None = None  # this rank's part of each global batch (torchrun); None: one process
     rank_states: dict[str, Any] = field(default_factory=dict)  # the resume point's per-rank fields (torchrun)
-    store_options: Mapping[str, Any] | None = None  # storage options of the store URL (reopened under torchrun)
     unstored: Callable[[int], np.ndarray] | None = None  # the mixed order of a run without a store
 
     def order_for(self, epoch: int) -> np.ndarray:
@@ -225,7 +224,6 @@ def open_session(cfg: TrainConfig, run_dir: Path, *, fresh: bool = True,
     if data.mix is not None:
         session.notes.append(data.mix.describe(data.parts))  # what an epoch is, in one line at the start
     session.ema = make_weight_average(model, cfg.optim.ema, cfg.optim.epochs, steps)
-    session.store_options = store_options
     session.store = open_run_store(cfg, data, run_dir, fresh, session.notes, store_options)
     try:
         session.loader = _loader(session)

@@ -75,17 +75,13 @@ class _Mirror:
 
 def reopen_store(s: Session) -> None:
     """A read-only rank's store after rank 0's commit landed (torchrun): a store that mirrors takes the epoch's rows
-    it kept in RAM as committed; any other is opened again, and then holds the epochs rank 0 committed since."""
+    it kept in RAM as committed; any other takes the ring state from storage again (`follow_commit`: it then holds
+    the epochs rank 0 committed since, without opening the store and building its layout anew)."""
     if s.store is None or not s.store.read_only:
         return
-    if s.store.mirrors and s.ahead is not None:
-        s.ahead.drain()  # the epoch's last mirrored rows
-        s.store.mirror_commit()
-        return
     if s.ahead is not None:
-        s.ahead.close()
-    s.store.close()
-    location = store_location(s.cfg.run.store, s.store_options)  # type: ignore[arg-type]
-    s.store = open_store(location, s.store.spec, read_only=True, memory_budget=s.cfg.run.memory_budget,
-                         window_slots=window_slots(s.cfg))
-    s.ahead = ReadAhead(s.store, pin=pin_host_buffers(s.device))
+        s.ahead.drain()  # the epoch's last reads (and, for a mirror, its last mirrored rows)
+    if s.store.mirrors:
+        s.store.mirror_commit()
+    else:
+        s.store.follow_commit()
