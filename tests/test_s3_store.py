@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from typer.testing import CliRunner
 from zarr.storage import FsspecStore, ObjectStore
 from zarrs import ZarrsCodecPipeline
@@ -69,6 +70,62 @@ def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkey
             assert len(epoch_puts) == 15 + 3
             record = json.loads(_get(location, "zarr.json"))["attributes"]["memloss"]
             assert record["committed_epochs"][-1] == epoch
+
+
+def _record_reads(monkeypatch: pytest.MonkeyPatch, url: str) -> list[tuple[str, str]]:
+    """(GET or HEAD, key) of every request for an object of the store at `url` the S3 server gets from now on."""
+    from urllib.parse import unquote, urlparse
+
+    from moto.s3.responses import S3Response
+
+    reads: list[tuple[str, str]] = []
+    guard = threading.Lock()
+    prefix = "/" + url.split("://", 1)[1] + "/"
+    real = S3Response.key_response
+
+    def recorded(self, request, full_url, headers):  # noqa: ANN001, ANN202
+        path = unquote(urlparse(full_url).path)
+        if request.method in ("GET", "HEAD") and path.startswith(prefix):
+            with guard:
+                reads.append((request.method, path[len(prefix):]))
+        return real(self, request, full_url, headers)
+
+    monkeypatch.setattr(S3Response, "key_response", recorded)
+    return reads
+
+
+def test_an_epoch_reads_back_only_the_checksums_of_its_chunks(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last block, cut at the array's end (44 rows, blocks of 8), is written whole: zarrs alone reads such a
+    chunk first (a HEAD and a GET, two round trips). The commit then reads each chunk's checksum once."""
+    location = store_location(s3.url(), s3.options)
+    with create_store(location, make_spec(n=44, k=2), block_size=8, memory_budget=1 << 30) as store:
+        assert store.resident
+        reads = _record_reads(monkeypatch, location.url)
+        for epoch in range(4):
+            start = len(reads)
+            write_epoch(store, epoch)
+            chunks = [(method, key) for method, key in reads[start:] if key.split("/")[0] in ("codes", "scale", "info")]
+            assert {method for method, _ in chunks} == {"GET"}
+            assert sorted(key for _, key in chunks) == sorted({key for _, key in chunks}) and len(chunks) == 6 * 3
+    # epoch 3's last block as zarr's own pipeline reads it (zarrs would read a part of a chunk: see chunks.py)
+    group = zarr.open_group(resolve_store(location, read_only=True)[0], mode="r")
+    assert bool((group["codes"][0, 40:44] == 4).all()) and group["info"][0, 40:44, 0].tolist() == [3] * 4
+
+
+def test_damaged_memory_on_s3_is_named_at_the_epoch_start(s3: S3Server) -> None:
+    """The read slots' listings and manifests, all fetched at once, still name the damaged epoch and chunk."""
+    from memloss.memstore.integrity.manifest import DamagedMemoryError
+
+    location = store_location(s3.url(), s3.options)
+    with create_store(location, make_spec(n=44, k=2), block_size=8) as store:
+        for epoch in range(3):
+            write_epoch(store, epoch)
+    import s3fs
+
+    s3fs.S3FileSystem(endpoint_url=s3.endpoint, skip_instance_cache=True).rm(f"{location.url}/codes/c/1/5/0/0/0")
+    with open_store(location) as store, pytest.raises(DamagedMemoryError,
+                                                      match=r"epoch 1 \(ring slot 1\).*codes/c/1/5/0/0/0 is missing"):
+        store.begin_epoch(3)
 
 
 def assert_on_obstore_and_zarrs(store: object) -> None:
