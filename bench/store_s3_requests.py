@@ -7,7 +7,9 @@ epoch, then training-like epochs: one sleep of --step-ms per batch) and marks, w
 `begin_epoch` and the first read (training thread), the state save `begin_epoch` queues (writer thread),
 `commit_epoch(wait=False)` (training thread) and its landing (writer thread: the last chunks, the manifest, the
 commit record). The phases are run one after the other (each waits for the previous one's requests to land), so
-that the server's requests can be counted per phase; in training the landings overlap the next epoch.
+that the server's requests can be counted per phase; in training the landings overlap the next epoch. Last, the
+store is opened again (a resume): the lease and checks of opening, the first epoch's check of the K read slots
+against their manifests, and its load of them.
 
 For each phase: its seconds, the requests the server received meanwhile by method, and "rounds", the longest
 chain of requests each received after the previous one was answered (a lower bound on the round trips the phase

@@ -13,7 +13,7 @@ import numpy as np
 
 import memloss.memstore.zarrstore.backend as backend_module
 from memloss.memstore.spec import DatasetFingerprint, StoreSpec, ThreatModel
-from memloss.memstore.store import create_store
+from memloss.memstore.store import create_store, open_store
 from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC
 
 BATCH, SHAPE = 128, (3, 32, 32)
@@ -103,7 +103,18 @@ def run_worker(url: str, n: int, k: int, budget_mb: int, step_ms: float, epochs:
                             lambda: store.commit_epoch(wait=False))
         phases.run(epoch, "commit lands (writer)", landed.result)
     phases.run(-1, "close", store.close)
+    reopen(phases, url, k + 1 + epochs)
     return phases.out
+
+
+def reopen(phases: Phases, url: str, epoch: int) -> None:
+    """A resume: open the store (lease, validation), then its first epoch checks the K read slots against their
+    manifests (begin_epoch) and loads them (the first read waits for the load)."""
+    store = phases.run(-1, "open_store (lease, checks)", lambda: open_store(url))
+    order = phases.run(epoch, "begin_epoch after opening (training thread)", lambda: store.begin_epoch(epoch))
+    phases.run(epoch, "first read after opening (resident load)", lambda: store.read(order[:BATCH]))
+    backend_module_landed(store)
+    store.close()
 
 
 def backend_module_landed(store: Any) -> None:
