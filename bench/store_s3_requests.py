@@ -12,8 +12,8 @@ store is opened again (a resume): the lease and checks of opening, the first epo
 against their manifests, and its load of them.
 
 For each phase: its seconds, the requests the server received meanwhile by method, and "rounds", the longest
-chain of requests each received after the previous one was answered (a lower bound on the round trips the phase
-waited for one after the other). The worker also lists the calls memloss made on each thread (its own I/O helpers,
+chain of requests each received at least 0.75 L after the previous one was answered (a lower bound on the round
+trips the phase waited for one after the other; with L = 0 it also counts requests the server merely served in turn). The worker also lists the calls memloss made on each thread (its own I/O helpers,
 the group attribute put): which request waited for which.
 
 Usage: python bench/store_s3_requests.py [--n 3000] [--k 4] [--latency-ms 20] [--step-ms 30] [--epochs 2]
@@ -67,23 +67,25 @@ class ServerLog:
         s3fs.S3FileSystem(endpoint_url=f"http://127.0.0.1:{self.port}", skip_instance_cache=True).mkdir(BUCKET)
 
 
-def rounds(requests: list[tuple[float, float, str, str]]) -> int:
-    """The longest chain of requests each received after the previous one was answered (greedy by answer time)."""
+def rounds(requests: list[tuple[float, float, str, str]], gap_s: float) -> int:
+    """The longest chain of requests each received at least `gap_s` after the previous one was answered (greedy by
+    answer time). A request sent only once another was answered reaches the server a proxy delay after it; requests
+    sent together but served one after the other by the server (moto serves one at a time) are not a chain."""
     count, free_at = 0, float("-inf")
     for t0, t1, _, _ in sorted(requests, key=lambda r: r[1]):
         if t0 >= free_at:
-            count, free_at = count + 1, t1
+            count, free_at = count + 1, t1 + gap_s
     return count
 
 
-def summarize(phases: list[dict[str, Any]], log: list[tuple[float, float, str, str]]) -> None:
+def summarize(phases: list[dict[str, Any]], log: list[tuple[float, float, str, str]], latency_s: float) -> None:
     """Prints one line per phase: seconds, requests by method, rounds; then the memloss calls of each phase."""
     print("| epoch | phase | s | requests (by method) | rounds |\n|---|---|---|---|---|")
     for ph in phases:
         inside = [r for r in log if ph["t0"] <= r[0] <= ph["t1"]]
         methods = ", ".join(f"{m} {c}" for m, c in sorted(Counter(r[2] for r in inside).items()))
         print(f"| {ph['epoch']} | {ph['name']} | {ph['t1'] - ph['t0']:.3f} | {len(inside)}: {methods or '-'} | "
-              f"{rounds(inside)} |")
+              f"{rounds(inside, 0.75 * latency_s)} |")
     for ph in phases:
         if ph["calls"]:
             print(f"\nepoch {ph['epoch']}, {ph['name']}:")
@@ -119,7 +121,7 @@ def main() -> None:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {res.stderr[-3000:]}")
-    summarize(json.loads(res.stdout.strip().splitlines()[-1]), server.requests)
+    summarize(json.loads(res.stdout.strip().splitlines()[-1]), server.requests, args.latency_ms / 1000)
 
 
 if __name__ == "__main__":

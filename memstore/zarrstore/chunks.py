@@ -180,7 +180,7 @@ def _python_pipeline(arrays: dict[str, AsyncArray]) -> dict[str, AsyncArray]:
     """The same arrays with zarr's own codec pipeline, for the last block of an object store when it is shorter than
     a chunk: zarrs 0.2.3 takes a chunk written up to the array's end for a partial write and reads it first (a HEAD
     and a GET before the PUT: two more round trips on the writer's chain each epoch), zarr's pipeline writes it whole
-    (same codecs, same bytes format; one block's encode in Python, ~1 ms)."""
+    (same codecs, same bytes; ~5 ms of CPU for a 170-row codes chunk, once an epoch)."""
     with zarr.config.set({"codec_pipeline.path": PYTHON_PIPELINE}):
         return {name: AsyncArray(metadata=a.metadata, store_path=a.store_path, config=a.config)
                 for name, a in arrays.items()}
