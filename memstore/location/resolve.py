@@ -125,14 +125,15 @@ def read_json(store: Store, key: str, url: str) -> dict[str, Any] | None:
 def list_sizes(store: Store, prefix: str) -> dict[str, int]:
     """Every key under `prefix` (ending in "/") with its size in bytes, in one listing; `.partial` files left by a
     killed writer are not keys."""
-    return sync(list_sizes_async(store, prefix))
+    root = local_root(store)
+    return _local_sizes(root, prefix) if root is not None else sync(list_sizes_async(store, prefix))
 
 
 async def list_sizes_async(store: Store, prefix: str) -> dict[str, int]:
     """`list_sizes` as a coroutine of zarr's event loop, so that several listings can run at once (`run_all`)."""
     root = local_root(store)
-    if root is not None:
-        return _local_sizes(root, prefix)
+    if root is not None:  # a directory walk: on a thread, not on zarr's event loop
+        return await asyncio.to_thread(_local_sizes, root, prefix)
     if isinstance(store, ObjectStore):
         import obstore
 
