@@ -38,6 +38,8 @@ def hit(when: str, event: str) -> None:
 def kind(key: str) -> str:
     if key == "zarr.json":
         return "root-json"
+    if key.startswith("manifests/e"):  # an epoch's manifest (a group's zarr.json since format 4)
+        return "manifest"
     if key.endswith("zarr.json"):
         return "array-json"
     if key.startswith("members/"):

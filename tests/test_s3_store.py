@@ -71,6 +71,69 @@ def test_the_commit_record_is_the_last_object_of_each_epoch(s3: S3Server, monkey
             assert record["committed_epochs"][-1] == epoch
 
 
+def _record_reads(monkeypatch: pytest.MonkeyPatch, url: str) -> list[tuple[str, str]]:
+    """(GET or HEAD, key) of every request for an object of the store at `url` the S3 server gets from now on."""
+    from urllib.parse import unquote, urlparse
+
+    from moto.s3.responses import S3Response
+
+    reads: list[tuple[str, str]] = []
+    guard = threading.Lock()
+    prefix = "/" + url.split("://", 1)[1] + "/"
+    real = S3Response.key_response
+
+    def recorded(self, request, full_url, headers):  # noqa: ANN001, ANN202
+        path = unquote(urlparse(full_url).path)
+        if request.method in ("GET", "HEAD") and path.startswith(prefix):
+            with guard:
+                reads.append((request.method, path[len(prefix):]))
+        return real(self, request, full_url, headers)
+
+    monkeypatch.setattr(S3Response, "key_response", recorded)
+    return reads
+
+
+def test_an_epoch_reads_back_only_the_checksums_of_its_chunks(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last block, cut at the array's end (44 rows, blocks of 8), is written whole: zarrs alone reads such a
+    chunk first (a HEAD and a GET, two round trips). The commit then reads each chunk's checksum once."""
+    location = store_location(s3.url(), s3.options)
+    with create_store(location, make_spec(n=44, k=2), block_size=8, memory_budget=1 << 30) as store:
+        assert store.resident
+        reads = _record_reads(monkeypatch, location.url)
+        for epoch in range(4):
+            start = len(reads)
+            write_epoch(store, epoch)
+            chunks = [(method, key) for method, key in reads[start:] if key.split("/")[0] in ("codes", "scale", "info")]
+            assert {method for method, _ in chunks} == {"GET"}
+            assert sorted(key for _, key in chunks) == sorted({key for _, key in chunks}) and len(chunks) == 6 * 3
+    # a reader loads the slots, the last block with one GET per chunk (zarrs alone would first build a partial
+    # decoder with a HEAD, holding the GIL: this server runs in the test's process and would hang)
+    with open_store(location, read_only=True) as reader:
+        start = len(reads)
+        reader.begin_epoch(4)
+        batch = reader.read(np.arange(44))
+        assert batch.valid.all() and bool((batch.codes[0] == 4).all()) and bool((batch.codes[1] == 3).all())
+        last = [(method, key) for method, key in reads[start:] if key.split("/")[3:4] == ["5"]]
+        assert sorted(last) == [("GET", f"{a}/c/{s}/5{t}") for a, t in (("codes", "/0/0/0"), ("info", "/0"),
+                                                                         ("scale", "")) for s in (0, 2)]
+
+
+def test_damaged_memory_on_s3_is_named_at_the_epoch_start(s3: S3Server) -> None:
+    """The read slots' listings and manifests, all fetched at once, still name the damaged epoch and chunk."""
+    from memloss.memstore.integrity.manifest import DamagedMemoryError
+
+    location = store_location(s3.url(), s3.options)
+    with create_store(location, make_spec(n=44, k=2), block_size=8) as store:
+        for epoch in range(3):
+            write_epoch(store, epoch)
+    import s3fs
+
+    s3fs.S3FileSystem(endpoint_url=s3.endpoint, skip_instance_cache=True).rm(f"{location.url}/codes/c/1/5/0/0/0")
+    with open_store(location) as store, pytest.raises(DamagedMemoryError,
+                                                      match=r"epoch 1 \(ring slot 1\).*codes/c/1/5/0/0/0 is missing"):
+        store.begin_epoch(3)
+
+
 def assert_on_obstore_and_zarrs(store: object) -> None:
     """The store is zarr's ObjectStore (obstore's S3 client) and its arrays use the zarrs codec pipeline."""
     handle = store._handle  # type: ignore[attr-defined]

@@ -126,33 +126,31 @@ def list_sizes(store: Store, prefix: str) -> dict[str, int]:
     """Every key under `prefix` (ending in "/") with its size in bytes, in one listing; `.partial` files left by a
     killed writer are not keys."""
     root = local_root(store)
-    if root is not None:
-        return _local_sizes(root, prefix)
+    return _local_sizes(root, prefix) if root is not None else sync(list_sizes_async(store, prefix))
+
+
+async def list_sizes_async(store: Store, prefix: str) -> dict[str, int]:
+    """`list_sizes` as a coroutine of zarr's event loop, so that several listings can run at once (`run_all`)."""
+    root = local_root(store)
+    if root is not None:  # a directory walk: on a thread, not on zarr's event loop
+        return await asyncio.to_thread(_local_sizes, root, prefix)
     if isinstance(store, ObjectStore):
-        return _object_sizes(store, prefix)
+        import obstore
+
+        # sizes from the listing itself (no request per key)
+        metas = await obstore.list(store.store, prefix=prefix).collect_async()
+        return {meta["path"]: int(meta["size"]) for meta in metas}
     if isinstance(store, FsspecStore):
         base = f"{store.path.rstrip('/')}/{prefix}"
         try:
-            found = sync(store.fs._find(base, detail=True))
+            found = await store.fs._find(base, detail=True)
         except FileNotFoundError:
             return {}
         start = len(store.path.rstrip("/")) + 1
         return {p[start:].lstrip("/"): int(info["size"]) for p, info in found.items()
                 if not p.endswith(PARTIAL_SUFFIX)}
-
-    async def generic() -> dict[str, int]:
-        keys = [key async for key in store.list_prefix(prefix)]
-        return {key: await store.getsize(key) for key in keys}
-
-    return sync(generic())
-
-
-def _object_sizes(store: ObjectStore, prefix: str) -> dict[str, int]:
-    """Keys under `prefix` with their sizes, from the listing itself (no request per key)."""
-    import obstore
-
-    return {meta["path"]: int(meta["size"]) for batch in obstore.list(store.store, prefix=prefix)
-            for meta in batch}
+    keys = [key async for key in store.list_prefix(prefix)]
+    return {key: await store.getsize(key) for key in keys}
 
 
 def parent_store(store: Store) -> tuple[Store, str] | None:

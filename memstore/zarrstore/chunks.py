@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, ObjectStore
@@ -44,6 +45,7 @@ def unpack_info(info: np.ndarray, out: Entries, where: tuple[Any, ...]) -> None:
 
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+PYTHON_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"  # zarr's own
 OBJECT_STORE_THREADS = 16  # requests in flight on an object store (each costs a round trip, not CPU)
 
 
@@ -113,25 +115,57 @@ def read_rows(arrays: dict[str, zarr.Array], slots: list[int], rows: np.ndarray 
               dest: list[int]) -> None:
     """Decodes storage `rows` (sorted int64 [R] made of whole blocks, or a slice) of ring `slots` straight into
     `out` at lead index dest[i] for slots[i] (out.codes[dest[i]] is [R, C, H, W]): one orthogonal selection per slot
-    and array, so the codec pipeline gets every chunk of a window in one call and decodes them in parallel."""
+    and array, so the codec pipeline gets every chunk of a window in one call and decodes them in parallel. On an
+    object store the rows of a last chunk cut at the array's end are a selection of their own, through zarr's
+    pipeline: zarrs takes them for a part of a chunk, whose decoder it builds with a HEAD while it holds the GIL
+    (every Python thread, the training loop's included, stalls for that round trip)."""
     buf = default_buffer_prototype().nd_buffer
-    coros = []
-    for slot, d in zip(slots, dest):
-        sel = (slice(slot, slot + 1), rows)  # a slice keeps the slot axis: zarrs decodes in place only without drops
-        coros += [arrays["codes"].async_array.get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.codes[d:d + 1])),
-                  arrays["scale"].async_array.get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.scale[d:d + 1])),
-                  arrays["info"].async_array.get_orthogonal_selection(sel)]
+    coros, where = [], []
+    for part, lo, hi, a in _parts(arrays, rows):
+        for slot, d in zip(slots, dest):
+            sel = (slice(slot, slot + 1), part)  # a slice keeps the slot axis: zarrs decodes in place only without drops
+            coros += [a["codes"].get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.codes[d:d + 1, lo:hi])),
+                      a["scale"].get_orthogonal_selection(sel, out=buf.from_ndarray_like(out.scale[d:d + 1, lo:hi])),
+                      a["info"].get_orthogonal_selection(sel)]
+            where.append((d, slice(lo, hi)))
     got = run_all(coros)
-    for i, d in enumerate(dest):
-        unpack_info(got[3 * i + 2][0], out, (d,))
+    for i, at in enumerate(where):
+        unpack_info(got[3 * i + 2][0], out, at)
+
+
+def _parts(arrays: dict[str, zarr.Array], rows: np.ndarray | slice
+           ) -> list[tuple[np.ndarray | slice, int, int, dict[str, AsyncArray]]]:
+    """(rows, first and last+1 position in the output, arrays to read them with) of `read_rows`: all rows with the
+    store's pipeline, or, on an object store whose last chunk is cut at the array's end, the rows before it and
+    those in it (zarr's pipeline; see `read_rows`)."""
+    whole = {name: arrays[name].async_array for name in ("codes", "scale", "info")}
+    n, per_chunk = arrays["info"].shape[1], arrays["info"].chunks[1]
+    count = rows.shape[0] if isinstance(rows, np.ndarray) else len(range(*rows.indices(n)))
+    if type(arrays["info"].store) is not ObjectStore or n % per_chunk == 0:
+        return [(rows, 0, count, whole)]
+    cut = n - n % per_chunk  # first row of the short last chunk
+    if isinstance(rows, np.ndarray):
+        m = int(np.searchsorted(rows, cut))
+        before, inside = rows[:m], rows[m:]
+    else:
+        start, stop, _ = rows.indices(n)
+        m = max(0, min(stop, cut) - start)
+        before, inside = slice(start, start + m), slice(start + m, stop)
+    parts = [(before, 0, m, whole), (inside, m, count, _python_pipeline(whole))]
+    return [part for part in parts if part[2] > part[1]]
 
 
 def write_chunks(arrays: dict[str, zarr.Array], jobs: list[WriteJob]) -> None:
-    """Whole-chunk writes only (slot, rows [start, stop) = exactly one chunk), all
-    jobs at once so that zarr encodes their chunks concurrently."""
-    a = {name: arrays[name].async_array for name in ("codes", "scale", "info")}
+    """Whole-chunk writes only (slot, rows [start, stop) = exactly one chunk, the last one cut at the array's end),
+    all jobs at once so that zarr encodes their chunks concurrently."""
+    whole = {name: arrays[name].async_array for name in ("codes", "scale", "info")}
+    rows = arrays["info"].chunks[1]  # rows of a chunk (every array has the same)
+    object_store, edge = type(arrays["info"].store) is ObjectStore, None
     coros = []
     for job in jobs:
+        a = whole
+        if object_store and job.stop - job.start < rows:
+            a = edge = edge or _python_pipeline(whole)
         where = (job.slot, slice(job.start, job.stop))
         if job.entries is None:  # all -1 equals the fill value, so zarr just deletes the chunk
             coros.append(a["info"].setitem(where, np.full((job.stop - job.start, 4), NO_EPOCH, dtype=np.int32)))
@@ -140,3 +174,13 @@ def write_chunks(arrays: dict[str, zarr.Array], jobs: list[WriteJob]) -> None:
         coros += [a["codes"].setitem(where, e.codes), a["scale"].setitem(where, e.scale),
                   a["info"].setitem(where, pack_info(e))]
     run_all(coros)
+
+
+def _python_pipeline(arrays: dict[str, AsyncArray]) -> dict[str, AsyncArray]:
+    """The same arrays with zarr's own codec pipeline, for the last block of an object store when it is shorter than
+    a chunk: zarrs 0.2.3 takes a chunk written up to the array's end for a partial write and reads it first (a HEAD
+    and a GET before the PUT: two more round trips on the writer's chain each epoch), zarr's pipeline writes it whole
+    (same codecs, same bytes; ~5 ms of CPU for a 170-row codes chunk, once an epoch)."""
+    with zarr.config.set({"codec_pipeline.path": PYTHON_PIPELINE}):
+        return {name: AsyncArray(metadata=a.metadata, store_path=a.store_path, config=a.config)
+                for name, a in arrays.items()}

@@ -25,11 +25,11 @@ from memloss.errors import MemlossError
 from memloss.memstore.zarrstore.chunks import open_arrays
 from memloss.memstore.zarrstore.members import layout_of, read_members, write_members
 from memloss.memstore.location.resolve import (
-    MANIFEST_DIR, OWN_TOP_LEVEL, UrlLike, delete_key, delete_prefix, put_bytes, read_json, resolve_store,
+    MANIFEST_DIR, OWN_TOP_LEVEL, UrlLike, delete_key, put_bytes, read_json, resolve_store,
     top_level_names, wipe_store,
 )
 from memloss.memstore.integrity.lock import StoreLock
-from memloss.memstore.integrity.manifest import legacy_manifest_key, manifest_key, read_error, verify_slots, write_manifest
+from memloss.memstore.integrity.manifest import delete_manifests, read_error, verify_slots, write_manifest
 from memloss.memstore.zarrstore.codecs import AUX_CODEC, check_codecs, make_codecs
 from memloss.memstore.entries import NO_EPOCH
 from memloss.memstore.errors import StoreError
@@ -271,10 +271,7 @@ def save_ring_state(handle: ZarrHandle, state: RingState) -> None:
                 committed_epochs=list(state.committed), manifests=manifests)
     handle.group.attrs.put({ATTR: meta})
     handle.meta = meta
-    for epoch in old - set(state.committed):
-        if str(epoch) in known:
-            delete_prefix(handle.store, manifest_key(epoch).rsplit("/", 1)[0])  # the group folder, not only its file
-            delete_key(handle.store, legacy_manifest_key(epoch))
+    delete_manifests(handle.store, sorted(e for e in old - set(state.committed) if str(e) in known))
 
 
 def reload_ring_state(handle: ZarrHandle) -> RingState:
