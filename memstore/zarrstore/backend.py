@@ -50,8 +50,7 @@ class ZarrMemStore(MemStore):
         if window_ages is not None and resident_blocks < handle.layout.num_blocks:
             self._window_ages = max(1, min(int(window_ages), handle.spec.k))
         self.read_ahead_rows = int(read_ahead_rows)
-        self._handle = handle
-        self._arrays: dict[str, zarr.Array] = handle.arrays
+        self._handle, self._arrays = handle, handle.arrays
         self._reader = BackgroundReader(name="memstore-read")
         self._writer: BackgroundWriter[WriteJob] | None = None
         self._resident_blocks = int(resident_blocks)
@@ -64,7 +63,7 @@ class ZarrMemStore(MemStore):
         self._windows = WindowReader(handle.layout, handle.spec.fingerprint.shape, handle.arrays, self._reader)
         self._landed: Future[None] | None = None  # the last ring-state save (a commit may still be landing)
         self._reads_after: Future[None] | None = None  # set by write_after: what the next epoch's reads wait for
-        self._next_prepared = False  # the next epoch's first window is loading (windowed path)
+        self._next_prepared = False  # the next epoch's early work started (windowed path)
         self._read_slot_ids: list[int] = []
         self._wbuf = WindowBuffers(self._layout, self._spec.fingerprint.shape, self._write_barrier)
         self._tracker = WriteTracker(self._layout, None)
@@ -96,8 +95,7 @@ class ZarrMemStore(MemStore):
     # ---- state ------------------------------------------------------------------------------------------------
     def _save_state(self, state: RingState) -> Future[None]:
         assert self._writer is not None
-        handle = self._handle
-        self._landed = self._writer.call(lambda: save_ring_state(handle, state))  # after the rows it points at
+        self._landed = self._writer.call(lambda: save_ring_state(self._handle, state))  # after the rows it points at
         return self._landed
 
     def write_after(self, done: Future[Any]) -> None:
@@ -113,12 +111,9 @@ class ZarrMemStore(MemStore):
     # ---- epochs -----------------------------------------------------------------------------------------------
     @property
     def _first_windowed(self) -> int:
-        """The plan's first window the window reader loads: 0, or 1 after the resident base part's window."""
+        """The plan's first window the window reader loads (`EpochPlan.from_window`): 0, or 1 after the resident
+        base part's window."""
         return 1 if self._resident_blocks else 0
-
-    def _windowed_plan(self, plan: EpochPlan) -> EpochPlan:
-        """The windows the window reader loads: all of them, or those after the resident base part's window."""
-        return plan.from_window(self._first_windowed)
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
         self._read_slot_ids = [slot for _, slot in read_slots]
@@ -136,7 +131,7 @@ class ZarrMemStore(MemStore):
             write_slot = plan.epoch % self.num_slots if keeps else None
             self._resident.start(write_slot, self._state, self._read_slot_ids)
         if not self.resident:
-            self._windows.start(self._windowed_plan(plan), self._read_slot_ids, after,
+            self._windows.start(plan.from_window(self._first_windowed), self._read_slot_ids, after,
                                 window_leads(self._drawn, read_slots, self._first_windowed))
 
     def _slots_from_storage(self) -> list[int]:
@@ -215,8 +210,7 @@ class ZarrMemStore(MemStore):
 
     def _read_resident(self, pos: np.ndarray, slots: list[int]) -> Entries:
         assert self._resident is not None
-        failed = self._resident.settle()
-        if failed is not None:
+        if (failed := self._resident.settle()) is not None:
             raise self._read_error(failed) from failed
         return self._resident.slots.gather(slots, pos)
 
@@ -235,7 +229,7 @@ class ZarrMemStore(MemStore):
             return
         state = self._state.after_commit(epoch).for_new_epoch(epoch + 1)
         read = state.read_slots(epoch + 1, self.k)
-        plan = self._windowed_plan(self._plans.peek(epoch + 1, self._mix))  # built ahead on the plan thread
+        plan = self._plans.peek(epoch + 1, self._mix).from_window(self._first_windowed)  # built on the plan thread
         loaded, load = first_window_slots(read, self._next_ages, self._first_windowed, self._drawn is not None,
                                           self._window_ages)
         early = NextWindow(replace(plan, order=plan.order[:0]), loaded, epoch % self.num_slots, self._layout,
@@ -272,18 +266,15 @@ class ZarrMemStore(MemStore):
 
     def _mirror_committed(self, epoch: int) -> RingState:
         assert self._resident is not None
-        stored, expected = reload_ring_state(self._handle), self._state.after_commit(epoch)
-        slot = epoch % self.num_slots
-        if stored == expected:  # the writer's RAM and this one now agree with storage row for row
-            self._resident.slots.held[slot] = epoch
-        else:  # storage says otherwise (a repair, another writer): read what storage holds
-            self._resident.slots.held[slot] = None
+        stored = reload_ring_state(self._handle)
+        # Equal: the writer's RAM and this one agree with storage row for row. Else storage says otherwise (a repair,
+        # another writer): the slot is read from storage.
+        self._resident.slots.held[epoch % self.num_slots] = epoch if stored == self._state.after_commit(epoch) else None
         return stored
 
     # ---- errors and closing -----------------------------------------------------------------------------------
     def _raise_writer_error(self) -> None:
-        if self._writer is not None and self._writer.error is not None:
-            exc = self._writer.error
+        if (exc := None if self._writer is None else self._writer.error) is not None:
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise StoreError(f"writing memory to {self.url} failed in the background ({text})") from exc
 
