@@ -105,14 +105,12 @@ class ZarrMemStore(MemStore):
 
     def _write_barrier(self) -> Future[None]:
         """Completes once every chunk queued so far is written."""
-        assert self._writer is not None
-        return self._writer.call(lambda: None)
+        return self._writer.call(lambda: None)  # type: ignore[union-attr]  # (a writer's: only writes call it)
 
     # ---- epochs -----------------------------------------------------------------------------------------------
     @property
     def _first_windowed(self) -> int:
-        """The plan's first window the window reader loads (`EpochPlan.from_window`): 0, or 1 after the resident
-        base part's window."""
+        """The plan's first window read in windows: 0, or 1 after the resident base part's (`plan.from_window`)."""
         return 1 if self._resident_blocks else 0
 
     def _start_epoch(self, plan: EpochPlan, read_slots: list[tuple[int, int]]) -> None:
@@ -163,10 +161,9 @@ class ZarrMemStore(MemStore):
 
     def _block_entries(self, slot: int, block: int) -> Entries | None:
         """The rows of a block as written this epoch (None: no row was written)."""
-        if block < self._resident_blocks:
-            assert self._resident is not None
-            return self._resident.slots.block(slot, block, self._tracker)
-        return self._wbuf.block(block, self._tracker)
+        if block >= self._resident_blocks:
+            return self._wbuf.block(block, self._tracker)
+        return self._resident.slots.block(slot, block, self._tracker)  # type: ignore[union-attr]
 
     def _flush(self, slot: int, block: int, entries: Entries | None) -> None:
         """Hands a block's chunk to the writer (once per epoch)."""
