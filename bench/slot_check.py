@@ -57,7 +57,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 t0, c0 = time.perf_counter(), time.process_time()
                 verify_read_slots(handle, state, slots)
-                runs.append((round(time.perf_counter() - t0, 3), round(time.process_time() - c0, 3)))
+                runs.append((round(time.perf_counter() - t0, 6), round(time.process_time() - c0, 6)))
     print(json.dumps({"k": args.k, "n": args.n, "slots": len(slots), "wall_cpu_s": runs,
                       "load_avg": os.getloadavg()[0]}))
 
