@@ -96,8 +96,8 @@ def train_epoch(s: Session, epoch: int, reporter: Reporter) -> dict[str, float]:
             s.store.write_after(s.landing)
         committed = s.store.committed_epochs
         ages = s.slots.epoch_ages(epoch, committed) if s.slots is not None else None
-        after = s.slots.next_epoch_ages(epoch, committed) if s.slots is not None else None
-        order = s.store.begin_epoch(epoch, ages=ages, mix=s.data.mix, next_ages=after)
+        following = s.slots.next_epoch_ages(epoch, committed) if s.slots is not None else None  # its early load
+        order = s.store.begin_epoch(epoch, ages=ages, mix=s.data.mix, next_ages=following)
         s.orders = {epoch: s.shards.local(order) if s.shards is not None else order}  # this rank's part
         if s.shards is not None and s.writer is not None:
             s.writer.begin_epoch(order)  # type: ignore[attr-defined]  # the writes are gathered by global batch
