@@ -33,6 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +45,35 @@ from memloss.memstore.zarrstore.codecs import DEFAULT_CODES_CODEC  # noqa: E402
 STORE_BENCH = Path(__file__).resolve().parent / "store.py"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "memloss-bench"
+
+
+class CpuSampler:
+    """This process's CPU time (moto's server and the proxies run here), sampled every `period_s` on a thread:
+    `cpu_between(t0, t1)` is the CPU seconds it spent between two wall-clock times (linear between samples)."""
+
+    def __init__(self, period_s: float = 0.2) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(period_s,), daemon=True, name="cpu-sampler").start()
+
+    def _run(self, period_s: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), time.process_time()))
+            self._stop.wait(period_s)
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        times, cpus = zip(*self.samples)
+        return float(np.interp(t1, times, cpus) - np.interp(t0, times, cpus))
+
+
+def with_server_cpu(row: dict, sampler: CpuSampler) -> dict:
+    """Adds the S3 server's (moto's and the proxies') CPU per timed step and its share of the machine's cores
+    during the worker's training-like epochs: on a real bucket that CPU is not on the training machine."""
+    t0, t1 = row.pop("loop_span_unix")
+    cpu = sampler.cpu_between(t0, t1)
+    row.update(server_cpu_ms_per_step=round(1000 * cpu / max(1, row["steps"]), 2),
+               server_cores=round(cpu / max(1e-9, t1 - t0), 2))
+    return row
 
 
 class LatencyProxy:
@@ -112,7 +142,8 @@ def start_s3() -> tuple[int, object]:
     return port, handle
 
 
-def run(where: str, k: int, budget_mb: int, args: argparse.Namespace, deltas: Path, endpoint: str | None) -> dict:
+def run(where: str, k: int, budget_mb: int, args: argparse.Namespace, deltas: Path, endpoint: str | None,
+        sampler: CpuSampler) -> dict:
     """One worker of bench/store.py with its store in `where` (a directory, or an s3:// prefix)."""
     cmd = [sys.executable, str(STORE_BENCH), "--worker", "--backend", "zarr", "--k", str(k), "--n", str(args.n),
            "--budget-mb", str(budget_mb), "--step-ms", str(args.step_ms), "--epochs", str(args.epochs),
@@ -123,7 +154,9 @@ def run(where: str, k: int, budget_mb: int, args: argparse.Namespace, deltas: Pa
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    time.sleep(0.3)  # one more CPU sample past the worker's last step
+    return with_server_cpu(row, sampler)
 
 
 def parse_args() -> argparse.Namespace:
@@ -145,6 +178,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, load {os.getloadavg()}")
     port, handle = start_s3()
+    sampler = CpuSampler()
     proxies = {ms: LatencyProxy(port, ms / 1000) for ms in args.latency_ms}
     rows, labels = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,17 +188,18 @@ def main() -> None:
             for budget in args.budgets:
                 mb = resident_budget_mb(args.n, k) if budget == "resident" else int(budget)
                 with tempfile.TemporaryDirectory(dir=tmp) as local:
-                    rows.append(run(local, k, mb, args, deltas, None))
+                    rows.append(run(local, k, mb, args, deltas, None, sampler))
                 labels.append("local disk")
                 for ms, proxy in proxies.items():
                     prefix = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
-                    rows.append(run(prefix, k, mb, args, deltas, f"http://127.0.0.1:{proxy.port}"))
+                    rows.append(run(prefix, k, mb, args, deltas, f"http://127.0.0.1:{proxy.port}", sampler))
                     labels.append(f"S3, +{ms:g} ms/request")
                 print(json.dumps(rows[-1]), flush=True)
     handle.stop()
     lines = table(rows).splitlines()
-    print("\n".join([f"| where {lines[0]}", f"|---{lines[1]}"] + [f"| {lab} {line}" for lab, line in
-                                                                    zip(labels, lines[2:])]))
+    server = [f" {r['server_cpu_ms_per_step']} ({r['server_cores']}) |" for r in rows]
+    print("\n".join([f"| where {lines[0]} S3 server CPU ms/step (cores) |", f"|---{lines[1]}---|"]
+                    + [f"| {lab} {line}{srv}" for lab, line, srv in zip(labels, lines[2:], server)]))
 
 
 if __name__ == "__main__":

@@ -60,3 +60,19 @@ def test_slot_check_bench_times_every_committed_slot(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["slots"] == 3 and len(out["wall_cpu_s"]) == 2 and all(w > 0 for w, _ in out["wall_cpu_s"])
+
+
+def test_chunk_layout_bench_times_both_layouts(tmp_path: Path) -> None:
+    """bench/chunk_layout.py (in its own process: it sets zarr's pipeline globally) prints a row per layout and
+    read, twice, with the packed layout storing each row in fewer bytes than its raw 3092."""
+    script = BENCH.parent / "chunk_layout.py"
+    cmd = [sys.executable, str(script), "--k", "2", "--blocks", "2", "--repeats", "1", "--m", "64", "--dir",
+           str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=BENCH.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("| codes") or
+            line.startswith("| one packed")]
+    assert [r[0].strip() for r in rows] == ["codes + scale + info", "one packed array (decode only)",
+                                            "one packed array (decode + split)"] * 2
+    assert all(float(r[1].split("/")[0]) > 0 and float(r[2].split("/")[0]) >= 0 for r in rows)
+    assert all(0 < int(r[3]) < 3072 + 20 for r in rows)

@@ -40,6 +40,14 @@ def test_latency_proxy_delays_each_request(s3: S3Server) -> None:
         assert time.perf_counter() - t0 >= 0.05 and b"ListBucketResult" in body  # moto's answer, delayed
 
 
+def test_server_cpu_is_the_span_of_the_timed_steps() -> None:
+    bench = _bench()
+    sampler = bench.CpuSampler(3600)  # one sample now; the test sets them
+    sampler.samples[:] = [(100.0, 1.0), (110.0, 6.0), (120.0, 6.0)]  # 0.5 CPU s per s, then idle
+    row = bench.with_server_cpu({"steps": 4, "loop_span_unix": [104.0, 112.0]}, sampler)
+    assert row == {"steps": 4, "server_cpu_ms_per_step": 750.0, "server_cores": 0.38}  # 3 CPU s over 8 s, 4 steps
+
+
 @pytest.mark.heavy
 def test_worker_on_s3_behind_the_proxy(s3: S3Server, tmp_path: Path) -> None:
     bench = _bench()
@@ -49,7 +57,9 @@ def test_worker_on_s3_behind_the_proxy(s3: S3Server, tmp_path: Path) -> None:
     codes = rng.integers(1, 256, (32, 3, 32, 32), dtype=np.uint8)
     np.savez(deltas, codes=codes, scale=np.full(32, 8 / 255, np.float32))
     opts = argparse.Namespace(n=600, step_ms=1.0, epochs=1, steps=3)
-    row = bench.run(f"s3://{s3.bucket}/bench-smoke", 1, 16, opts, deltas, f"http://127.0.0.1:{proxy.port}")
+    row = bench.run(f"s3://{s3.bucket}/bench-smoke", 1, 16, opts, deltas, f"http://127.0.0.1:{proxy.port}",
+                    bench.CpuSampler(0.05))
     assert row["steps"] == 3 and row["encode_s"] > 0 and row["fill_write_rows_per_s"] > 0
+    assert row["server_cpu_ms_per_step"] >= 0 and "loop_span_unix" not in row
     lines = bench.table([row]).splitlines()
     assert len(lines) == 3 and "| 1 | 600 |" in lines[2]

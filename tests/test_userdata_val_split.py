@@ -1,6 +1,6 @@
 """`--val-split N` with the user's own data (`--dataset PATH`): N images of its training split (after `--n` and the
 test share) held out as for the built-in sets (holdout.py), the rest converted to their own cached `.beton`, the
-per-epoch selection on the held-out images with no test key logged; `--aux-data` stays refused."""
+per-epoch selection on the held-out images with no test key logged."""
 
 from __future__ import annotations
 
@@ -55,11 +55,10 @@ def test_too_large_a_split_is_one_line_before_anything_is_written(tmp_path: Path
     assert not (tmp_path / "data").exists()
 
 
-def test_aux_data_stays_refused_with_user_data(tmp_path: Path) -> None:
+def test_val_split_and_aux_data_are_accepted_with_user_data(tmp_path: Path) -> None:
     train = make_npz(tmp_path / "u.npz", 20)
-    with pytest.raises(ConfigError, match="drop --aux-data"):
-        memloss.train_config(dataset=str(train), aux_data=[str(train)])
-    assert memloss.train_config(dataset=str(train), val_split=4).data.val_split == 4  # no longer refused
+    assert memloss.train_config(dataset=str(train), val_split=4).data.val_split == 4
+    assert memloss.train_config(dataset=str(train), aux_data=[str(train)]).data.aux_data == (str(train),)
 
 
 @pytest.mark.slow

@@ -60,9 +60,6 @@ class DataConfig:
         if builtin and self.test_data is not None:
             raise ConfigError(f"--test-data goes with your own --dataset PATH; {self.dataset} has its own test split: "
                               "drop --test-data")
-        if not builtin and self.aux_data:
-            raise ConfigError("--aux-data mixes generated images into a built-in dataset; with your own --dataset "
-                              "PATH it is not supported yet: drop --aux-data")
 
     def _check_aux(self) -> None:
         given = [name for name in ("aux_take", "aux_fraction", "epoch_samples", "aux_draw", "aux_epoch")

@@ -31,7 +31,7 @@ from memloss.memstore.spec import labels_sha256 as labels_digest
 from memloss.trainer.common.files import atomic_write_bytes, remove_stale_temporaries
 from memloss.trainer.data.beton import CACHE_FORMAT, PreparedSplit, build_beton, read_sidecar, verify_beton
 from memloss.trainer.data.npz import GeneratedDataError, MemberReader, NpzMember, open_member, read_whole
-from memloss.trainer.data.registry import SampleLayout, dataset_info
+from memloss.trainer.data.registry import DatasetInfo, SampleLayout, dataset_info
 from memloss.trainer.data.sources import default_data_dir
 
 # The published subset seed (DM-Improves-AT core/data/semisup.py `take_amount_seed`).
@@ -180,9 +180,10 @@ def generated_cache_paths(data_dir: Path, dataset: str, request: dict) -> tuple[
 
 def prepare_generated(files: Sequence[Path | str], dataset: str, data_dir: Path | str | None = None, *,
                       take: int | None = None, seed: int = DEFAULT_TAKE_SEED, resolution: int | None = None,
-                      num_workers: int | None = None) -> PreparedSplit:
+                      num_workers: int | None = None, info: DatasetInfo | None = None) -> PreparedSplit:
     """The verified `.beton` of the generated set in `files` (one set, parts in order) for base dataset `dataset`,
-    converted on first use or when its cache fails verification.
+    converted on first use or when its cache fails verification. `info`: the base set's facts when it is not a
+    built-in dataset (the user's own data: `dataset` then only names the cache files).
 
     Example
     -------
@@ -190,7 +191,7 @@ def prepare_generated(files: Sequence[Path | str], dataset: str, data_dir: Path 
     PreparedSplit(beton=.../ffcv/cifar10-generated-....beton, n=1000000, shape=(3, 32, 32), num_classes=10, ...)
     """
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
-    info = dataset_info(dataset, resolution)
+    info = dataset_info(dataset, resolution) if info is None else info
     source = GeneratedSource(files, info, take, seed)
     request = {"format": CACHE_FORMAT, "name": f"{dataset}-generated", "split": "train", "shape": list(info.shape),
                "num_classes": info.num_classes, "parts": source.describe(), "take": take, "seed": seed}

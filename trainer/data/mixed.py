@@ -4,7 +4,8 @@ With generated data (`--aux-data`), global sample i < N_base is base sample i an
 and an epoch is `BatchMix.batches` batches of `aux_per_batch` generated and `base_per_batch` base samples
 (memloss.memstore.layout.mixing: the published recipe's sampler, with the generated part in whole store blocks).
 How many batches (`batch_mix`): one pass over the larger part by default, ceil(--epoch-samples / B) when given.
-The user's own data (`prepare_user_training_set`) has no generated part; with --val-split it is held out as well.
+The user's own data (`prepare_user_training_set`) mixes generated images the same way; with --val-split it is held out
+as well.
 
 Loading: two FFCV loaders zipped per batch (`MixedLoader`), one per `.beton`, each following its slice of every
 batch of the epoch's order. Two loaders rather than one because FFCV reads one file per loader and the two sets are
@@ -29,9 +30,9 @@ from memloss.memstore.spec import DatasetFingerprint, parts_labels_sha256
 from memloss.trainer.data.beton import PreparedSplit, prepare
 from memloss.trainer.data.generated import GeneratedSource, prepare_generated
 from memloss.trainer.data.holdout import HeldOut, prepare_heldout
-from memloss.trainer.data.registry import DatasetInfo, dataset_info
+from memloss.trainer.data.registry import DatasetInfo, SampleLayout, dataset_info
 from memloss.trainer.data.loader import BatchLoader, make_loader
-from memloss.trainer.data.userdata import prepare_user
+from memloss.trainer.data.userdata import prepare_user, user_slug
 
 
 @dataclass(frozen=True)
@@ -105,28 +106,64 @@ def prepare_training_set(dataset: str, data_dir: str | Path | None = None, *, n:
         base = prepare(dataset, "train", data_dir, n=n, resolution=resolution)
     if not aux_data:
         return TrainingSet(dataset, base, held_out=held)
-    # The files are checked and the mix validated before a conversion of millions of images starts.
-    n_aux = len(GeneratedSource(list(aux_data), dataset_info(dataset, resolution), aux_take))
-    mix = batch_mix(base.n, n_aux, batch_size, PUBLISHED_AUX_FRACTION if aux_fraction is None else aux_fraction,
-                    epoch_samples, aux_draw, aux_epoch)
-    mix.check((base.n, n_aux))
-    aux = prepare_generated(list(aux_data), dataset, data_dir, take=aux_take, resolution=resolution,
-                            num_workers=num_workers)
-    return TrainingSet(dataset, base, aux, mix, held)
+    generated = GeneratedRequest(tuple(aux_data), aux_take, aux_fraction, epoch_samples, aux_draw, aux_epoch)
+    return with_generated(TrainingSet(dataset, base, held_out=held), generated, dataset_info(dataset, resolution),
+                          dataset, data_dir, batch_size, num_workers)
+
+
+@dataclass(frozen=True)
+class GeneratedRequest:
+    """What the run asks of its generated part (`--aux-data` and its options; see `prepare_training_set`)."""
+
+    files: tuple[str, ...]
+    take: int | None = None
+    fraction: float | None = None
+    epoch_samples: int | None = None
+    draw: str = "without"
+    epoch_rule: str = "pass"
+
+
+def with_generated(data: TrainingSet, request: GeneratedRequest, info: DatasetInfo, cache_name: str,
+                   data_dir: str | Path | None, batch_size: int, num_workers: int | None) -> TrainingSet:
+    """`data` (its base split) plus the generated set of `request` and the batch mix of every epoch. `info`: the
+    base set's facts, which the generated images must match (shape, classes); `cache_name` names their cache files.
+    The files are checked and the mix validated before a conversion of millions of images starts."""
+    mix = generated_mix(request, info, data.base.n, batch_size)
+    aux = prepare_generated(list(request.files), cache_name, data_dir, take=request.take, num_workers=num_workers,
+                            info=info)
+    return TrainingSet(data.dataset, data.base, aux, mix, data.held_out)
+
+
+def generated_mix(request: GeneratedRequest, info: SampleLayout, n_base: int, batch_size: int) -> BatchMix:
+    """The batch mix of `request`'s generated files over a base set of `n_base` samples described by `info`; a
+    one-line error when the files do not match `info` (image size, channels) or the sets cannot serve the mix.
+    Reads only the files' headers."""
+    n_aux = len(GeneratedSource(list(request.files), info, request.take))
+    fraction = PUBLISHED_AUX_FRACTION if request.fraction is None else request.fraction
+    mix = batch_mix(n_base, n_aux, batch_size, fraction, request.epoch_samples, request.draw, request.epoch_rule)
+    mix.check((n_base, n_aux))
+    return mix
 
 
 def prepare_user_training_set(dataset: str, test_data: str | None, data_dir: str | Path | None, *,
                               n: int | None, num_workers: int | None, val_split: int, val_seed: int,
-                              eval_n: int | None) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, torch.Tensor]:
+                              eval_n: int | None, batch_size: int = 128, generated: GeneratedRequest | None = None
+                              ) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, torch.Tensor]:
     """(facts, training set, selection points x uint8 [m,C,H,W], y int64 [m]) of the user's own data (--dataset
-    PATH, userdata.py): with `val_split` the held-out training images select (the test set is left to `memloss
-    evaluate`), else the first `eval_n` test points (None = all)."""
+    PATH, userdata.py), with the generated images of `generated` mixed into every batch of `batch_size` when given
+    (they must have the user set's image size, channels and classes): with `val_split` the held-out training images
+    select (the test set is left to `memloss evaluate`), else the first `eval_n` test points (None = all)."""
+    wanted = generated if generated is not None and generated.files else None
+    check = None if wanted is None else lambda layout, rows: generated_mix(wanted, layout, rows, batch_size)
     user = prepare_user(dataset, test_data, data_dir, n=n, num_workers=num_workers, val_split=val_split,
-                        val_seed=val_seed)
+                        val_seed=val_seed, check=check)
     if eval_n is not None and eval_n > len(user.test_y):
         raise ConfigError(f"--eval-n {eval_n}: the test split of {test_data or dataset} has {len(user.test_y)} "
                           f"points; pass --eval-n {len(user.test_y)} or less")
     data = TrainingSet(user.info.name, user.base, held_out=user.held_out)
+    if wanted is not None:
+        data = with_generated(data, wanted, user.info, f"user-{user_slug(Path(user.info.name))}", data_dir,
+                              batch_size, num_workers)
     if user.held_out is not None:
         return user.info, data, user.held_out.x, user.held_out.y
     return user.info, data, user.test_x[:eval_n], user.test_y[:eval_n]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from memloss.trainer.data.beton import CACHE_FORMAT, PreparedSplit, build_beton,
 from memloss.trainer.data.folder import FolderSource, first_image_layout, scan
 from memloss.trainer.data.generated import GeneratedSource
 from memloss.trainer.data.holdout import HeldOut
-from memloss.trainer.data.registry import DatasetInfo, UserRecord, user_info
+from memloss.trainer.data.registry import DatasetInfo, SampleLayout, UserRecord, user_info
 from memloss.trainer.data.sources import Source, default_data_dir
 from memloss.trainer.data.usersplits import (HOLDOUT_FRACTION, HOLDOUT_SEED, NpzLayout, Splits, UserDataError,
                                              npz_labels, open_splits)
@@ -63,7 +64,8 @@ def channel_stats(source: Source, label: str) -> tuple[tuple[float, ...], tuple[
     return tuple(float(v) for v in mean / 255.0), tuple(max(float(v) / 255.0, 1 / 255) for v in std)
 
 
-def _slug(path: Path) -> str:
+def user_slug(path: Path) -> str:
+    """A short file-name-safe name of a user dataset at `path` (its cache files are named by it)."""
     stem = path.name.removesuffix(".npz") if path.name not in ("train", "") else path.parent.name + "-train"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:40] or "data"
 
@@ -71,7 +73,7 @@ def _slug(path: Path) -> str:
 def cache_paths(data_dir: Path, splits: Splits, request: dict) -> tuple[Path, Path]:
     """(beton, sidecar) of the training split that `request` describes."""
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
-    stem = f"user-{_slug(splits.train_path)}-{key}"
+    stem = f"user-{user_slug(splits.train_path)}-{key}"
     return data_dir / "ffcv" / f"{stem}.beton", data_dir / "ffcv" / f"{stem}.json"
 
 
@@ -79,7 +81,7 @@ def _convert(splits: Splits, data_dir: Path, n: int | None, num_workers: int | N
              held: HeldOut | None) -> dict:
     """The sidecar record of the training split's `.beton`: reused if it verifies, else built now."""
     holdout = HOLDOUT_FRACTION if splits.test_path is None else 0.0
-    request = {"format": CACHE_FORMAT, "name": f"user-{_slug(splits.train_path)}", "split": "train",
+    request = {"format": CACHE_FORMAT, "name": f"user-{user_slug(splits.train_path)}", "split": "train",
                "kind": splits.kind, "source": splits.identity, "holdout": holdout, "holdout_seed": HOLDOUT_SEED,
                "first_n": n, "shape": list(splits.shape), "num_classes": splits.num_classes}
     if held is not None:  # --val-split: the training split less the held-out rows, cached under its own key
@@ -106,10 +108,11 @@ def _tensors(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
 
 def prepare_user(dataset: str | Path, test_data: str | Path | None = None, data_dir: str | Path | None = None, *,
                  n: int | None = None, num_workers: int | None = None, val_split: int = 0,
-                 val_seed: int = 0) -> UserData:
+                 val_seed: int = 0, check: Callable[[SampleLayout, int], object] | None = None) -> UserData:
     """The user dataset at `dataset` ready to train: its facts and record, the training split's verified `.beton`
     (the first `n` training samples, None = all, less `val_split` images held out for model selection, seeded by
-    `val_seed` as for the built-in sets: holdout.py) and the whole test split as tensors.
+    `val_seed` as for the built-in sets: holdout.py) and the whole test split as tensors. `check(layout, n_train)`
+    runs on the checked splits before anything is converted (its errors propagate).
 
     Example
     -------
@@ -118,6 +121,8 @@ def prepare_user(dataset: str | Path, test_data: str | Path | None = None, data_
     ((3, 24, 24), 10, 5000)
     """
     splits = open_splits(dataset, test_data, n, val_split, val_seed)
+    if check is not None:  # e.g. generated images to mix in: refused before anything is converted
+        check(NpzLayout(str(splits.train_path), splits.shape, splits.num_classes), len(splits.train))
     test_x, test_y = _tensors(splits.test)  # decoded first: a bad test image stops before anything is written
     held = None
     if splits.held is not None and splits.held_rows is not None:

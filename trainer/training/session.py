@@ -21,8 +21,8 @@ from memloss.trainer.common.devices import bind_device, resolve_device
 from memloss.trainer.data.ffcv_cuda import ffcv_follows
 from memloss.trainer.config.schema import TrainConfig
 from memloss.trainer.data.loader import loader_note, make_loader, random_order
-from memloss.trainer.data.mixed import (MixedLoader, TrainingSet, prepare_training_set, prepare_user_training_set,
-                                        unstored_order)
+from memloss.trainer.data.mixed import (GeneratedRequest, MixedLoader, TrainingSet, prepare_training_set,
+                                        prepare_user_training_set, unstored_order)
 from memloss.trainer.data.registry import DatasetError, DatasetInfo, dataset_info, is_builtin
 from memloss.trainer.data.sources import load_tensors
 from memloss.trainer.distributed.context import current, main_first, rank_device, rank_seed
@@ -186,8 +186,11 @@ def _dataset(cfg: TrainConfig) -> tuple[DatasetInfo, TrainingSet, torch.Tensor, 
     """(facts, training set, test points x uint8 [n,C,H,W], y [n]) of a built-in dataset or the user's own data."""
     d, eval_n = cfg.data, cfg.run.eval_n
     if not is_builtin(d.dataset):  # --dataset PATH (trainer/data/userdata.py)
+        generated = GeneratedRequest(d.aux_data, d.aux_take, d.aux_fraction, d.epoch_samples,
+                                     d.aux_draw or "without", d.aux_epoch or "pass")
         return prepare_user_training_set(d.dataset, d.test_data, d.data_dir, n=d.n, num_workers=d.num_workers,
-                                         val_split=d.val_split, val_seed=d.val_seed, eval_n=eval_n)
+                                         val_split=d.val_split, val_seed=d.val_seed, eval_n=eval_n,
+                                         batch_size=d.batch_size, generated=generated)
     info = dataset_info(d.dataset, resolution=d.resolution)
     data = prepare_training_set(d.dataset, d.data_dir, n=d.n, resolution=d.resolution, batch_size=d.batch_size,
                                 aux_data=d.aux_data, aux_take=d.aux_take, aux_fraction=d.aux_fraction,
