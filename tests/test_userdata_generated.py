@@ -1,7 +1,7 @@
 """Generated images mixed into the user's own data (`--dataset PATH --aux-data FILE`): every batch holds int(f·B)
 generated rows, the store is made for two parts and written once per epoch, the generated set is converted once
-and reused, and generated images of another size or with labels outside the user's classes are one-line errors
-before anything is trained."""
+and reused, generated images of another size or with labels outside the user's classes are one-line errors before
+anything is trained, and two ranks under torchrun train the single process's global batches."""
 
 from __future__ import annotations
 
@@ -68,3 +68,28 @@ def test_two_epochs_on_user_data_with_generated_images(tmp_path: Path, monkeypat
     with open_store(str(tmp_path / "mem.zarr"), read_only=True) as store:
         assert store.committed_epochs == [1, 2] and store.spec.fingerprint.parts == (36, N_AUX)
         assert store.spec.fingerprint.shape == (3, 8, 8)
+
+
+def test_two_ranks_on_user_data_with_generated_images(tmp_path: Path) -> None:
+    """torchrun, 2 ranks on gloo: rank 0 writes each global batch once, and the global batches are the single
+    process's order of the two-part store; the ranks' parameters stay equal."""
+    from test_distributed import _lines, _torchrun
+
+    from memloss.trainer.data.mixed import batch_mix
+
+    train = make_npz(tmp_path / "train.npz", N_TRAIN, side=8)
+    aux = make_npz(tmp_path / "gen.npz", N_AUX, side=8, seed=1)
+    logs, run = tmp_path / "logs", tmp_path / "run"
+    args = ["--dataset", str(train), "--aux-data", str(aux), "--model", "small_cnn", "--batch-size", str(BATCH),
+            "--aux-fraction", str(FRACTION), "--attack-steps", "1", "--k", "1", "--epochs", "2", "--threads", "1",
+            "--out", str(run), "--data-dir", str(tmp_path / "data")]
+    assert _torchrun(2, logs, args) == 0
+    mix = batch_mix(36, N_AUX, BATCH, FRACTION)
+    with open_store(str(run / "memory.zarr"), read_only=True) as store:
+        order = store.begin_epoch(2, mix=mix)
+    batches = [w["idx"] for w in _lines(logs / "writes.r0.jsonl") if w["epoch"] == 2]
+    assert not (logs / "writes.r1.jsonl").exists()
+    assert [sorted(b) for b in batches] == [sorted(order[g * BATCH:(g + 1) * BATCH].tolist())
+                                            for g in range(mix.batches)]
+    params = [_lines(logs / f"params.r{r}.jsonl") for r in (0, 1)]
+    assert [p["epoch"] for p in params[0]] == [1, 2] and params[0] == params[1]
